@@ -1,0 +1,116 @@
+"""In-memory task data and the batch loader every experience is trained and evaluated with.
+
+An Avalanche experience's dataset is materialised once into three tensors (inputs, targets,
+task labels). Batches are then sliced from those tensors: one index operation per batch
+instead of one ``__getitem__`` + collate per example, which is where generic data loaders
+spend most of their time on small models.
+
+Sharding across DDP ranks is done here (not by a DistributedSampler) so that evaluation counts
+every example exactly once, with no padding duplicates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class Batch(NamedTuple):
+    x: Tensor  # tokens (B, T) long, or features (B, F) float
+    y: Tensor  # next-token targets (B, T) with -100 = ignore, or class labels (B,)
+    t: Tensor  # task label of each example (B,)
+
+    def to(self, device) -> Batch:
+        return Batch(*(v.to(device, non_blocking=True) for v in self))
+
+    def __len__(self) -> int:  # number of examples, not fields
+        return self.x.shape[0]
+
+    @staticmethod
+    def cat(batches: list[Batch]) -> Batch:
+        return Batch(*(torch.cat(parts) for parts in zip(*batches)))
+
+
+@dataclass
+class TaskData:
+    """All examples of one experience's split, as aligned tensors."""
+
+    x: Tensor
+    y: Tensor
+    t: Tensor
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def batch(self, index: Tensor) -> Batch:
+        return Batch(self.x[index], self.y[index], self.t[index])
+
+    @staticmethod
+    def cat(parts: list[TaskData]) -> TaskData:
+        return TaskData(*(torch.cat(p) for p in zip(*((d.x, d.y, d.t) for d in parts))))
+
+    @staticmethod
+    def from_dataset(dataset) -> TaskData:
+        """Materialise any map-style dataset of ``(x, y, t)`` items (e.g. an AvalancheDataset)."""
+        fast = getattr(dataset, "task_data", None)  # retain's own datasets keep their tensors
+        if isinstance(fast, TaskData):
+            return fast
+        items = [dataset[i] for i in range(len(dataset))]
+        if not items:
+            return TaskData(torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0))
+        x, y, t = zip(*(it[:3] for it in items))
+        return TaskData(torch.stack(list(map(torch.as_tensor, x))),
+                        torch.as_tensor(_stack(y)), torch.as_tensor(t, dtype=torch.long))
+
+
+def _stack(values):
+    if isinstance(values[0], Tensor):
+        return torch.stack(values)
+    return torch.as_tensor(values)
+
+
+class BatchLoader:
+    """Iterates a TaskData in mini-batches; reshuffled each epoch from (seed, epoch).
+
+    With ``world_size > 1`` each rank takes a disjoint, contiguous-after-shuffle shard.
+    Training shards are trimmed to equal length (every rank must step the same number of
+    times); evaluation shards are not trimmed, so every example is seen exactly once.
+    """
+
+    def __init__(self, data: TaskData, batch_size: int, *, shuffle: bool, seed: int = 0,
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                 equal_shards: bool | None = None):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
+        self.seed, self.drop_last = seed, drop_last
+        self.rank, self.world_size = rank, world_size
+        self.equal_shards = shuffle if equal_shards is None else equal_shards
+        self.epoch = 0
+
+    def _indices(self) -> Tensor:
+        n = len(self.data)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.arange(n)
+        if self.world_size > 1:
+            if self.equal_shards:
+                order = order[: n - n % self.world_size]
+            order = order[self.rank :: self.world_size]
+        return order
+
+    def __len__(self) -> int:
+        n = len(self._indices()) if self.world_size > 1 else len(self.data)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        order = self._indices()
+        self.epoch += 1
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        for start in range(0, stop, self.batch_size):
+            yield self.data.batch(order[start : start + self.batch_size])

@@ -1,0 +1,77 @@
+"""The strategy protocol: five hooks and a state dict.
+
+A strategy never mutates the training loop's state. Each hook *returns* what it contributes
+(a data loader, named loss terms), so the loop adds them explicitly, logs each term by name,
+and several strategies compose as a list in a fixed, documented order.
+
+Order of calls for one experience (task ``ctx.task_id``)::
+
+    before_task(ctx)                 # e.g. snapshot a teacher
+    loader = train_loader(ctx, loader)  # e.g. mix replayed examples into each batch
+    for batch in loader:              # inside Lightning's fit
+        outputs = system(batch)
+        loss = task_loss + sum(loss_terms(ctx, batch, outputs).values())
+        loss.backward()
+        before_optimizer_step(ctx)    # e.g. A-GEM gradient projection, SI path integral
+        optimizer.step()
+    after_task(ctx)                   # e.g. fill the buffer, estimate the Fisher
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable
+
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from harness.data import Batch, TaskData
+    from harness.distributed import Dist
+    from harness.system import ContinualSystem, Outputs
+
+
+@dataclass
+class Context:
+    """What a strategy may read. Built by the task loop; strategies do not mutate it."""
+
+    system: ContinualSystem  # the LightningModule; ``system.model`` is the nn.Module
+    task_id: int  # index of the experience being trained (0-based)
+    n_tasks: int
+    train_data: Any  # callable: task index -> TaskData of that experience's training split
+    batch_size: int
+    dist: Dist  # rank, world size, all_reduce / all_gather helpers (no-ops on one process)
+    seed: int = 0
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def device(self):
+        return self.system.device
+
+
+class Strategy:
+    """Base class: every hook is a no-op. A plug-in overrides only what it needs."""
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+
+    def before_task(self, ctx: Context) -> None:
+        pass
+
+    def train_loader(self, ctx: Context, loader: Iterable[Batch]) -> Iterable[Batch]:
+        return loader
+
+    def loss_terms(self, ctx: Context, batch: Batch, outputs: Outputs) -> dict[str, Tensor]:
+        return {}
+
+    def before_optimizer_step(self, ctx: Context) -> None:
+        pass
+
+    def after_task(self, ctx: Context) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: tensors, numbers, strings, lists and dicts only."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
