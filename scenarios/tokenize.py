@@ -1,0 +1,56 @@
+"""Byte-level tokenizer and sequence packing: nothing to download, any language, any file.
+
+Ids 0..255 are the UTF-8 bytes, ``PAD`` = 256 pads classification inputs, ``EOS`` = 257
+separates documents when they are packed into one stream. With 258 symbols the embedding stays
+a small part of a tiny model, and bits per byte is simply the loss in bits per token.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PAD = 256
+EOS = 257
+VOCAB_SIZE = 258
+IGNORE = -100  # target id that carries no loss (torch cross_entropy's ignore_index)
+
+
+def encode(text: str) -> np.ndarray:
+    """UTF-8 bytes of ``text`` as uint16 ids (uint16 so PAD and EOS fit alongside)."""
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint16)
+
+
+def decode(ids) -> str:
+    """Text of byte ids; PAD is dropped, EOS becomes a newline, broken UTF-8 is replaced."""
+    ids = np.asarray(ids)
+    out = np.where(ids == EOS, ord("\n"), ids)
+    out = out[(out >= 0) & (out < 256)].astype(np.uint8)
+    return out.tobytes().decode("utf-8", errors="replace")
+
+
+def join_documents(docs: list[str]) -> np.ndarray:
+    """One token stream: every document followed by EOS."""
+    if not docs:
+        return np.zeros(0, dtype=np.uint16)
+    eos = np.array([EOS], dtype=np.uint16)
+    return np.concatenate([part for d in docs for part in (encode(d), eos)])
+
+
+def pack(stream: np.ndarray, seq_len: int, n_seqs: int | None = None) -> np.ndarray:
+    """Cut a token stream into ``(N, seq_len + 1)`` windows that overlap by one token.
+
+    Row ``r`` holds inputs ``row[:-1]`` and next-token targets ``row[1:]``, so every token of
+    the stream is predicted exactly once. The incomplete tail is dropped.
+    """
+    n = (len(stream) - 1) // seq_len
+    if n_seqs is not None:
+        n = min(n, n_seqs)
+    idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]
+    return stream[idx] if n else np.zeros((0, seq_len + 1), dtype=stream.dtype)
+
+
+def pad_to(ids: np.ndarray, length: int) -> np.ndarray:
+    """Truncate or right-pad with PAD to exactly ``length`` ids (classification inputs)."""
+    out = np.full(length, PAD, dtype=np.uint16)
+    out[: min(length, len(ids))] = ids[:length]
+    return out
