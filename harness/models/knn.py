@@ -48,11 +48,11 @@ class KNNConfig:
     d_model: int = field(default=128, metadata={"help": "hidden size"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on attention and MLP"})
     seg_len: int = field(default=64, metadata={"help": "tokens per segment (attention window)"})
-    knn_layer: int = field(default=-1, metadata={"help": "block that attends to memory (-1 = last)"})
+    knn_layer: int = field(default=-1, metadata={"help": "block reading memory (-1 = last)"})
     top_k: int = field(default=16, metadata={"help": "entries retrieved per query"})
-    capacity: int = field(default=16384, metadata={"help": "long-term store entries (0 = no store)"})
+    capacity: int = field(default=16384, metadata={"help": "store entries (0 = no store)"})
     eviction: str = field(default="fifo", metadata={"help": "fifo | random | reservoir"})
-    write: str = field(default="train", metadata={"help": "store writes when: train|eval|both|none"})
+    write: str = field(default="train", metadata={"help": "store writes in: train|eval|both|none"})
     index: str = field(default="exact", metadata={"help": "exact (torch) | faiss (faiss-cpu)"})
     persist: bool = field(
         default=True, metadata={"help": "keep the store on reset_memory() (across tasks)"}

@@ -45,7 +45,7 @@ class RMTConfig:
 
 @register_model("rmt", config=RMTConfig)
 class RMT(SequenceModel):
-    """Recurrent Memory Transformer: learned memory tokens written by one segment, read by the next."""
+    """Recurrent Memory Transformer: memory tokens written by one segment, read by the next."""
 
     def __init__(self, cfg: RMTConfig, spec: DataSpec):
         super().__init__()
