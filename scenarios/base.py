@@ -37,6 +37,7 @@ class Scenario:
     task_names: list[str]
     setting: str  # "class-il" | "domain-il" | "task-il"
     classes_per_task: list[list[int]] | None = None  # classification only
+    info: dict = field(default_factory=dict)  # preparation facts: seconds, bytes, cache hits
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
@@ -71,7 +72,8 @@ class Scenario:
     def from_splits(cls, name: str, spec: DataSpec, task_names: list[str], setting: str,
                     train: list[TaskData], test: list[TaskData],
                     val: list[TaskData] | None = None,
-                    classes_per_task: list[list[int]] | None = None) -> Scenario:
+                    classes_per_task: list[list[int]] | None = None,
+                    info: dict | None = None) -> Scenario:
         """Build the Avalanche benchmark from per-experience tensors (one TaskData each)."""
         from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
         from avalanche.benchmarks.scenarios.task_aware import with_task_labels
@@ -86,7 +88,7 @@ class Scenario:
             **{k: [avalanche_dataset(d, classification=spec.task == "classification")
                    for d in v] for k, v in streams.items()})
         return cls(name, with_task_labels(bench), spec, list(task_names), setting,
-                   classes_per_task)
+                   classes_per_task, dict(info or {}))
 
 
 class _Pairs(torch.utils.data.Dataset):

