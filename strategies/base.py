@@ -19,13 +19,14 @@ Order of calls for one experience (task ``ctx.task_id``)::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from harness.data import Batch, TaskData
+    from harness.data import Batch
     from harness.distributed import Dist
     from harness.system import ContinualSystem, Outputs
 
@@ -38,6 +39,7 @@ class Context:
     task_id: int  # index of the experience being trained (0-based)
     n_tasks: int
     train_data: Any  # callable: task index -> TaskData of that experience's training split
+    make_loader: Any  # callable: TaskData -> training loader (batch size, shuffling, sharding)
     batch_size: int
     dist: Dist  # rank, world size, all_reduce / all_gather helpers (no-ops on one process)
     seed: int = 0
@@ -68,6 +70,10 @@ class Strategy:
 
     def after_task(self, ctx: Context) -> None:
         pass
+
+    def memory_bytes(self) -> int:
+        """Bytes of stored state (buffers, teachers, importance estimates), for cost reports."""
+        return 0
 
     def state_dict(self) -> dict:
         """Everything needed to resume: tensors, numbers, strings, lists and dicts only."""

@@ -1,0 +1,192 @@
+"""The ``retain`` command. Parses arguments and calls plain functions; nothing else.
+
+Only ``run`` imports torch and Lightning, and only after the configuration has been
+validated, so ``retain --help``, ``retain list`` and every input error answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.errors import UserError
+
+USAGE = """\
+retain: continual-learning experiments for memory-augmented language models
+
+usage:
+  retain run [EXPERIMENT.yaml] [key=value ...] [--resume RUN_DIR]
+                                   train on a task stream, print the score matrix
+  retain list [model|strategy|scenario] [NAME]
+                                   registered components (and a component's options)
+  retain sweep SWEEP.yaml [...]    run a W&B-format sweep locally (see retain sweep -h)
+  retain compare PATH [...]        aggregate runs: mean ± 95% CI, paired tests vs naive
+  retain report PATH -o FILE.html  a self-contained HTML dashboard
+
+configuration precedence: defaults < EXPERIMENT.yaml < key=value overrides
+  (--key=value works too, as passed by a W&B sweep agent). Examples:
+  retain run strategy=replay strategy.replay.mem_size=500 trainer.max_epochs=2
+  retain run strategy=[replay,distill] scenario.name=split-digits model.name=mlp
+  retain run configs/experiments/split_digits.yaml seed=3 logger=none
+options of a run:  retain run --help
+"""
+
+RUN_OPTIONS = ("--resume", "--help", "-h")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "run":
+            return cmd_run(rest)
+        if command == "list":
+            return cmd_list(rest)
+        if command in ("sweep", "compare", "report"):
+            import importlib
+
+            return importlib.import_module(f"harness.{command}").main(rest)
+        raise UserError(f"unknown command '{command}'; valid commands: run, list, sweep, "
+                        "compare, report")
+    except UserError as err:
+        print(f"retain: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("retain: interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="retain run", allow_abbrev=False, add_help=False,
+        description="Train on a task stream and print the score matrix.")
+    parser.add_argument("experiment", nargs="?", help="experiment YAML (optional)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    parser.add_argument("-h", "--help", action="store_true")
+    known = [a for a in argv if a in RUN_OPTIONS or a.startswith("--resume=")
+             or (not a.startswith("-") and "=" not in a)]
+    if "--resume" in argv:  # its value follows it
+        i = argv.index("--resume")
+        if i + 1 < len(argv):
+            known.insert(known.index("--resume") + 1, argv[i + 1])
+    overrides = [a for a in argv if a not in known]
+    opts = parser.parse_args(known)
+    if opts.help:
+        print(run_help())
+        return 0
+    from harness import config as config_mod
+
+    experiment, resume_dir = opts.experiment, None
+    if opts.resume:
+        resume_dir = Path(opts.resume)
+        if not (resume_dir / "config.yaml").is_file():
+            raise UserError(f"{resume_dir} is not a run directory (no config.yaml)")
+        experiment = str(resume_dir / "config.yaml")
+    cfg = config_mod.load(experiment, overrides)
+    resume = _resumable(cfg, resume_dir)
+    if resume is not None and (resume.root / "results.json").is_file():
+        print(f"run {resume.root} is already complete; see {resume.root}/results.json")
+        return 0
+    from harness.console import print_report
+    from harness.run import run
+
+    results = run(cfg, resume)
+    if results.get("run_dir"):
+        print_report(results)
+    return 0
+
+
+def _resumable(cfg, resume_dir: Path | None):
+    """The RunDir to continue: the one asked for, or an existing folder of the same name."""
+    from harness.config import config_hash
+    from harness.results import RunDir
+
+    if resume_dir is None and cfg.name:
+        candidate = Path(cfg.out_dir) / cfg.name
+        if (candidate / "config.yaml").is_file():
+            resume_dir = candidate
+    if resume_dir is None:
+        return None
+    import json
+
+    try:
+        status = json.loads((resume_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        status = {}
+    if status.get("config_hash") not in (None, config_hash(cfg)):
+        raise UserError(f"{resume_dir} holds a run with a different configuration; choose "
+                        "another name or out_dir")
+    return RunDir(resume_dir)
+
+
+def cmd_list(argv: list[str]) -> int:
+    from harness.registry import MODELS, SCENARIOS, STRATEGIES
+
+    registries = {"model": MODELS, "strategy": STRATEGIES, "scenario": SCENARIOS}
+    plural = {"model": "models", "strategy": "strategies", "scenario": "scenarios"}
+    kinds = {plural[k]: k for k in registries} | {k: k for k in registries}
+    if argv and argv[0] not in kinds:
+        raise UserError(f"unknown kind '{argv[0]}'; valid kinds: model, strategy, scenario")
+    if len(argv) >= 2:
+        entry = registries[kinds[argv[0]]].get(argv[1])
+        print(f"{kinds[argv[0]]} {entry.name}: {entry.summary}")
+        print(format_fields(entry.config, prefix=_prefix(kinds[argv[0]], entry.name)))
+        return 0
+    for kind in ([kinds[argv[0]]] if argv else list(registries)):
+        print(f"{plural[kind]}:")
+        for name, summary in registries[kind].summaries().items():
+            print(f"  {name:<14} {summary}")
+    return 0
+
+
+def _prefix(kind: str, name: str) -> str:
+    return f"strategy.{name}." if kind == "strategy" else f"{kind}."
+
+
+def format_fields(cls, prefix: str = "") -> str:
+    import dataclasses
+
+    lines = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
+        if f.name in ("model", "scenario", "strategy") or dataclasses.is_dataclass(default):
+            continue
+        help_text = f.metadata.get("help", "")
+        lines.append(f"  {prefix + f.name:<34} {default!s:<12} {help_text}")
+    return "\n".join(lines)
+
+
+def run_help() -> str:
+    from harness.config import RunConfig, TrainerConfig, WandbConfig
+
+    return "\n".join([
+        "usage: retain run [EXPERIMENT.yaml] [key=value ...] [--resume RUN_DIR]",
+        "",
+        "Trains on each experience of a scenario in turn, evaluates on every test",
+        "experience after each one, prints the score matrix and summary metrics, and",
+        "writes the run directory (config, results.json, metrics, checkpoints, W&B run).",
+        "Re-running with the same name=... continues a stopped run.",
+        "",
+        "components (see `retain list`; a component's options: `retain list strategy replay`):",
+        "  model.name=gpt  scenario.name=text-domains  strategy=naive | strategy=[replay,distill]",
+        "",
+        "run options:",
+        format_fields(RunConfig),
+        "trainer options:",
+        format_fields(TrainerConfig, "trainer."),
+        "wandb options:",
+        format_fields(WandbConfig, "wandb."),
+    ])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""``retain compare``: one table per scenario, every number a mean ± 95% CI over seeds.
+
+Runs are grouped by scenario, then by strategy *and* by every other config value that differs
+between that strategy's runs (seed excluded): replay with 100 and with 200 buffer slots are two
+rows, never one average. Each row is compared with the baseline strategy (default ``naive``)
+paired by seed; see ``harness.stats`` for why Student-t, pairing and Holm.
+
+``load_runs`` / ``aggregate`` are shared with ``retain report`` so the HTML shows the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.stats import ALPHA, Paired, Summary, holm, paired_test, summarize
+
+# (summary key, short header); "{m}" is the scenario's primary metric (accuracy, perplexity, ...)
+COLUMNS = [("{m}/avg", "{m}"), ("{m}/bwt", "BWT"), ("{m}/fwt", "FWT"),
+           ("{m}/forgetting", "forgetting"), ("wall_time_s", "wall s"),
+           ("peak_rss_mb", "peak MB"), ("strategy_memory_bytes", "strategy mem")]
+IGNORED_KEYS = {"seed", "name", "out_dir"}  # config keys that never split a row
+IGNORED_PREFIXES = ("wandb.",)
+
+
+@dataclass
+class Group:
+    """The runs of one row: same scenario, strategy and non-seed hyper-parameters."""
+
+    scenario: str
+    strategy: str
+    params: dict[str, Any]
+    runs: list[dict] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        extra = ", ".join(f"{k.removeprefix('strategy.')}={v}" for k, v in self.params.items())
+        return f"{self.strategy} ({extra})" if extra else self.strategy
+
+    @property
+    def seeds(self) -> list:
+        return [r.get("seed") for r in self.runs]
+
+
+@dataclass
+class Row:
+    group: Group
+    stats: dict[str, Summary | None]
+    paired: dict[str, Paired] = field(default_factory=dict)
+    p_holm: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class Table:
+    scenario: str
+    metric: str
+    higher_is_better: bool
+    baseline: str
+    columns: list[tuple[str, str]]
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="retain compare",
+        description="Aggregate complete runs (results.json) into one table per scenario: mean "
+                    "± 95%% Student-t CI over seeds, and a seed-paired t-test against the "
+                    "baseline strategy.")
+    p.add_argument("paths", nargs="+", help="run directories, a runs directory or a sweep "
+                                            "directory (searched recursively for results.json)")
+    p.add_argument("--baseline", default="naive", help="strategy to compare against "
+                                                       "(default: naive)")
+    p.add_argument("--csv", metavar="FILE", help="also write one CSV row per table row")
+    p.add_argument("--json", metavar="FILE", help="also write everything as JSON")
+    p.add_argument("--ignore", action="append", default=[], metavar="KEY",
+                   help="config key that should not split rows (repeatable)")
+    args = p.parse_args(argv)
+    runs, notes = load_runs(args.paths)
+    tables = aggregate(runs, baseline=args.baseline, ignore=args.ignore)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(format_tables(tables))
+    if args.csv:
+        write_csv(tables, Path(args.csv))
+    if args.json:
+        Path(args.json).write_text(json.dumps(to_json(tables), indent=2) + "\n")
+    return 0
+
+
+def load_runs(paths: list[str | Path]) -> tuple[list[dict], list[str]]:
+    """Every complete run under ``paths`` (newest wins when two share scenario, strategy,
+    hyper-parameters and seed), plus notes on what was left out and why."""
+    files, notes = [], []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise UserError(f"no such file or directory: {path}")
+        files += [path] if path.is_file() else sorted(path.rglob("results.json"))
+        notes += _sweep_notes(path)
+    runs = []
+    for f in dict.fromkeys(files):  # de-duplicate, keep order
+        try:
+            run = json.loads(Path(f).read_text())
+        except (OSError, ValueError) as exc:
+            notes.append(f"{f}: unreadable results.json ({exc}); left out")
+            continue
+        status = _status(Path(f).parent)
+        if status not in (None, "complete"):
+            notes.append(f"{f}: status is {status!r}; left out")
+            continue
+        run["_path"] = str(Path(f).parent)
+        run["_mtime"] = Path(f).stat().st_mtime
+        runs.append(run)
+    if not runs:
+        raise UserError(f"no complete results.json under {', '.join(map(str, paths))}")
+    return runs, notes
+
+
+def _status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "status.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+def _sweep_notes(path: Path) -> list[str]:
+    """Failed sweep runs are invisible in results.json files, so say how many there were."""
+    notes = []
+    sweep_files = [path] if path.name == "sweep.json" else path.glob("**/sweep.json")
+    for sj in sweep_files:
+        try:
+            summary = json.loads(Path(sj).read_text())
+        except (OSError, ValueError):
+            continue
+        bad = [r["name"] for r in summary.get("runs", []) if r.get("status") != "complete"]
+        if bad:
+            notes.append(f"sweep {summary.get('sweep')}: {len(bad)} run(s) not complete and "
+                         f"not included: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+    return notes
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested config -> {"a.b.c": value}; lists stay values."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}{k}."))
+    return {k.rstrip("."): v for k, v in out.items()}
+
+
+def group_runs(runs: list[dict], ignore: list[str] = ()) -> dict[str, list[Group]]:
+    """scenario -> groups. Keys that differ among one strategy's runs split it into rows."""
+    by_strategy: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        key = (str(run.get("scenario", "?")), str(run.get("strategy", "?")))
+        by_strategy.setdefault(key, []).append(run)
+    scenarios: dict[str, list[Group]] = {}
+    for (scenario, strategy), members in sorted(by_strategy.items()):
+        flat = [flatten(r.get("config") or {}) for r in members]
+        keys = sorted({k for f in flat for k in f})
+        varying = [k for k in keys if _splits(k, ignore)
+                   and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
+        rows: dict[str, Group] = {}
+        for run, f in zip(members, flat):
+            params = {k: f.get(k) for k in varying}
+            sig = json.dumps(params, sort_keys=True, default=str)
+            rows.setdefault(sig, Group(scenario, strategy, params)).runs.append(run)
+        for group in rows.values():
+            group.runs = _one_per_seed(group.runs)
+        scenarios.setdefault(scenario, []).extend(rows.values())
+    return scenarios
+
+
+def _splits(key: str, ignore) -> bool:
+    last = key.rsplit(".", 1)[-1]
+    return (key not in IGNORED_KEYS and last != "seed" and key not in ignore
+            and not key.startswith(IGNORED_PREFIXES))
+
+
+def _one_per_seed(runs: list[dict]) -> list[dict]:
+    """A repeated seed is a re-run, not a new sample: keep the newest of each seed."""
+    newest: dict[str, dict] = {}
+    for run in sorted(runs, key=lambda r: r.get("_mtime", 0)):
+        newest[json.dumps(run.get("seed"))] = run
+    return sorted(newest.values(), key=lambda r: str(r.get("seed")))
+
+
+def aggregate(runs: list[dict], baseline: str = "naive", ignore: list[str] = ()) -> list[Table]:
+    tables = []
+    for scenario, groups in group_runs(runs, ignore).items():
+        first = groups[0].runs[0]
+        metric = str(first.get("metric", "accuracy"))
+        hib = bool(first.get("higher_is_better", True))
+        columns = [(k.format(m=metric), h.format(m=metric)) for k, h in COLUMNS]
+        groups = sorted(groups, key=lambda g: g.strategy != baseline)  # baseline row first
+        rows = [Row(g, {k: summarize(r.get("summary", {}).get(k) for r in g.runs)
+                        for k, _ in columns}) for g in groups]
+        table = Table(scenario, metric, hib, baseline, columns, rows)
+        if len({str(r.get("metric")) for g in groups for r in g.runs}) > 1:
+            table.notes.append("runs in this scenario report different primary metrics")
+        _compare_to_baseline(table)
+        tables.append(table)
+    return tables
+
+
+def _compare_to_baseline(table: Table) -> None:
+    bases = [r for r in table.rows if r.group.strategy == table.baseline]
+    if not bases:
+        table.notes.append(f"no '{table.baseline}' runs: no paired comparison")
+        return
+    for row in table.rows:
+        if row.group.strategy == table.baseline:
+            continue
+        base = _matching_baseline(row, bases)
+        if base is None:
+            table.notes.append(f"{row.group.label}: several '{table.baseline}' rows fit; "
+                               "not compared")
+            continue
+        for key, _ in table.columns:
+            row.paired[key] = paired_test(_by_seed(row, key), _by_seed(base, key))
+    for key, _ in table.columns:
+        compared = [r for r in table.rows if key in r.paired]
+        for r, p in zip(compared, holm([r.paired[key].p for r in compared])):
+            r.p_holm[key] = p
+
+
+def _matching_baseline(row: Row, bases: list[Row]) -> Row | None:
+    """The baseline row whose hyper-parameters agree with ``row`` on every shared key."""
+    if len(bases) == 1:
+        return bases[0]
+    fits = [b for b in bases if all(row.group.params.get(k, v) == v
+                                    for k, v in b.group.params.items())]
+    return fits[0] if len(fits) == 1 else None
+
+
+def _by_seed(row: Row, key: str) -> dict:
+    return {json.dumps(r.get("seed")): r.get("summary", {}).get(key) for r in row.group.runs}
+
+
+def better_when_higher(key: str, higher_is_better: bool) -> bool:
+    """Direction of "better" for a column: costs and forgetting are better low."""
+    if key.endswith("/forgetting") or not key.count("/"):
+        return False
+    return higher_is_better
+
+
+# ---------------------------------------------------------------- text, CSV and JSON output
+
+def fmt_value(key: str, x: float | None) -> str:
+    if x is None:
+        return "–"
+    if key == "strategy_memory_bytes":
+        for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+            if abs(x) >= size:
+                return f"{x / size:.1f} {unit}"
+        return f"{x:.0f} B"
+    if key.endswith("_s") or key.endswith("_mb") or abs(x) >= 100:
+        return f"{x:.1f}"
+    return f"{x:.2f}" if abs(x) >= 10 else f"{x:.3f}"
+
+
+def fmt_summary(key: str, s: Summary | None) -> str:
+    if s is None:
+        return "–"
+    if s.ci95 is None:
+        return fmt_value(key, s.mean)
+    return f"{fmt_value(key, s.mean)} ± {fmt_value(key, s.ci95)}"
+
+
+def fmt_paired(key: str, row: Row, hib: bool) -> tuple[str, str]:
+    """(Δ text, p text) for the table; '*' marks p < 0.05 and says better or worse."""
+    pr = row.paired.get(key)
+    if pr is None:
+        return "", ""
+    if pr.mean_diff is None:
+        return "–", pr.note
+    delta = f"{pr.mean_diff:+.3g}" + (f" ± {pr.ci95:.2g}" if pr.ci95 else "")
+    if pr.p is None:
+        return delta, pr.note
+    better = (pr.mean_diff > 0) == better_when_higher(key, hib)
+    mark = f" * {'better' if better else 'worse'}" if pr.p < ALPHA else ""
+    adjusted = row.p_holm.get(key)
+    holm_text = f" (Holm {adjusted:.3g})" if adjusted is not None else ""
+    return delta, f"{pr.p:.3g}{holm_text}{mark}"
+
+
+def format_tables(tables: list[Table]) -> str:
+    blocks = []
+    for t in tables:
+        direction = "higher" if t.higher_is_better else "lower"
+        head = (f"== {t.scenario} · {t.metric} ({direction} is better) · "
+                f"baseline {t.baseline} ==")
+        primary = t.columns[0][0]
+        header = ["strategy", "n", *[h for _, h in t.columns], f"Δ {t.metric} vs {t.baseline}",
+                  "p (paired t)"]
+        lines = [header]
+        for row in t.rows:
+            lines.append([row.group.label, str(len(row.group.runs)),
+                          *[fmt_summary(k, row.stats[k]) for k, _ in t.columns],
+                          *fmt_paired(primary, row, t.higher_is_better)])
+        widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+        text = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines]
+        blocks.append("\n".join([head, *text, *[f"note: {n}" for n in t.notes]]))
+    blocks.append("± is the 95% Student-t CI over seeds (none when n = 1). Δ and p: paired by "
+                  "seed, two-sided paired t-test; * marks p < 0.05 (Holm-adjusted p shown too).")
+    return "\n\n".join(blocks)
+
+
+def to_json(tables: list[Table]) -> dict:
+    out = []
+    for t in tables:
+        groups = []
+        for row in t.rows:
+            g = row.group
+            groups.append({
+                "label": g.label, "strategy": g.strategy, "params": g.params,
+                "n": len(g.runs), "seeds": g.seeds, "runs": [r.get("_path") for r in g.runs],
+                "metrics": {k: _summary_json(s) for k, s in row.stats.items()},
+                "vs_baseline": {k: {**asdict(p), "p_holm": row.p_holm.get(k),
+                                    "significant": p.p is not None and p.p < ALPHA}
+                                for k, p in row.paired.items()},
+            })
+        out.append({"scenario": t.scenario, "metric": t.metric,
+                    "higher_is_better": t.higher_is_better, "baseline": t.baseline,
+                    "notes": t.notes, "groups": groups})
+    return {"confidence": 0.95, "test": "paired t-test by seed, two-sided", "scenarios": out}
+
+
+def _summary_json(s: Summary | None) -> dict | None:
+    return None if s is None else {**asdict(s), "low": s.low, "high": s.high}
+
+
+def write_csv(tables: list[Table], path: Path) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        keys = [k.replace("{m}/", "metric/") for k, _ in COLUMNS]
+        w.writerow(["scenario", "metric", "higher_is_better", "strategy", "params", "n", "seeds",
+                    *[f"{k}_{s}" for k in keys for s in ("mean", "ci95", "sd", "n")],
+                    "delta_vs_baseline", "delta_ci95", "p", "p_holm", "n_pairs"])
+        for t in tables:
+            primary = t.columns[0][0]
+            for row in t.rows:
+                stats = [row.stats[k] for k, _ in t.columns]
+                pr = row.paired.get(primary)
+                w.writerow([t.scenario, t.metric, t.higher_is_better, row.group.strategy,
+                            json.dumps(row.group.params, default=str), len(row.group.runs),
+                            " ".join(map(str, row.group.seeds)),
+                            *[_cell(getattr(s, a, None) if s else None)
+                              for s in stats for a in ("mean", "ci95", "sd", "n")],
+                            *([_cell(pr.mean_diff), _cell(pr.ci95), _cell(pr.p),
+                               _cell(row.p_holm.get(primary)), pr.n] if pr else [""] * 5)])
+
+
+def _cell(x) -> str:
+    return "" if x is None else repr(x) if isinstance(x, float) else str(x)

@@ -1,0 +1,270 @@
+"""Typed run configuration: dataclass defaults, then a YAML experiment file, then overrides.
+
+That is the only precedence there is::
+
+    defaults (the dataclasses below and each component's config)
+      < experiment YAML (``retain run configs/experiments/x.yaml``)
+      < command line ``key=value`` (or ``--key=value``, the form a W&B sweep agent passes)
+
+Component sections are chosen by name (``model.name``, ``scenario.name``, ``strategy.name``);
+the chosen component's config dataclass then becomes the schema of its section, so an unknown
+key or a value of the wrong type fails here, before any work starts, with a ``UserError``
+naming the key and the valid choices. ``strategy=replay`` is shorthand for
+``strategy.name=[replay]``; several strategies compose (``strategy=[replay,distill]``) and each
+one's parameters live under ``strategy.<name>.*``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError, did_you_mean
+
+COMPONENTS = ("model", "scenario", "strategy")
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = field(default=1, metadata={"help": "epochs per experience"})
+    max_steps: int = field(default=-1, metadata={"help": "cap on steps per experience (-1: none)"})
+    batch_size: int = field(default=32, metadata={"help": "training mini-batch size"})
+    eval_batch_size: int = field(default=128, metadata={"help": "evaluation batch size"})
+    optimizer: str = field(default="adamw", metadata={"help": "adamw | adam | sgd"})
+    lr: float = field(default=3e-3, metadata={"help": "learning rate"})
+    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=0.0, metadata={"help": "weight decay"})
+    grad_clip: float = field(default=0.0, metadata={"help": "clip gradient norm (0: off)"})
+    accumulate_grad_batches: int = field(default=1, metadata={"help": "gradient accumulation"})
+    accelerator: str = field(default="auto", metadata={"help": "auto | cpu | gpu"})
+    devices: int = field(default=1, metadata={"help": "processes / GPUs"})
+    strategy: str = field(default="auto", metadata={"help": "Lightning strategy: auto | ddp"})
+    precision: str = field(default="32-true", metadata={"help": "32-true | bf16-mixed | 16-mixed"})
+    deterministic: bool = field(default=True, metadata={"help": "deterministic algorithms"})
+    log_every_n_steps: int = field(default=10, metadata={"help": "training log interval"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+
+@dataclass
+class WandbConfig:
+    project: str = field(default="retain", metadata={"help": "W&B project"})
+    entity: str | None = field(default=None, metadata={"help": "W&B entity (team or user)"})
+    mode: str | None = field(
+        default=None,
+        metadata={"help": "online | offline | disabled (default: online only when logged in)"},
+    )
+    group: str | None = field(default=None, metadata={"help": "W&B group (default: strategy)"})
+    tags: list[str] = field(default_factory=list, metadata={"help": "W&B tags"})
+
+
+@dataclass
+class RunConfig:
+    name: str | None = field(default=None, metadata={"help": "run name (default: generated)"})
+    out_dir: str = field(default="runs", metadata={"help": "directory that holds run folders"})
+    seed: int = field(default=0, metadata={"help": "global random seed"})
+    logger: str = field(default="wandb", metadata={"help": "wandb | none"})
+    eval_init: bool = field(
+        default=True, metadata={"help": "evaluate the untrained model (forward transfer)"}
+    )
+    model: Any = None
+    scenario: Any = None
+    strategy: Any = None
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+DEFAULT_NAMES = {"model": "gpt", "scenario": "text-domains", "strategy": ["naive"]}
+CHOICES = {
+    "logger": ("wandb", "none"),
+    "trainer.optimizer": ("adamw", "adam", "sgd"),
+    "trainer.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
+    "trainer.strategy": ("auto", "ddp", "ddp_spawn"),
+    "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
+    "wandb.mode": (None, "online", "offline", "disabled"),
+}
+
+
+def load(experiment: str | None = None, overrides: list[str] = ()):
+    """Resolve a RunConfig from an optional experiment YAML and dotted overrides."""
+    from omegaconf import OmegaConf
+
+    layers = [_normalise(_read_yaml(experiment), experiment)] if experiment else []
+    layers.append(_normalise(_parse_overrides(overrides), "the command line"))
+    names = _component_names(layers)
+    schema = OmegaConf.structured(_schema(names))
+    for layer in layers:
+        _check_keys(layer, schema)
+    try:
+        merged = OmegaConf.merge(schema, *layers)
+        cfg = OmegaConf.to_object(merged)
+    except Exception as err:  # omegaconf's ValidationError and friends
+        raise UserError(_describe(err)) from None
+    _check_choices(cfg)
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def to_yaml(cfg) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg)))
+
+
+def config_hash(cfg) -> str:
+    """Stable hash of what determines a run's results (not its name, folder or logging)."""
+    d = to_dict(cfg)
+    for key in ("name", "out_dir", "logger", "wandb"):
+        d.pop(key, None)
+    d["trainer"].pop("progress", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def strategy_names(cfg) -> list[str]:
+    return list(cfg.strategy.name)
+
+
+# -- layers -------------------------------------------------------------------------------
+
+
+def _read_yaml(path: str) -> dict:
+    from omegaconf import OmegaConf
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"experiment file not found: {path}")
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(p))
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot parse {path}: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping of config keys, not {type(data).__name__}")
+    return data
+
+
+def _parse_overrides(overrides) -> dict:
+    from omegaconf import OmegaConf
+
+    items = []
+    for raw in overrides:
+        item = raw[2:] if raw.startswith("--") else raw
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip() or key != key.strip():
+            raise UserError(f"override '{raw}' is not of the form key=value")
+        items.append(item)
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(items))
+    except Exception as err:
+        raise UserError(f"cannot parse overrides: {_describe(err)}") from None
+
+
+def _normalise(layer: dict, source: str) -> dict:
+    """Expand component shorthands: ``strategy: replay`` -> ``strategy: {name: [replay]}``."""
+    layer = dict(layer)
+    for comp in COMPONENTS:
+        value = layer.get(comp)
+        if value is None or isinstance(value, dict):
+            continue
+        if isinstance(value, (str, list)):
+            layer[comp] = {"name": value}
+        else:
+            raise UserError(f"{comp} in {source} must be a name or a mapping, not {value!r}")
+    strat = layer.get("strategy")
+    if isinstance(strat, dict) and isinstance(strat.get("name"), str):
+        strat["name"] = [n.strip() for n in strat["name"].split("+")]  # "replay+distill"
+    return layer
+
+
+def _component_names(layers: list[dict]) -> dict:
+    names = dict(DEFAULT_NAMES)
+    for layer in layers:
+        for comp in COMPONENTS:
+            section = layer.get(comp)
+            if isinstance(section, dict) and "name" in section:
+                names[comp] = section["name"]
+    for comp in ("model", "scenario"):
+        if not isinstance(names[comp], str):
+            raise UserError(f"{comp}.name must be one name, not {names[comp]!r}")
+    if not isinstance(names["strategy"], list) or not names["strategy"]:
+        raise UserError("strategy must name at least one strategy")
+    if len(set(names["strategy"])) != len(names["strategy"]):
+        raise UserError(f"strategy lists a name twice: {names['strategy']}")
+    return names
+
+
+def _schema(names: dict) -> RunConfig:
+    from harness.registry import MODELS, SCENARIOS, STRATEGIES
+
+    model = MODELS.get(names["model"]).config()
+    scenario = SCENARIOS.get(names["scenario"]).config()
+    fields = [("name", list[str], field(default_factory=lambda: list(names["strategy"])))]
+    for strat in names["strategy"]:
+        cfg_cls = STRATEGIES.get(strat).config
+        fields.append((strat, cfg_cls, field(default_factory=cfg_cls)))
+    section = dataclasses.make_dataclass("StrategyConfig", fields)
+    return RunConfig(model=model, scenario=scenario, strategy=section())
+
+
+def _check_keys(layer: dict, schema, prefix: str = "") -> None:
+    """Reject keys the schema does not have, naming the valid ones at that level."""
+    for key, value in layer.items():
+        full = f"{prefix}{key}"
+        if key not in schema:
+            valid = [str(k) for k in schema.keys()]
+            hint = ""
+            if prefix == "strategy.":
+                hint = f" ('{key}' is not among strategy.name={list(schema['name'])})"
+            raise UserError(f"unknown config key '{full}'{hint}{did_you_mean(str(key), valid)}")
+        child = schema[key]
+        if hasattr(child, "keys") and not isinstance(value, dict):
+            raise UserError(f"config key '{full}' is a section; set its keys instead "
+                            f"(e.g. {full}.{next(iter(child.keys()))}=...)")
+        if isinstance(value, dict) and hasattr(child, "keys"):
+            _check_keys(value, child, prefix=f"{full}.")
+        elif isinstance(value, dict) and not _is_open_mapping(schema, key):
+            raise UserError(f"config key '{full}' takes a value, not a mapping")
+
+
+def _is_open_mapping(schema, key) -> bool:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.is_dict(schema[key]) if schema[key] is not None else False
+
+
+def _check_choices(cfg) -> None:
+    for key, choices in CHOICES.items():
+        obj = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        if obj not in choices:
+            shown = [c for c in choices if c is not None]
+            raise UserError(f"invalid value {obj!r} for '{key}'{did_you_mean(str(obj), shown)}")
+    for key in ("trainer.max_epochs", "trainer.batch_size", "trainer.eval_batch_size",
+                "trainer.devices", "trainer.accumulate_grad_batches",
+                "trainer.log_every_n_steps"):
+        section, attr = key.split(".")
+        if getattr(getattr(cfg, section), attr) < 1:
+            raise UserError(f"'{key}' must be at least 1")
+
+
+def _describe(err: Exception) -> str:
+    """One line from an OmegaConf error: which key, what value, what type was expected."""
+    key = getattr(err, "full_key", None)
+    msg = str(getattr(err, "msg", None) or err).strip().splitlines()[0]
+    if "Value '" in msg and "could not be converted to" in msg:
+        msg = msg.replace("Value ", "value ").replace("could not be converted to", "is not")
+        for typ, word in (("Integer", "an integer"), ("Float", "a number"),
+                          ("Boolean", "true or false")):
+            msg = msg.replace(f"is not {typ}", f"is not {word}")
+    if "is not a ListConfig" in msg:
+        msg = "expected a list such as [1, 2]"
+    return f"invalid value for '{key}': {msg}" if key else msg

@@ -1,0 +1,81 @@
+"""Continual-learning metrics from the score matrix.
+
+``R[i][j]`` is the score on test experience ``j`` after training experience ``i``; ``b[j]``
+is the untrained model's score on ``j``. For a metric where higher is better (accuracy)::
+
+    average     = mean_j R[T-1][j]
+    BWT         = mean_{j<T-1} (R[T-1][j] - R[j][j])        (Lopez-Paz & Ranzato, 2017)
+    FWT         = mean_{j>0}   (R[j-1][j] - b[j])
+    forgetting  = mean_{j<T-1} (max_{l<T-1} R[l][j] - R[T-1][j])   (Chaudhry et al., 2018)
+
+BWT and FWT are plain differences of the metric, so for a lower-is-better metric (loss,
+perplexity) a *positive* BWT means the old tasks got worse. Forgetting is direction-aware:
+it is always the drop from the best earlier score, so positive always means forgotten.
+Undefined quantities (one task; no baseline) are None.
+"""
+
+from __future__ import annotations
+
+import math
+
+LOWER_IS_BETTER = {"loss", "perplexity", "bits_per_byte"}
+
+
+def average(R: list[list[float]]) -> float:
+    return _mean(R[-1])
+
+
+def backward_transfer(R) -> float | None:
+    T = len(R)
+    return _mean([R[T - 1][j] - R[j][j] for j in range(T - 1)]) if T > 1 else None
+
+
+def forward_transfer(R, baseline) -> float | None:
+    T = len(R)
+    if T < 2 or baseline is None:
+        return None
+    return _mean([R[j - 1][j] - baseline[j] for j in range(1, T)])
+
+
+def forgetting(R, higher_is_better: bool = True) -> float | None:
+    T = len(R)
+    if T < 2:
+        return None
+    drops = []
+    for j in range(T - 1):
+        earlier = [R[i][j] for i in range(j, T - 1)]
+        best = max(earlier) if higher_is_better else min(earlier)
+        drops.append(best - R[T - 1][j] if higher_is_better else R[T - 1][j] - best)
+    return _mean(drops)
+
+
+def summarize(matrices: dict, baseline: dict | None) -> dict:
+    """``{"<metric>/avg": ..., "<metric>/bwt": ..., "/fwt", "/forgetting"}`` for every metric."""
+    out = {}
+    for name, R in matrices.items():
+        if not R:
+            continue
+        hib = name not in LOWER_IS_BETTER
+        out[f"{name}/avg"] = average(R)
+        out[f"{name}/bwt"] = backward_transfer(R)
+        out[f"{name}/fwt"] = forward_transfer(R, (baseline or {}).get(name))
+        out[f"{name}/forgetting"] = forgetting(R, hib)
+    return out
+
+
+def classification_scores(y_true, y_pred, n_classes: int) -> dict:
+    """Accuracy, macro-F1 and the confusion matrix, computed by scikit-learn."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    labels = list(range(n_classes))
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro",
+                                   zero_division=0)),
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def _mean(values) -> float:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(values) / len(values) if values else float("nan")

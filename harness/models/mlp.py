@@ -1,0 +1,39 @@
+"""A multi-layer perceptron over feature vectors: the classic continual-learning baseline
+(e.g. 64-256-10 on Split-Digits, the setting of the Avalanche reference numbers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from harness.errors import UserError
+from harness.models.base import DataSpec, SequenceModel
+from harness.registry import register_model
+
+
+@dataclass
+class MLPConfig:
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [256], metadata={"help": "hidden sizes"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout after each hidden layer"})
+
+
+@register_model("mlp", config=MLPConfig)
+class MLP(SequenceModel):
+    """Feed-forward network; the system's classifier head is its output layer."""
+
+    def __init__(self, cfg: MLPConfig, spec: DataSpec):
+        super().__init__()
+        if spec.kind != "vectors":
+            raise UserError("model mlp needs vector inputs; use model.name=gpt (or another "
+                            "sequence model) for token data")
+        layers, width = [], spec.input_dim
+        for size in cfg.hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            width = size
+        self.body = nn.Sequential(*layers)
+        self.hidden_size = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x.flatten(1).float())

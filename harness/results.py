@@ -1,0 +1,100 @@
+"""The run directory: everything a run leaves behind, written so that nothing half-done
+ever looks complete.
+
+Every file is written to a temporary name and renamed into place (atomic on POSIX), and
+``results.json`` is written last, only when the run finished: a folder without it is a run
+that is still going, crashed, or failed (``status.json`` says which).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from harness.errors import UserError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class RunDir:
+    """One run's folder. Only rank zero creates one."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @classmethod
+    def create(cls, out_dir: str, name: str) -> RunDir:
+        root = Path(out_dir) / name
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "checkpoints").mkdir(exist_ok=True)
+            probe = root / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as err:
+            raise UserError(f"cannot write the run directory {root}: {err.strerror}") from None
+        return cls(root)
+
+    @property
+    def results_path(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    def write_config(self, yaml_text: str) -> None:
+        atomic_write_text(self.root / "config.yaml", yaml_text)
+
+    def set_status(self, status: str, **extra) -> None:
+        atomic_write_json(self.root / "status.json",
+                          {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
+
+    def append_metrics(self, step: int, metrics: dict) -> None:
+        with open(self.root / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def finish(self, results: dict) -> None:
+        atomic_write_json(self.results_path, {"status": "complete", **results})
+        self.set_status("complete", config_hash=results.get("config_hash"))
+
+    def fail(self, error: str, config_hash: str | None = None) -> None:
+        self.set_status("failed", error=error, config_hash=config_hash)
+
+
+def load_results(path: Path) -> dict | None:
+    """A completed run's results, or None for a run that is incomplete or unreadable."""
+    p = Path(path)
+    p = p / "results.json" if p.is_dir() else p
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if data.get("status") == "complete" else None

@@ -1,0 +1,359 @@
+"""Read a W&B-format sweep file and expand it into the runs it stands for.
+
+The same YAML file must run locally (``retain sweep``) and on W&B agents (``wandb sweep`` +
+``wandb agent``), so expansion copies W&B's own semantics (github.com/wandb/sweeps):
+
+* parameters are visited in *sorted name order* (``HyperParameterSet.from_config`` sorts), so a
+  grid is the cartesian product in that order, the last name varying fastest;
+* ``grid`` accepts ``value``, ``values``, ``int_uniform`` (min..max inclusive) and ``q_uniform``
+  (``numpy.arange(min, max, q)``, max excluded, as W&B does); any other distribution is an error;
+  duplicate grid points are dropped, as W&B's hash-based de-duplication does;
+* ``random`` draws every parameter independently; W&B would run forever, so locally ``run_cap``
+  (or ``--count``) is required and draws come from ``numpy.random.default_rng(seed)``.
+
+A distribution is inferred the way W&B infers it when ``distribution`` is absent: ``values`` →
+categorical (``probabilities`` → weighted), integer ``min``/``max`` → int_uniform, other numbers
+→ uniform, ``value`` → constant. Nested keys are plain dotted names
+(``strategy.replay.mem_size``); W&B's nested ``parameters:`` blocks would reach ``retain run``
+as a dict string, so they are refused.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError, did_you_mean
+
+# Top-level keys W&B's schema allows, plus retain's ``experiment`` (the base experiment file).
+TOP_LEVEL_KEYS = {
+    "method", "parameters", "metric", "run_cap", "program", "command", "name", "description",
+    "project", "entity", "early_terminate", "controller", "apiVersion", "kind", "experiment",
+}
+METHODS = ("grid", "random")
+GRID_KINDS = ("constant", "categorical", "int_uniform", "q_uniform")
+# distribution -> the keys it needs besides ``distribution`` (defaults as in W&B's schema)
+DISTRIBUTIONS: dict[str, dict[str, Any]] = {
+    "constant": {"value": None},
+    "categorical": {"values": None},
+    "categorical_w_probabilities": {"values": None, "probabilities": None},
+    "int_uniform": {"min": None, "max": None},
+    "uniform": {"min": None, "max": None},
+    "q_uniform": {"min": None, "max": None, "q": 1.0},
+    "log_uniform": {"min": None, "max": None},
+    "log_uniform_values": {"min": None, "max": None},
+    "inv_log_uniform": {"min": None, "max": None},
+    "inv_log_uniform_values": {"min": None, "max": None},
+    "q_log_uniform": {"min": None, "max": None, "q": 1.0},
+    "q_log_uniform_values": {"min": None, "max": None, "q": 1.0},
+    "normal": {"mu": 0.0, "sigma": 1.0},
+    "q_normal": {"mu": 0.0, "sigma": 1.0, "q": 1.0},
+    "log_normal": {"mu": 0.0, "sigma": 1.0},
+    "q_log_normal": {"mu": 0.0, "sigma": 1.0, "q": 1.0},
+    "beta": {"a": 1.0, "b": 1.0},
+    "q_beta": {"a": 1.0, "b": 1.0, "q": 1.0},
+}
+
+
+@dataclass
+class Param:
+    """One swept parameter with its distribution filled in (W&B defaults applied)."""
+
+    name: str
+    kind: str
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep file. ``experiment`` is resolved relative to the working directory first,
+    then to the sweep file, so ``configs/...`` paths work from the repository root."""
+
+    path: Path
+    name: str
+    method: str
+    params: list[Param]
+    metric: dict[str, Any] | None
+    run_cap: int | None
+    experiment: Path | None
+    raw: dict[str, Any]
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Parse and validate a sweep file; every problem is a ``UserError`` naming the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"sweep file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a sweep file is a mapping with 'method' and 'parameters'")
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            hint = did_you_mean(key, TOP_LEVEL_KEYS)
+            raise UserError(f"{path}: unknown top-level key '{key}'{hint}")
+    method = raw.get("method")
+    if method not in METHODS:
+        hint = " (bayes needs W&B's controller: use wandb sweep + wandb agent)"
+        hint = hint if method == "bayes" else ""
+        raise UserError(f"{path}: method must be {' or '.join(METHODS)}, not {method!r}{hint}")
+    params_raw = raw.get("parameters")
+    if not isinstance(params_raw, dict) or not params_raw:
+        raise UserError(f"{path}: 'parameters' must be a non-empty mapping")
+    params = [parse_param(name, spec, path) for name, spec in sorted(params_raw.items())]
+    run_cap = raw.get("run_cap")
+    if run_cap is not None and (not _is_int(run_cap) or run_cap < 1):
+        raise UserError(f"{path}: run_cap must be a positive integer, not {run_cap!r}")
+    metric = raw.get("metric")
+    if metric is not None and (not isinstance(metric, dict) or "name" not in metric):
+        raise UserError(f"{path}: metric must be a mapping with 'name' (and 'goal')")
+    return Sweep(path, str(raw.get("name") or path.stem), method, params, metric, run_cap,
+                 _experiment_path(raw.get("experiment"), path), raw)
+
+
+def _experiment_path(value: Any, sweep_path: Path) -> Path | None:
+    if value is None:
+        return None
+    for candidate in (Path(str(value)), sweep_path.parent / str(value)):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"{sweep_path}: experiment file not found: {value}")
+
+
+def parse_param(name: str, spec: Any, path: Path | str = "sweep") -> Param:
+    """Infer and check one parameter's distribution, the way W&B's schema does."""
+    where = f"{path}: parameter '{name}'"
+    if not isinstance(spec, dict):
+        raise UserError(f"{where} must be a mapping such as {{values: [...]}} or {{value: x}}")
+    if "parameters" in spec:
+        raise UserError(f"{where}: nested 'parameters' blocks are not supported; "
+                        f"use a dotted name such as '{name}.<key>'")
+    kind = spec.get("distribution") or _infer_kind(spec)
+    if kind is None:
+        raise UserError(f"{where}: give 'value', 'values', or 'min'/'max' (or a 'distribution')")
+    if kind not in DISTRIBUTIONS:
+        hint = did_you_mean(str(kind), DISTRIBUTIONS)
+        raise UserError(f"{where}: unknown distribution '{kind}'{hint}")
+    allowed = DISTRIBUTIONS[kind]
+    extra = set(spec) - set(allowed) - {"distribution"}
+    if extra:
+        keys = ", ".join(sorted(extra))
+        raise UserError(f"{where}: key(s) {keys} do not belong to distribution '{kind}'")
+    filled = {k: spec.get(k, default) for k, default in allowed.items()}
+    missing = [k for k, v in filled.items() if v is None and k != "value" and k not in spec]
+    if missing:
+        raise UserError(f"{where}: distribution '{kind}' needs {', '.join(missing)}")
+    _check_values(where, kind, filled)
+    return Param(name, kind, filled)
+
+
+def _infer_kind(spec: dict) -> str | None:
+    if "values" in spec:
+        return "categorical_w_probabilities" if "probabilities" in spec else "categorical"
+    if "min" in spec and "max" in spec:
+        return "int_uniform" if _is_int(spec["min"]) and _is_int(spec["max"]) else "uniform"
+    if "value" in spec:
+        return "constant"
+    return None
+
+
+def _check_values(where: str, kind: str, spec: dict) -> None:
+    values = spec.get("values")
+    if "values" in spec and (not isinstance(values, list) or not values):
+        raise UserError(f"{where}: 'values' must be a non-empty list")
+    if kind == "categorical_w_probabilities":
+        probs = spec["probabilities"]
+        if not isinstance(probs, list) or len(probs) != len(values) or any(p < 0 for p in probs):
+            raise UserError(f"{where}: 'probabilities' must be one non-negative number per value")
+    if "min" in spec:
+        lo, hi = spec["min"], spec["max"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)):
+            raise UserError(f"{where}: min and max must be numbers")
+        if lo >= hi:
+            raise UserError(f"{where}: min {lo} is not less than max {hi}")
+        if kind.endswith("_values") and lo <= 0:
+            raise UserError(f"{where}: min must be positive for '{kind}'")
+    if "q" in spec and not spec["q"] > 0:
+        raise UserError(f"{where}: q must be positive")
+
+
+def expand(sweep: Sweep, seed: int = 0, count: int | None = None) -> list[dict[str, Any]]:
+    """The parameter sets of every run, in W&B's order; ``count`` overrides ``run_cap``."""
+    cap = count if count is not None else sweep.run_cap
+    if sweep.method == "grid":
+        runs = grid(sweep.params, where=str(sweep.path))
+        return runs[:cap] if cap is not None else runs
+    if cap is None:
+        raise UserError(f"{sweep.path}: method random needs run_cap (or --count) to stop")
+    return sample(sweep.params, cap, seed)
+
+
+def grid(params: list[Param], where: str = "sweep") -> list[dict[str, Any]]:
+    """Cartesian product over ``params`` (already in W&B's sorted order), duplicates dropped."""
+    axes = []
+    for p in params:
+        if p.kind not in GRID_KINDS:
+            raise UserError(f"{where}: parameter '{p.name}' has distribution '{p.kind}', which "
+                            "grid does not allow (use values, value, int_uniform, q_uniform)")
+        axes.append(_grid_values(p))
+    runs, seen = [], set()
+    for combo in itertools.product(*axes):
+        key = json.dumps(combo, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            runs.append({p.name: v for p, v in zip(params, combo)})
+    return runs
+
+
+def _grid_values(p: Param) -> list[Any]:
+    s = p.spec
+    if p.kind == "constant":
+        return [s["value"]]
+    if p.kind == "categorical":
+        return list(s["values"])
+    if p.kind == "int_uniform":
+        return list(range(s["min"], s["max"] + 1))
+    import numpy as np  # q_uniform: W&B uses numpy.arange, so the max is excluded
+
+    return [_plain(v) for v in np.arange(s["min"], s["max"], s["q"]).tolist()]
+
+
+def sample(params: list[Param], n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` independent draws of every parameter; identical draws are kept once (re-running
+    an identical config with the same seed would only repeat a result)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    runs, seen = [], set()
+    for _ in range(n):
+        run = {p.name: _plain(draw(p, rng)) for p in params}
+        key = json.dumps(run, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            runs.append(run)
+    return runs
+
+
+def draw(p: Param, rng) -> Any:
+    """One value from ``p``'s distribution, with W&B's parameterisation of each."""
+    s, kind = p.spec, p.kind
+    if kind == "constant":
+        return s["value"]
+    if kind in ("categorical", "categorical_w_probabilities"):
+        probs = s.get("probabilities")
+        if probs is not None:
+            total = float(sum(probs))
+            probs = [x / total for x in probs]
+        return s["values"][int(rng.choice(len(s["values"]), p=probs))]
+    if kind == "int_uniform":
+        return int(rng.integers(s["min"], s["max"] + 1))
+    base = kind.removeprefix("q_")
+    x = _continuous(base, s, rng)
+    if kind.startswith("q_"):
+        q = s["q"]
+        x = round(x / q) * q
+        return int(x) if isinstance(q, int) else float(x)
+    return x
+
+
+def _continuous(kind: str, s: dict, rng) -> float:
+    if kind == "uniform":
+        return float(rng.uniform(s["min"], s["max"]))
+    if kind == "log_uniform":  # min/max are natural-log bounds in W&B
+        return math.exp(rng.uniform(s["min"], s["max"]))
+    if kind == "log_uniform_values":
+        return math.exp(rng.uniform(math.log(s["min"]), math.log(s["max"])))
+    if kind == "inv_log_uniform":
+        return math.exp(-rng.uniform(s["min"], s["max"]))
+    if kind == "inv_log_uniform_values":
+        return math.exp(-rng.uniform(math.log(1 / s["max"]), math.log(1 / s["min"])))
+    if kind == "normal":
+        return float(rng.normal(s["mu"], s["sigma"]))
+    if kind == "log_normal":
+        return math.exp(rng.normal(s["mu"], s["sigma"]))
+    if kind == "beta":
+        return float(rng.beta(s["a"], s["b"]))
+    raise UserError(f"distribution '{kind}' cannot be sampled")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars -> Python scalars, so values format and serialise like YAML ones."""
+    return v.item() if hasattr(v, "item") and not isinstance(v, (list, dict, str)) else v
+
+
+@dataclass
+class RunSpec:
+    """One planned run: its parameters, the ``key=value`` overrides handed to ``retain run``,
+    and a name that is stable across invocations so a re-run can find its finished results."""
+
+    name: str
+    params: dict[str, Any]
+    overrides: list[str]
+    key: str  # hash of the overrides and the base experiment's text
+
+
+def plan(sweep: Sweep, extra: list[str] = (), seed: int = 0,
+         count: int | None = None) -> list[RunSpec]:
+    """Expand ``sweep`` and name every run. ``extra`` overrides apply to every run after the
+    swept ones (``retain sweep file.yaml trainer.max_epochs=1``) and are part of the hash."""
+    for item in extra:
+        if "=" not in item:
+            raise UserError(f"override '{item}' is not key=value")
+    experiment_text = sweep.experiment.read_text() if sweep.experiment else ""
+    labelled = [p.name for p in sweep.params if p.kind != "constant"]
+    runs = []
+    for params in expand(sweep, seed=seed, count=count):
+        overrides = [f"{k}={format_value(v)}" for k, v in params.items()] + list(extra)
+        key = run_key(overrides, experiment_text)
+        label = "-".join(_slug(k, params[k]) for k in labelled)[:48].strip("-")
+        runs.append(RunSpec(f"{label}-{key[:8]}" if label else key[:12], params, overrides, key))
+    return runs
+
+
+def run_key(overrides: list[str], experiment_text: str) -> str:
+    """Stable hash: sorted overrides + the experiment file's content (not its path or mtime)."""
+    import hashlib
+
+    blob = json.dumps({"overrides": sorted(overrides), "experiment": experiment_text})
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def format_value(v: Any) -> str:
+    """A Python value as the right-hand side of an OmegaConf dotlist override."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(format_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{format_value(x)}" for k, x in v.items()) + "}"
+    s = str(v)
+    plain = s and s.strip() == s and not any(c in s for c in ",[]{}'\"=:#")
+    if plain and s.lower() not in ("true", "false", "null", "none", "yes", "no", "on", "off"):
+        try:
+            float(s)
+        except ValueError:
+            return s
+    return json.dumps(s)  # double-quoted: OmegaConf keeps it a string
+
+
+def _slug(key: str, value: Any) -> str:
+    import re
+
+    text = re.sub(r"[^A-Za-z0-9.]+", "_", format_value(value)).strip("_")[:20]
+    return f"s{text}" if key.rsplit(".", 1)[-1] == "seed" else text

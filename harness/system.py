@@ -1,0 +1,83 @@
+"""The Lightning system: trains a ``Network`` on one experience at a time.
+
+The task loop (``harness.run``) creates one Trainer per experience and calls ``fit``; this
+module only knows how to take a training step. The loss is written out term by term: the
+task's own cross-entropy plus whatever each strategy's ``loss_terms`` returns, each logged
+under its own name (``loss/task``, ``loss/ewc``, ``loss/distill``, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import lightning as L
+import torch
+
+from harness.config import TrainerConfig
+from harness.data import Batch
+from harness.errors import UserError
+from harness.network import Network, Outputs
+from strategies.base import Context, Strategy
+
+
+class NonFiniteLoss(UserError):
+    """A loss term became NaN or infinite: training stops instead of corrupting the run."""
+
+
+class ContinualSystem(L.LightningModule):
+    def __init__(self, net: Network, strategies: list[Strategy], trainer_cfg: TrainerConfig,
+                 on_metrics: Callable[[int, dict], None] | None = None):
+        super().__init__()
+        self.net = net
+        self.strategies = strategies
+        self.trainer_cfg = trainer_cfg
+        self.on_metrics = on_metrics  # sink for per-step metrics (run dir + W&B), rank 0 only
+        self.ctx: Context | None = None  # set by the task loop before each fit
+        self.stream_step = 0  # optimizer steps over the whole stream, for monotone logging
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> Outputs:
+        return self.net(x, t)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        outputs = self.net(batch.x, batch.t)
+        terms = {"task": self.net.loss(batch, outputs)}
+        for strategy in self.strategies:
+            for name, value in strategy.loss_terms(self.ctx, batch, outputs).items():
+                if name in terms:
+                    raise RuntimeError(f"two strategies return a loss term named '{name}'")
+                terms[name] = value
+        loss = torch.stack([v.float() for v in terms.values()]).sum()
+        self._check_finite(loss, terms)
+        self.log("loss", loss, prog_bar=True, logger=False)
+        if self.on_metrics and self.stream_step % self.trainer_cfg.log_every_n_steps == 0:
+            metrics = {f"loss/{k}": v.item() for k, v in terms.items()}
+            metrics.update({"loss/total": loss.item(), "task": self.ctx.task_id})
+            self.on_metrics(self.stream_step, metrics)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        for strategy in self.strategies:
+            strategy.before_optimizer_step(self.ctx)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.stream_step += 1
+
+    def configure_optimizers(self):
+        cfg = self.trainer_cfg
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def _check_finite(self, loss: torch.Tensor, terms: dict) -> None:
+        if math.isfinite(loss.item()):
+            return
+        bad = [k for k, v in terms.items() if not math.isfinite(v.float().item())]
+        task = self.ctx.task_id + 1 if self.ctx else "?"
+        raise NonFiniteLoss(f"non-finite loss at task {task}, step {self.stream_step}: "
+                            f"term(s) {', '.join(bad) or 'total'} = "
+                            f"{', '.join(str(terms[k].item()) for k in bad) or loss.item()}")

@@ -1,0 +1,43 @@
+"""Joint (cumulative) training: at experience i, train on the union of experiences 0..i.
+
+Not a continual learner (it keeps all data); it is the upper bound strategies are measured
+against. Its state is only which experiences it has seen, so a checkpoint stays small::
+
+    retain run strategy=joint
+"""
+
+from dataclasses import dataclass
+
+from harness.data import TaskData
+from harness.registry import register_strategy
+from strategies.base import Context, Strategy
+
+
+@dataclass
+class JointConfig:
+    pass
+
+
+@register_strategy("joint", config=JointConfig)
+@register_strategy("cumulative", config=JointConfig)
+class Joint(Strategy):
+    """Train on the union of all tasks so far (upper bound)."""
+
+    def __init__(self, cfg: JointConfig):
+        super().__init__(cfg)
+        self.seen: list[int] = []
+
+    def before_task(self, ctx: Context) -> None:
+        if ctx.task_id not in self.seen:
+            self.seen.append(ctx.task_id)
+
+    def train_loader(self, ctx: Context, loader):
+        if len(self.seen) == 1:
+            return loader
+        return ctx.make_loader(TaskData.cat([ctx.train_data(i) for i in self.seen]))
+
+    def state_dict(self) -> dict:
+        return {"seen": list(self.seen)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seen = list(state["seen"])
