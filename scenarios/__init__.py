@@ -7,3 +7,7 @@ SCENARIOS.declare("split-digits", "scenarios.split_digits",
                   "class-IL sklearn digits (8x8), 5 experiences of 2 classes")
 SCENARIOS.declare("text-domains", "scenarios.text_domains",
                   "domain-IL byte-level LM: Python code, KJV Bible, English dialogue (default)")
+SCENARIOS.declare("mqar", "scenarios.mqar",
+                  "multi-query associative recall, each task its own key/value vocabulary")
+SCENARIOS.declare("passkey", "scenarios.passkey",
+                  "passkey retrieval at swept depths in filler text, each task its own facts")
