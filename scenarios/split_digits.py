@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.errors import UserError
 from harness.models.base import DataSpec
 from harness.registry import register_scenario
-from scenarios.base import Scenario, class_task_data
+from scenarios.base import Scenario
+from scenarios.classes import class_groups, group_names, split_by_class
 
 N_TRAIN, N_TEST, SPLIT_SEED = 1400, 397, 0
 
@@ -44,32 +44,12 @@ def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x_tr, y_tr, x_te, y_te
 
 
-def class_groups(order: list[int], n_experiences: int, n_classes: int, seed: int,
-                 shuffle: bool) -> list[list[int]]:
-    """Consecutive groups of ``order`` (checked to be a permutation of 0..n_classes-1)."""
-    if sorted(order) != list(range(n_classes)):
-        raise UserError(f"scenario.class_order must be a permutation of 0..{n_classes - 1}, "
-                        f"got {order}")
-    if n_experiences < 1 or n_classes % n_experiences:
-        raise UserError(f"scenario.n_experiences={n_experiences} must divide the "
-                        f"{n_classes} classes")
-    if shuffle:
-        order = list(np.random.default_rng(seed).permutation(order))
-    k = n_classes // n_experiences
-    return [[int(c) for c in order[i * k:(i + 1) * k]] for i in range(n_experiences)]
-
-
-def split_by_class(x, y, groups: list[list[int]]):
-    """One class_task_data per group of classes."""
-    return [class_task_data(x[np.isin(y, g)], y[np.isin(y, g)], i) for i, g in enumerate(groups)]
-
-
 @register_scenario("split-digits", config=SplitDigitsConfig)
 def build(cfg: SplitDigitsConfig, seed: int) -> Scenario:
     x_tr, y_tr, x_te, y_te = digits_split()
     groups = class_groups(list(cfg.class_order), cfg.n_experiences, 10, seed, cfg.shuffle_classes)
     spec = DataSpec(kind="vectors", task="classification", input_dim=64, n_classes=10)
     return Scenario.from_splits(
-        cfg.name, spec, [f"digits {'+'.join(map(str, g))}" for g in groups], "class-il",
+        cfg.name, spec, group_names("digits", groups), "class-il",
         split_by_class(x_tr, y_tr, groups), split_by_class(x_te, y_te, groups),
         classes_per_task=groups)

