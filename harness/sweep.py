@@ -34,7 +34,8 @@ from harness.errors import UserError
 from harness.sweep_grid import RunSpec, Sweep, load_sweep, plan
 
 # argv prefix of one run; the experiment file (if any), the overrides, out_dir= and name= follow.
-RUN_COMMAND = [sys.executable, "-m", "harness", "run"]
+DEFAULT_RUN_COMMAND = [sys.executable, "-m", "harness", "run"]
+RUN_COMMAND = DEFAULT_RUN_COMMAND
 ERROR_TAIL_LINES = 20
 
 
@@ -59,6 +60,8 @@ def main(argv: list[str]) -> int:
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be at least 1, not {args.workers}")
     command = shlex.split(args.run_command) if args.run_command else RUN_COMMAND
+    if command == DEFAULT_RUN_COMMAND:
+        check_configs(sweep, runs)
     runner = SweepRunner(sweep, runs, out, workers=args.workers or default_workers(),
                          command=command, timeout=args.timeout, seed=args.seed)
     return runner.run()
@@ -93,6 +96,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_configs(sweep: Sweep, runs: list[RunSpec]) -> None:
+    """Resolve every run's config before starting any, so a typo in the sweep file is one
+    error now rather than N failed runs later."""
+    from harness import config
+
+    experiment = str(sweep.experiment) if sweep.experiment else None
+    for spec in runs:
+        try:
+            config.load(experiment, spec.overrides)
+        except UserError as err:
+            raise UserError(f"run {spec.name} ({shlex.join(spec.overrides)}): {err}") from None
+
+
 def default_workers() -> int:
     """One worker per usable core: runs are small and each gets cores/workers threads."""
     try:
@@ -119,7 +135,7 @@ def _print_plan(sweep: Sweep, runs: list[RunSpec], out: Path) -> int:
     for spec in runs:
         state = run_state(out / spec.name)
         action = {"complete": "skip (complete)", "failed": "retry"}.get(state, "run")
-        print(f"  {action:<16} {spec.name}  {' '.join(spec.overrides)}")
+        print(f"  {action:<16} {spec.name}  {shlex.join(spec.overrides)}")
     return 0
 
 

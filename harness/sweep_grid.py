@@ -81,6 +81,7 @@ class Sweep:
     run_cap: int | None
     experiment: Path | None
     raw: dict[str, Any]
+    fixed: list[str] = field(default_factory=list)  # key=value items of the W&B command
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -115,8 +116,40 @@ def load_sweep(path: str | Path) -> Sweep:
     metric = raw.get("metric")
     if metric is not None and (not isinstance(metric, dict) or "name" not in metric):
         raise UserError(f"{path}: metric must be a mapping with 'name' (and 'goal')")
+    experiment, fixed = command_extras(raw.get("command"), path)
+    if raw.get("experiment") is not None:
+        if experiment is not None and Path(str(raw["experiment"])) != Path(experiment):
+            raise UserError(f"{path}: 'experiment: {raw['experiment']}' differs from the "
+                            f"experiment file in 'command' ({experiment}); W&B agents run the "
+                            "command, so make them agree")
+        experiment = str(raw["experiment"])
     return Sweep(path, str(raw.get("name") or path.stem), method, params, metric, run_cap,
-                 _experiment_path(raw.get("experiment"), path), raw)
+                 _experiment_path(experiment, path), raw, fixed)
+
+
+def command_extras(command: Any, path: Path) -> tuple[str | None, list[str]]:
+    """What a W&B ``command:`` adds to ``retain run`` besides ``${args}``: an experiment file
+    and fixed ``key=value`` overrides. The local runner passes the same, so both ways of
+    running a sweep file run the same configurations."""
+    if command is None:
+        return None, []
+    if not isinstance(command, list):
+        raise UserError(f"{path}: 'command' must be a list, as in W&B")
+    items = [str(c) for c in command]
+    if "run" not in items or ("${args}" not in items and "${args_no_hyphens}" not in items):
+        raise UserError(f"{path}: 'command' must run `retain run ... ${{args}}` so W&B agents "
+                        "pass the swept values")
+    experiment, fixed = None, []
+    for item in items[items.index("run") + 1:]:
+        if item.startswith("${"):
+            continue
+        if "=" in item:
+            fixed.append(item.removeprefix("--"))
+        elif item.endswith((".yaml", ".yml")):
+            experiment = item
+        else:
+            raise UserError(f"{path}: cannot run command item '{item}' locally")
+    return experiment, fixed
 
 
 def _experiment_path(value: Any, sweep_path: Path) -> Path | None:
@@ -315,7 +348,8 @@ def plan(sweep: Sweep, extra: list[str] = (), seed: int = 0,
     labelled = [p.name for p in sweep.params if p.kind != "constant"]
     runs = []
     for params in expand(sweep, seed=seed, count=count):
-        overrides = [f"{k}={format_value(v)}" for k, v in params.items()] + list(extra)
+        overrides = [*sweep.fixed, *(f"{k}={format_value(v)}" for k, v in params.items()),
+                     *extra]
         key = run_key(overrides, experiment_text)
         label = "-".join(_slug(k, params[k]) for k in labelled)[:48].strip("-")
         runs.append(RunSpec(f"{label}-{key[:8]}" if label else key[:12], params, overrides, key))
@@ -341,7 +375,7 @@ def format_value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ",".join(format_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{" + ",".join(f"{k}:{format_value(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{format_value(k)}: {format_value(x)}" for k, x in v.items()) + "}"
     s = str(v)
     plain = s and s.strip() == s and not any(c in s for c in ",[]{}'\"=:#")
     if plain and s.lower() not in ("true", "false", "null", "none", "yes", "no", "on", "off"):
@@ -353,7 +387,17 @@ def format_value(v: Any) -> str:
 
 
 def _slug(key: str, value: Any) -> str:
+    """A short readable label: a dict value (a whole section) shows its leaf values only."""
     import re
 
-    text = re.sub(r"[^A-Za-z0-9.]+", "_", format_value(value)).strip("_")[:20]
-    return f"s{text}" if key.rsplit(".", 1)[-1] == "seed" else text
+    leaves = _leaves(value)
+    text = "_".join(re.sub(r"[^A-Za-z0-9.]+", "_", format_value(x)).strip("_") for x in leaves)
+    return f"s{text[:20]}" if key.rsplit(".", 1)[-1] == "seed" else text[:24]
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _leaves(v)]
+    return [value]
