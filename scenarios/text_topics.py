@@ -1,0 +1,111 @@
+"""Text-Topics: class-incremental text classification, here language identification.
+
+Classes are languages of the multilingual ``chatterbot-corpus`` (BSD, on PyPI); an example is
+one utterance as UTF-8 bytes, truncated or padded (PAD) to ``seq_len``. Consecutive pairs of
+``classes`` form the experiences, so the model must keep telling English from Spanish after it
+has moved on to Japanese and Korean, without being told which task an input belongs to.
+
+Utterances are deduplicated before splitting (the corpora repeat prompts), so no text is in
+two splits; every class contributes the same number of examples to each split.
+
+    retain run scenario.name=text-topics scenario.classes=[english,persian,spanish,korean]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.errors import UserError
+from harness.models.base import DataSpec
+from harness.registry import register_scenario
+from scenarios.base import Scenario, class_task_data
+from scenarios.cache import file_fingerprint, prepare
+from scenarios.text_sources import conversations, dialogue_files
+from scenarios.tokenize import PAD, VOCAB_SIZE, encode, pad_to
+
+FORMAT_VERSION = 1
+LANGUAGES = ["english", "spanish", "italian", "portuguese", "dutch", "persian", "ukrainian",
+             "japanese", "korean", "chinese"]
+
+
+@dataclass
+class TextTopicsConfig:
+    name: str = "text-topics"
+    n_experiences: int = field(default=5, metadata={"help": "tasks; must divide len(classes)"})
+    classes: list[str] = field(default_factory=lambda: list(LANGUAGES), metadata={
+        "help": "chatterbot-corpus languages in arrival order (class id = position)"})
+    seq_len: int = field(default=64, metadata={"help": "bytes per example (truncate / pad)"})
+    n_train: int = field(default=400, metadata={"help": "training examples per class"})
+    n_val: int = field(default=32, metadata={"help": "validation examples per class (0 = none)"})
+    n_test: int = field(default=100, metadata={"help": "test examples per class"})
+    split_seed: int = field(default=0, metadata={"help": "shuffle of utterances for the splits"})
+    cache: bool = field(default=True, metadata={"help": "store prepared arrays on disk"})
+    cache_dir: str = field(default="", metadata={
+        "help": "prep cache folder ('' = $RETAIN_CACHE or ~/.cache/retain)"})
+
+
+def utterances(language: str) -> list[str]:
+    """Distinct utterances of one corpus language, in a stable order."""
+    files = dialogue_files(language)
+    if not files:
+        raise UserError(f"chatterbot-corpus has no language '{language}'")
+    return sorted({t.strip() for f in files for c in conversations(f) for t in c if t.strip()})
+
+
+def prepare_arrays(cfg: TextTopicsConfig) -> dict[str, np.ndarray]:
+    """``<split>_x`` (N, seq_len) uint16 and ``<split>_y`` int64 over all classes."""
+    sizes = {"test": cfg.n_test, "val": cfg.n_val, "train": cfg.n_train}
+    out = {f"{s}_{k}": [] for s in sizes for k in "xy"}
+    rng = np.random.default_rng(cfg.split_seed)
+    for label, lang in enumerate(cfg.classes):
+        texts = utterances(lang)
+        if len(texts) < sum(sizes.values()):
+            raise UserError(f"language '{lang}' has {len(texts)} distinct utterances, fewer "
+                            f"than n_train + n_val + n_test = {sum(sizes.values())}")
+        order, start = rng.permutation(len(texts)), 0
+        for split, n in sizes.items():
+            picked = order[start:start + n]
+            start += n
+            out[f"{split}_x"] += [pad_to(encode(texts[i]), cfg.seq_len) for i in picked]
+            out[f"{split}_y"] += [label] * n
+    return {k: (np.stack(v) if k.endswith("_x") and v else np.asarray(v, dtype=np.int64))
+            for k, v in out.items()}
+
+
+def check(cfg: TextTopicsConfig) -> None:
+    if len(set(cfg.classes)) != len(cfg.classes) or not cfg.classes:
+        raise UserError(f"scenario.classes must be distinct languages, got {cfg.classes}")
+    if cfg.n_experiences < 1 or len(cfg.classes) % cfg.n_experiences:
+        raise UserError(f"scenario.n_experiences={cfg.n_experiences} must divide the "
+                        f"{len(cfg.classes)} classes")
+    if min(cfg.n_train, cfg.n_test, cfg.seq_len) < 1 or cfg.n_val < 0:
+        raise UserError("scenario n_train, n_test and seq_len must be positive")
+
+
+@register_scenario("text-topics", config=TextTopicsConfig)
+def build(cfg: TextTopicsConfig, seed: int) -> Scenario:
+    start = time.perf_counter()
+    check(cfg)
+    files = [f for lang in cfg.classes for f in dialogue_files(lang)]
+    key = {"classes": list(cfg.classes), "seq_len": cfg.seq_len, "sizes": [
+        cfg.n_train, cfg.n_val, cfg.n_test], "split_seed": cfg.split_seed, "v": FORMAT_VERSION}
+    prep = prepare("text-topics", key, file_fingerprint(files), lambda: prepare_arrays(cfg),
+                   cfg.cache_dir, cfg.cache)
+    k = len(cfg.classes) // cfg.n_experiences
+    groups = [list(range(i * k, (i + 1) * k)) for i in range(cfg.n_experiences)]
+    splits = {}
+    for split in ("train", "val", "test"):
+        x, y = prep.arrays[f"{split}_x"], prep.arrays[f"{split}_y"]
+        splits[split] = [class_task_data(x[np.isin(y, g)].astype(np.int64), y[np.isin(y, g)], i)
+                         for i, g in enumerate(groups)]
+    spec = DataSpec(kind="tokens", task="classification", vocab_size=VOCAB_SIZE,
+                    seq_len=cfg.seq_len, n_classes=len(cfg.classes), pad_id=PAD)
+    names = ["+".join(cfg.classes[c] for c in g) for g in groups]
+    info = {"prep_s": time.perf_counter() - start, "cache_hits": int(prep.hit),
+            "bytes": prep.nbytes, "cache_entries": [str(prep.path)] if prep.path else []}
+    return Scenario.from_splits(cfg.name, spec, names, "class-il", splits["train"],
+                                splits["test"], splits["val"] if cfg.n_val else None,
+                                classes_per_task=groups, info=info)
