@@ -24,7 +24,8 @@ from harness.stats import ALPHA, Paired, Summary, holm, paired_test, summarize
 COLUMNS = [("{m}/avg", "{m}"), ("{m}/bwt", "BWT"), ("{m}/fwt", "FWT"),
            ("{m}/forgetting", "forgetting"), ("wall_time_s", "wall s"),
            ("peak_rss_mb", "peak MB"), ("strategy_memory_bytes", "strategy mem")]
-IGNORED_KEYS = {"seed", "name", "out_dir"}  # config keys that never split a row
+# Config keys that never split a row: those harness.config.config_hash leaves out, and seeds.
+IGNORED_KEYS = {"seed", "name", "out_dir", "logger", "trainer.progress"}
 IGNORED_PREFIXES = ("wandb.",)
 
 
