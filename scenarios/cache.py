@@ -60,13 +60,16 @@ def fingerprint(*parts) -> str:
     return h.hexdigest()
 
 
-def file_fingerprint(paths) -> str:
-    """Content fingerprint of files (names and bytes), independent of where they are installed."""
+def file_fingerprint(paths, root: Path | None = None) -> str:
+    """Content fingerprint of files: their names (relative to ``root`` when given, else the
+    base name, so an installed package hashes the same wherever it lives) and their bytes."""
     h = hashlib.sha256()
     for p in paths:
         p = Path(p)
-        h.update(p.name.encode("utf-8"))
-        h.update(p.read_bytes())
+        name = p.relative_to(root).as_posix() if root is not None else p.name
+        for part in (name.encode("utf-8"), p.read_bytes()):
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
     return h.hexdigest()
 
 

@@ -36,12 +36,18 @@ def join_documents(docs: list[str]) -> np.ndarray:
     return np.concatenate([part for d in docs for part in (encode(d), eos)])
 
 
-def pack(stream: np.ndarray, seq_len: int, n_seqs: int | None = None) -> np.ndarray:
+def pack(stream: np.ndarray, seq_len: int, n_seqs: int | None = None,
+         pad_tail: bool = False) -> np.ndarray:
     """Cut a token stream into ``(N, seq_len + 1)`` windows that overlap by one token.
 
     Row ``r`` holds inputs ``row[:-1]`` and next-token targets ``row[1:]``, so every token of
-    the stream is predicted exactly once. The incomplete tail is dropped.
+    the stream is predicted exactly once. The incomplete tail is dropped, or with ``pad_tail``
+    kept as a last window padded with PAD (PAD targets carry no loss: see lm_task_data), which
+    small user data sets need so that no text is lost.
     """
+    if pad_tail and len(stream) > 1 and (len(stream) - 1) % seq_len:
+        fill = seq_len - (len(stream) - 1) % seq_len
+        stream = np.concatenate([stream, np.full(fill, PAD, dtype=stream.dtype)])
     n = (len(stream) - 1) // seq_len
     if n_seqs is not None:
         n = min(n, n_seqs)
