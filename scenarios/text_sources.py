@@ -25,9 +25,10 @@ from pathlib import Path
 
 from harness.errors import UserError
 
-# Top-level stdlib modules that are single files from Python 3.9 to 3.14 and are not thin
-# shims over C code, so the "python" domain reads much the same code on any interpreter.
-# Modules missing on the running interpreter are skipped.
+# Top-level stdlib modules that are single files from Python 3.9 to 3.14 and are mostly
+# hand-written code (no thin shims over C such as struct, no data tables such as stringprep),
+# so the "python" domain reads much the same code on any interpreter. Modules missing on the
+# running interpreter are skipped; the cache key fingerprints the files actually read.
 PYTHON_MODULES = sorted("""
 abc argparse ast base64 bdb bisect bz2 calendar cmd code codeop colorsys compileall configparser
 contextlib copy copyreg csv dataclasses difflib dis doctest enum filecmp fileinput fnmatch
@@ -36,7 +37,7 @@ hmac imaplib inspect ipaddress keyword linecache locale lzma mailbox mimetypes m
 netrc numbers opcode operator optparse os pdb pickle pickletools pkgutil platform plistlib
 poplib posixpath pprint profile pstats pty py_compile pyclbr queue quopri random reprlib
 rlcompleter runpy sched secrets selectors shelve shlex shutil signal site smtplib socket
-socketserver ssl stat statistics string stringprep struct subprocess symtable tabnanny
+socketserver ssl stat statistics string subprocess symtable tabnanny
 tarfile tempfile textwrap threading timeit token tokenize trace traceback tracemalloc tty types
 typing uuid warnings wave weakref webbrowser zipapp zipimport
 """.split())

@@ -1,0 +1,112 @@
+"""The prep cache returns identical arrays, and detects and rebuilds damaged entries."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scenarios.cache import MANIFEST, cache_root, prepare
+from scenarios.text_domains import TextDomainsConfig, build
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETAIN_CACHE", str(tmp_path / "cache"))
+
+
+def arrays():
+    rng = np.random.default_rng(0)
+    return {"a": rng.integers(0, 258, (50, 17)).astype(np.uint16), "b": np.arange(7.0)}
+
+
+class Counter:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return arrays()
+
+
+def test_root_from_env_and_argument(tmp_path):
+    assert cache_root() == tmp_path / "cache"
+    assert cache_root(str(tmp_path / "x")) == tmp_path / "x"
+
+
+def test_second_prepare_is_a_hit_with_identical_arrays():
+    build_fn = Counter()
+    first = prepare("t", {"k": 1}, "src", build_fn)
+    second = prepare("t", {"k": 1}, "src", build_fn)
+    assert build_fn.calls == 1 and not first.hit and second.hit
+    for name, want in arrays().items():
+        np.testing.assert_array_equal(second.arrays[name], want)
+        assert isinstance(second.arrays[name], np.memmap)  # memory-mapped, not read in full
+    assert [p.name for p in first.path.parent.iterdir()] == [first.path.name]  # no temp left
+
+
+def test_key_and_source_change_the_entry():
+    build_fn = Counter()
+    a = prepare("t", {"k": 1}, "src", build_fn)
+    b = prepare("t", {"k": 2}, "src", build_fn)
+    c = prepare("t", {"k": 1}, "changed source", build_fn)
+    assert build_fn.calls == 3 and len({a.path, b.path, c.path}) == 3
+
+
+def damage_truncate(entry):
+    path = entry / "a.npy"
+    path.write_bytes(path.read_bytes()[:-10])
+
+
+def damage_flip(entry, name="a"):
+    path = entry / f"{name}.npy"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF  # same size, different content: only the checksum can tell
+    path.write_bytes(bytes(raw))
+
+
+def damage_manifest(entry):
+    (entry / MANIFEST).write_text("{not json")
+
+
+def damage_missing(entry):
+    os.remove(entry / "b.npy")
+
+
+@pytest.mark.parametrize("damage", [damage_truncate, damage_flip, damage_manifest,
+                                    damage_missing])
+def test_damaged_entry_is_rebuilt_not_used(damage):
+    build_fn = Counter()
+    entry = prepare("t", {"k": 1}, "src", build_fn).path
+    damage(entry)
+    with pytest.warns(UserWarning, match="damaged"):
+        again = prepare("t", {"k": 1}, "src", build_fn)
+    assert build_fn.calls == 2 and not again.hit
+    np.testing.assert_array_equal(again.arrays["a"], arrays()["a"])
+    assert prepare("t", {"k": 1}, "src", build_fn).hit  # the rebuilt entry is sound
+
+
+def test_cache_off_writes_nothing(tmp_path):
+    got = prepare("t", {"k": 1}, "src", Counter(), enabled=False)
+    assert got.path is None and not (tmp_path / "cache").exists()
+
+
+def test_scenario_tensors_identical_from_cache_and_corruption_noticed():
+    cfg = TextDomainsConfig(domains=["bible", "docs"], n_experiences=2, seq_len=32,
+                            train_tokens=2048, val_tokens=256, test_tokens=512)
+    first, second = build(cfg, 0), build(cfg, 0)
+    assert first.info["cache_hits"] == 0 and second.info["cache_hits"] == 2
+    for i in range(2):
+        for get in ("train_data", "val_data", "test_data"):
+            a, b = getattr(first, get)(i), getattr(second, get)(i)
+            assert all(torch.equal(u, v) for u, v in zip((a.x, a.y, a.t), (b.x, b.y, b.t)))
+    entry = Path(first.info["cache_entries"][0])
+    manifest = json.loads((entry / MANIFEST).read_text())
+    assert set(manifest["arrays"]) >= {"train", "val", "test", "train_docs"}
+    damage_flip(entry, "train")
+    with pytest.warns(UserWarning, match="damaged"):
+        third = build(cfg, 0)
+    assert third.info["cache_hits"] == 1
+    assert torch.equal(third.train_data(0).x, first.train_data(0).x)
