@@ -40,8 +40,15 @@ class Group:
 
     @property
     def label(self) -> str:
-        extra = ", ".join(f"{k.removeprefix('strategy.')}={v}" for k, v in self.params.items())
+        extra = ", ".join(f"{self._short_key(k)}={v}" for k, v in self.params.items())
         return f"{self.strategy} ({extra})" if extra else self.strategy
+
+    def _short_key(self, key: str) -> str:
+        """strategy.replay.mem_size -> mem_size on a replay row; other keys stay whole."""
+        for name in self.strategy.split("+"):
+            if key.startswith(f"strategy.{name}."):
+                return key.removeprefix(f"strategy.{name}.")
+        return key
 
     @property
     def seeds(self) -> list:
@@ -71,8 +78,12 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="retain compare",
         description="Aggregate complete runs (results.json) into one table per scenario: mean "
-                    "± 95%% Student-t CI over seeds, and a seed-paired t-test against the "
-                    "baseline strategy.")
+                    "± 95% Student-t CI over seeds, and a seed-paired t-test against the "
+                    "baseline strategy.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  retain compare runs/sweeps/strategies\n"
+               "  retain compare runs/sweeps/replay_size --csv table.csv --json table.json\n"
+               "  retain compare runs/a runs/b --baseline replay")
     p.add_argument("paths", nargs="+", help="run directories, a runs directory or a sweep "
                                             "directory (searched recursively for results.json)")
     p.add_argument("--baseline", default="naive", help="strategy to compare against "

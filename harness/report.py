@@ -32,7 +32,10 @@ def main(argv: list[str]) -> int:
         prog="retain report",
         description="Write one self-contained HTML report (tables, heatmaps, curves, Pareto "
                     "plots, configs) for runs or a sweep directory; optionally publish the "
-                    "comparison to W&B.")
+                    "comparison to W&B.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  retain report runs/sweeps/strategies -o strategies.html\n"
+               "  retain report runs/sweeps/strategies -o s.html --wandb --project retain")
     p.add_argument("paths", nargs="+", help="run directories, a runs directory or a sweep "
                                             "directory (searched for results.json)")
     p.add_argument("-o", "--output", default="report.html", help="HTML file to write "

@@ -148,9 +148,9 @@ def heatmap(matrix: list[list[float | None]], rows: list[str], cols: list[str], 
     scale = (lambda v: math.log(v)) if use_log else (lambda v: v)
     span = (scale(hi) - scale(lo)) or 1.0
     parts = [title_text(title, width)]
-    for j, name in enumerate(cols):
+    for j, (name, short) in enumerate(zip(cols, strip_common_prefix(cols))):
         parts.append(f'<text x="{left + cell * j + cell / 2}" y="{top - 6}" '
-                     f'text-anchor="middle" class="small">{esc(_short(name, 8))}'
+                     f'text-anchor="middle" class="small">{esc(_short(short, 8))}'
                      f'<title>{esc(name)}</title></text>')
     for i, name in enumerate(rows):
         y = top + cell * i
@@ -299,6 +299,15 @@ def scatter(points: list[dict], title: str, xlabel: str, ylabel: str,
     parts.append(legend([(p["label"], p["color"]) for p in pts], width - LEGEND + 10,
                         MARGIN["top"] + 6))
     return svg(width, height, "".join(parts), title)
+
+
+def strip_common_prefix(names: list[str]) -> list[str]:
+    """["digits 0+1", "digits 2+3"] -> ["0+1", "2+3"]: narrow columns keep what differs."""
+    import os.path
+
+    prefix = os.path.commonprefix([str(n) for n in names]) if len(names) > 1 else ""
+    prefix = prefix[: prefix.rfind(" ") + 1]  # whole words only
+    return [str(n)[len(prefix):] or str(n) for n in names]
 
 
 def _short(text: str, n: int) -> str:

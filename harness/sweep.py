@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--workers must be at least 1, not {args.workers}")
     command = shlex.split(args.run_command) if args.run_command else RUN_COMMAND
     if command == DEFAULT_RUN_COMMAND:
-        check_configs(sweep, runs)
+        check_configs(sweep, [r for r in runs if run_state(out / r.name) != "complete"])
     runner = SweepRunner(sweep, runs, out, workers=args.workers or default_workers(),
                          command=command, timeout=args.timeout, seed=args.seed)
     return runner.run()
@@ -73,8 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a W&B-format sweep file locally: expand the grid (or sample it), run "
                     "every run as a separate `retain run` process in parallel, record failures "
                     "and go on, and skip runs that already completed when run again.",
-        epilog="example: retain sweep configs/sweeps/strategies.yaml --workers 2 "
-               "trainer.max_epochs=1")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  retain sweep configs/sweeps/strategies.yaml --dry-run\n"
+               "  retain sweep configs/sweeps/strategies.yaml --workers 2 trainer.max_epochs=1\n"
+               "  retain sweep configs/sweeps/replay_size.yaml --out runs/sizes --timeout 3600\n"
+               "then: retain compare <out>  and  retain report <out> -o report.html")
     p.add_argument("sweep_file", help="sweep YAML (W&B format; `experiment:` names the base "
                                       "experiment file)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
@@ -99,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
 def check_configs(sweep: Sweep, runs: list[RunSpec]) -> None:
     """Resolve every run's config before starting any, so a typo in the sweep file is one
     error now rather than N failed runs later."""
+    if not runs:
+        return
     from harness import config
 
     experiment = str(sweep.experiment) if sweep.experiment else None

@@ -252,3 +252,20 @@ def test_end_to_end_two_real_runs_on_split_digits(tmp_path):
     assert all(r["scenario"] == "split-digits" and "accuracy/avg" in r["summary"]
                for r in results)
     assert sweep_mod.main([str(f), "--out", str(out), *tiny]) == 0  # everything skipped
+
+
+def test_wandb_agent_arguments_resolve_to_the_same_configs():
+    """What a W&B agent passes (its own ${args} formatting) must load in retain's config
+    exactly like the local runner's key=value overrides."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    from harness import config
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
+    for name in ("strategies", "replay_size"):
+        for spec in plan(load_sweep(root / f"{name}.yaml"))[::5]:
+            agent = create_sweep_command_args(
+                {"args": {k: {"value": v} for k, v in spec.params.items()}})["args"]
+            assert all(a.startswith("--") for a in agent)
+            assert config.to_dict(config.load(None, agent)) == config.to_dict(
+                config.load(None, spec.overrides))
