@@ -1,0 +1,116 @@
+"""Averaged gradient episodic memory (A-GEM; Chaudhry et al., ICLR 2019).
+
+After each experience ``patterns_per_experience`` random examples of it are kept (the memory
+grows by that much per experience; ``strategies.buffer`` with one fixed-size group per
+experience). Before every optimizer step, a reference gradient ``g_ref`` is computed on a
+memory sample of ``sample_size`` examples, balanced over experiences; if the step's gradient
+``g`` points against it (``g . g_ref < 0``) it is projected onto the half-space where it does
+not, which to first order cannot increase the memory loss::
+
+    g <- g - (g . g_ref) / (g_ref . g_ref) * g_ref
+
+as in Avalanche's ``AGEMPlugin``. The reference forward runs on the training network in
+train mode and leaves ``.grad`` untouched.
+
+Under DDP every rank samples from its own part of the memory, and the reference gradients
+(weighted by sample counts) are all-reduced before projecting, so all ranks project the
+already-averaged gradient onto the same ``g_ref`` and stay in step.
+
+    retain run scenario.name=split-digits model.name=mlp strategy=agem \\
+        strategy.agem.patterns_per_experience=40 strategy.agem.sample_size=64
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from harness.registry import register_strategy
+from strategies.base import Context, Strategy
+from strategies.buffer import Buffer
+from strategies.ewc import trainable
+
+
+@dataclass
+class AGEMConfig:
+    patterns_per_experience: int = field(default=40, metadata={
+        "help": "examples kept from each experience (all ranks)"})
+    sample_size: int = field(default=64, metadata={
+        "help": "memory examples per reference gradient (split over ranks)"})
+
+
+def project(grad: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """A-GEM's projection of a flat gradient; whether it was needed."""
+    dot = torch.dot(grad, ref)
+    if dot >= 0:
+        return grad, False
+    return grad - ref * (dot / torch.dot(ref, ref).clamp_min(1e-30)), True
+
+
+@register_strategy("agem", config=AGEMConfig)
+class AGEM(Strategy):
+    """A-GEM: project gradients that would increase the loss on a memory sample."""
+
+    def __init__(self, cfg: AGEMConfig):
+        super().__init__(cfg)
+        self.buffer = Buffer(0, "task_balanced", per_group=cfg.patterns_per_experience)
+        self.filled = 0
+        self.projected = 0  # steps whose gradient was projected (for diagnostics)
+        self.gen: torch.Generator | None = None
+
+    def before_task(self, ctx: Context) -> None:
+        self.buffer.dist, self.gen = ctx.dist, None
+
+    def before_optimizer_step(self, ctx: Context) -> None:
+        if self.filled == 0:
+            return
+        params = [p for _, p in trainable(ctx.system.net)]
+        ref = self.reference_gradient(ctx, params)
+        grad = torch.cat([p.grad.reshape(-1).float() if p.grad is not None
+                          else torch.zeros(p.numel(), device=p.device) for p in params])
+        new, changed = project(grad, ref)
+        if changed:
+            self.projected += 1
+            offset = 0
+            for p in params:
+                if p.grad is not None:
+                    p.grad.copy_(new[offset:offset + p.numel()].view_as(p))
+                offset += p.numel()
+
+    def reference_gradient(self, ctx: Context, params) -> torch.Tensor:
+        """Gradient of the mean loss on a balanced memory sample, averaged over ranks."""
+        if self.gen is None:  # inside fit: rank known
+            seed = (ctx.seed * 7_919 + ctx.task_id) * 1_009 + ctx.dist.rank
+            self.gen = torch.Generator().manual_seed(seed)
+        device = params[0].device
+        n_local = -(-self.cfg.sample_size // ctx.dist.world_size)
+        index = self.buffer.sample_balanced(n_local, self.gen) if len(self.buffer) else None
+        flat = torch.zeros(sum(p.numel() for p in params) + 1, device=device)
+        if index is not None and len(index):
+            net = ctx.system.net
+            batch = self.buffer.batch(index).to(device)
+            with torch.enable_grad():
+                loss = net.loss(batch, net(batch.x, batch.t))
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+            flat[:-1] = torch.cat([g.reshape(-1).float() if g is not None
+                                   else torch.zeros(p.numel(), device=device)
+                                   for g, p in zip(grads, params)]) * len(index)
+            flat[-1] = len(index)
+        ctx.dist.all_reduce_(flat)
+        return flat[:-1] / flat[-1].clamp_min(1)
+
+    def after_task(self, ctx: Context) -> None:
+        self.buffer.dist = ctx.dist
+        self.buffer.add(ctx.train_data(ctx.task_id), ctx.task_id, ctx.seed)
+        self.filled += 1
+
+    def memory_bytes(self) -> int:
+        return self.buffer.nbytes()
+
+    def state_dict(self) -> dict:
+        return {"filled": self.filled, "buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.filled = int(state["filled"])
+        self.buffer.load_state_dict(state["buffer"])

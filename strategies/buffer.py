@@ -1,0 +1,216 @@
+"""A bounded example memory with a selectable policy, shared by replay, DER and A-GEM.
+
+Every stored example carries a random key, drawn uniformly when it arrived. A policy splits
+the examples into groups and keeps, in each group, those with the largest keys:
+
+* ``reservoir``: one group, so the memory is a uniform sample of the whole stream so far
+  (Avalanche's ``ReservoirSamplingBuffer``; the same distribution as Vitter's reservoir).
+* ``class_balanced``: one group per class seen, ``mem_size`` split equally among them
+  (Avalanche's ``ClassBalancedBuffer`` with ``adaptive_size``); needs class labels.
+* ``task_balanced``: one group per experience (Avalanche's ``ExperienceBalancedBuffer``,
+  the default memory of its ``ReplayPlugin``).
+
+A group's capacity is ``mem_size // n_groups``, the remainder going to the lowest group ids,
+or a fixed ``per_group`` (A-GEM's patterns per experience). Since keys never change, shrinking
+a group keeps the examples it would have kept had the capacity always been that small.
+
+Under DDP each rank inserts only its shard of the experience (examples ``rank::world_size``)
+and draws keys from its own generator; the ranks then exchange the (group, key) pairs of their
+candidates and each keeps those above the global per-group threshold. The union over ranks is
+therefore exactly the policy's sample of the global stream and holds at most ``mem_size``
+examples, though one rank may hold a few more than another. Each rank draws replay batches
+from its own part. A checkpoint gathers every rank's part; a run resumed with another number
+of processes re-partitions the union.
+
+Inputs may be feature vectors with class labels or token sequences with next-token targets;
+extra per-example fields (DER's logits) are stored beside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from harness.data import Batch, TaskData
+from harness.distributed import DIST, Dist
+from harness.errors import UserError
+
+POLICIES = ("reservoir", "class_balanced", "task_balanced")
+CORE = ("x", "y", "t", "task", "key")  # task: experience index; key: the selection key
+
+
+def check_policy(policy: str) -> str:
+    if policy not in POLICIES:
+        raise UserError(f"unknown memory policy '{policy}'; choose one of {', '.join(POLICIES)}")
+    return policy
+
+
+class Buffer:
+    """Examples (and extra fields) of past experiences, bounded by ``mem_size`` in total."""
+
+    def __init__(self, mem_size: int, policy: str = "reservoir", per_group: int | None = None,
+                 dist: Dist = DIST):
+        if mem_size < 0 or (per_group is not None and per_group < 0):
+            raise UserError("memory size must be >= 0")
+        self.mem_size, self.policy, self.per_group = mem_size, check_policy(policy), per_group
+        self.dist = dist
+        self.fields: dict[str, Tensor] = {}
+        self.seen: list[int] = []  # group ids seen on any rank
+        self._pending: list[dict] | None = None  # per-rank parts from a checkpoint
+
+    def __len__(self) -> int:
+        self._claim()
+        return len(self.fields["key"]) if self.fields else 0
+
+    # -- insertion ----------------------------------------------------------------------
+
+    def add(self, data: TaskData, task: int, seed: int,
+            extra: Callable[[Batch], dict[str, Tensor]] | None = None) -> None:
+        """Offer this rank's shard of ``data`` (experience ``task``); keep the policy's choice.
+
+        ``extra(batch)`` computes extra fields, only for the new examples actually kept.
+        """
+        self._claim()
+        rank, world = self.dist.rank, self.dist.world_size
+        shard = torch.arange(len(data))[rank::world]
+        gen = torch.Generator().manual_seed((seed * 1_000_003 + task * 10_007 + rank) % 2**63)
+        new = {"x": data.x[shard], "y": data.y[shard], "t": data.t[shard],
+               "task": torch.full((len(shard),), task, dtype=torch.long),
+               "key": torch.rand(len(shard), dtype=torch.float64, generator=gen)}
+        n_old = len(self.fields["key"]) if self.fields else 0
+        cand = {k: torch.cat([self.fields[k], new[k]]) if n_old else new[k] for k in CORE}
+        groups = self.groups(cand["y"], cand["task"])
+        local = sorted(set(groups.tolist()))
+        self.seen = sorted(set(self.seen).union(*self.dist.all_gather_object(local)))
+        keep = self._select(groups, cand["key"], self.capacities(self.seen))
+        kept_new = keep[n_old:].nonzero().squeeze(1)
+        fields = {k: v[keep] for k, v in cand.items()}
+        fields.update({k: v[keep[:n_old]] for k, v in self.fields.items() if k not in CORE})
+        if extra is not None and len(kept_new):
+            rows = extra(Batch(new["x"][kept_new], new["y"][kept_new], new["t"][kept_new]))
+            for name, values in rows.items():
+                old = fields.get(name)
+                fields[name] = values if old is None else torch.cat([old, values.to(old.dtype)])
+        self.fields = fields
+
+    def groups(self, y: Tensor, task: Tensor) -> Tensor:
+        if self.policy == "reservoir":
+            return torch.zeros_like(task)
+        if self.policy == "task_balanced":
+            return task
+        if y.dim() != 1:
+            raise UserError("memory policy class_balanced needs class labels; use reservoir "
+                            "or task_balanced for token sequences")
+        return y.long()
+
+    def capacities(self, groups: list[int]) -> dict[int, int]:
+        if self.per_group is not None:
+            return {g: self.per_group for g in groups}
+        base, rem = divmod(self.mem_size, max(len(groups), 1))
+        return {g: base + (i < rem) for i, g in enumerate(sorted(groups))}
+
+    def _select(self, groups: Tensor, keys: Tensor, caps: dict[int, int]) -> Tensor:
+        """Mask of the candidates whose key is among their group's ``cap`` largest, globally."""
+        local_top = []
+        for g, cap in caps.items():
+            k = keys[groups == g]
+            local_top.append(torch.stack([torch.full_like(k[:cap], g),
+                                          k.topk(min(cap, len(k))).values], 1))
+        gathered = self.dist.all_gather_cat(torch.cat(local_top) if local_top
+                                            else torch.empty(0, 2, dtype=torch.float64))
+        keep = torch.zeros_like(keys, dtype=torch.bool)
+        for g, cap in caps.items():
+            if cap == 0:
+                continue
+            everywhere = gathered[gathered[:, 0] == g, 1]
+            if len(everywhere) == 0:
+                continue
+            threshold = everywhere.topk(min(cap, len(everywhere))).values[-1]
+            keep |= (groups == g) & (keys >= threshold)
+        return keep
+
+    # -- reading ------------------------------------------------------------------------
+
+    def batch(self, index: Tensor) -> Batch:
+        self._claim()
+        return Batch(self.fields["x"][index], self.fields["y"][index], self.fields["t"][index])
+
+    def sample_balanced(self, n: int, gen: torch.Generator) -> Tensor:
+        """Indices of ``n // n_groups`` random examples from each group (A-GEM's reference)."""
+        self._claim()
+        groups = self.groups(self.fields["y"], self.fields["task"])
+        ids = groups.unique()
+        per = max(n // max(len(ids), 1), 1)
+        parts = []
+        for g in ids:
+            members = (groups == g).nonzero().squeeze(1)
+            parts.append(members[torch.randperm(len(members), generator=gen)[:per]])
+        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+
+    def nbytes(self) -> int:
+        """Bytes of what the memory stores for replay (inputs, targets, labels, extras)."""
+        self._claim()
+        return sum(v.numel() * v.element_size() for k, v in self.fields.items() if k != "key")
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Every rank's part (collective under DDP: all ranks must call it)."""
+        if self._pending is not None and not self.dist.active:
+            parts = self._pending
+        else:
+            self._claim()
+            parts = self.dist.all_gather_object({k: v.cpu() for k, v in self.fields.items()})
+        return {"policy": self.policy, "mem_size": self.mem_size, "seen": list(self.seen),
+                "ranks": parts}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seen = [int(g) for g in state["seen"]]
+        self.fields, self._pending = {}, list(state["ranks"])
+
+    def _claim(self) -> None:
+        """Take this rank's part of a loaded checkpoint, once the process group is known.
+
+        A checkpoint is loaded before Lightning creates the process group, so the part is
+        chosen at first use (inside fit or after it), not at load time.
+        """
+        if self._pending is None or (self.dist.world_size == 1 and _launched_ddp()):
+            return
+        parts, self._pending = [p for p in self._pending if p], None
+        rank, world = self.dist.rank, self.dist.world_size
+        if len(parts) == world:
+            self.fields = dict(parts[rank])
+        elif parts:  # another world size: the union, re-partitioned
+            union = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            self.fields = {k: v[rank::world] for k, v in union.items()}
+
+
+def _launched_ddp() -> bool:
+    """True in a process started for DDP whose process group does not exist yet."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not DIST.active
+
+
+class MemoryStream:
+    """Endless mini-batches from a buffer: shuffled passes, like Avalanche's cycled loader."""
+
+    def __init__(self, buffer: Buffer, batch_size: int, seed: int, drop_last: bool = False):
+        self.buffer, self.batch_size, self.drop_last = buffer, batch_size, drop_last
+        self.gen = torch.Generator().manual_seed(seed % 2**63)
+        self._order: list[Tensor] = []
+
+    def next(self) -> Tensor | None:
+        """Indices of the next batch, or None if this rank's memory is (too) small."""
+        n = len(self.buffer)
+        if n == 0 or (self.drop_last and n < self.batch_size):
+            return None
+        if not self._order:
+            perm = torch.randperm(n, generator=self.gen)
+            chunks = list(perm.split(self.batch_size))
+            if self.drop_last and len(chunks[-1]) < self.batch_size:
+                chunks.pop()
+            self._order = chunks
+        return self._order.pop(0)

@@ -1,0 +1,123 @@
+"""Dark experience replay (DER, and DER++ when ``beta > 0``), Buzzega et al., NeurIPS 2020.
+
+Replay plus distillation, composed from their pieces: the memory is ``strategies.buffer``
+(any of its policies) and also stores the network's logits of each kept example; each step a
+memory mini-batch is forwarded and two terms are added::
+
+    loss/der_logits = alpha * MSE(logits(memory x), stored logits)     (DER)
+    loss/der_labels = beta  * CE(logits(memory x), memory y)           (the "++" of DER++)
+
+As in Avalanche's ``DER`` strategy, the logits are those of the network at the end of the
+experience the example came from (computed in ``after_task``, in eval mode, for the new
+examples kept), the memory batch is only used once the memory holds ``batch_size_mem``
+examples, and it is drawn in shuffled passes. Avalanche forwards memory and current examples
+in one batch; here the memory batch has its own forward, which gives the same gradients for
+networks without batch statistics, and the current examples' loss stays the task loss.
+Logits are matched over all classes (unmasked in task-IL) or, for language models, over the
+vocabulary at non-ignored positions; ``logits_dtype=float16`` halves what they cost to keep.
+
+    retain run scenario.name=split-digits model.name=mlp strategy=der \\
+        strategy.der.mem_size=200 strategy.der.alpha=0.1 strategy.der.beta=0.5
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from harness.data import Batch
+from harness.errors import UserError
+from harness.registry import register_strategy
+from strategies.base import Context, Strategy
+from strategies.buffer import Buffer, MemoryStream, check_policy
+from strategies.distill import at_targets, full_logits
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class DERConfig:
+    mem_size: int = field(default=200, metadata={"help": "examples kept in memory (all ranks)"})
+    alpha: float = field(default=0.1, metadata={"help": "weight of the logit-matching MSE"})
+    beta: float = field(default=0.5, metadata={
+        "help": "weight of the memory label CE (0: plain DER, > 0: DER++)"})
+    policy: str = field(default="reservoir", metadata={
+        "help": "reservoir | class_balanced (Avalanche's DER) | task_balanced"})
+    batch_size_mem: int = field(default=0, metadata={
+        "help": "memory examples per step (0: the training batch size)"})
+    logits_dtype: str = field(default="float32", metadata={
+        "help": "storage type of the logits: float32 | float16 | bfloat16"})
+
+
+@register_strategy("der", config=DERConfig)
+class DER(Strategy):
+    """Dark experience replay: match stored logits (and labels, DER++) of memory examples."""
+
+    def __init__(self, cfg: DERConfig):
+        super().__init__(cfg)
+        check_policy(cfg.policy)
+        if cfg.logits_dtype not in DTYPES:
+            raise UserError(f"strategy.der.logits_dtype must be one of {', '.join(DTYPES)}")
+        self.buffer = Buffer(cfg.mem_size, cfg.policy)
+        self.filled = 0
+        self.stream: MemoryStream | None = None
+
+    def before_task(self, ctx: Context) -> None:
+        self.buffer.dist, self.stream = ctx.dist, None
+
+    def loss_terms(self, ctx: Context, batch, outputs) -> dict[str, Tensor]:
+        if self.filled == 0:
+            return {}
+        if self.stream is None:  # first step of the task: inside fit, the group exists
+            seed = (ctx.seed * 7_919 + ctx.task_id) * 1_009 + ctx.dist.rank
+            self.stream = MemoryStream(self.buffer, self.cfg.batch_size_mem or ctx.batch_size,
+                                       seed, drop_last=True)
+        index = self.stream.next()
+        if index is None:
+            return {}
+        net = ctx.system.net
+        memory = self.buffer.batch(index).to(batch.x.device)
+        stored = self.buffer.fields["logits"][index].to(batch.x.device).float()
+        out = net(memory.x, memory.t)
+        student = at_targets(full_logits(net, memory.x, out), memory.y).float()
+        terms = {"der_logits": self.cfg.alpha * F.mse_loss(student, at_targets(stored, memory.y))}
+        if self.cfg.beta > 0:
+            terms["der_labels"] = self.cfg.beta * net.loss(memory, out)
+        return terms
+
+    def after_task(self, ctx: Context) -> None:
+        net = ctx.system.net
+
+        @torch.no_grad()
+        def logits(batch: Batch) -> dict[str, Tensor]:
+            was_training = net.training
+            net.eval()
+            net.model.reset_memory()
+            device = next(net.parameters()).device
+            parts = [net(part.x.to(device), None).logits.to(DTYPES[self.cfg.logits_dtype]).cpu()
+                     for part in _chunks(batch, 256)]
+            net.train(was_training)
+            return {"logits": torch.cat(parts)}
+
+        self.buffer.dist = ctx.dist
+        self.buffer.add(ctx.train_data(ctx.task_id), ctx.task_id, ctx.seed, extra=logits)
+        self.filled += 1
+        self.stream = None
+
+    def memory_bytes(self) -> int:
+        return self.buffer.nbytes()
+
+    def state_dict(self) -> dict:
+        return {"filled": self.filled, "buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.filled = int(state["filled"])
+        self.buffer.load_state_dict(state["buffer"])
+
+
+def _chunks(batch: Batch, size: int):
+    for start in range(0, len(batch), size):
+        yield Batch(*(v[start:start + size] for v in batch))

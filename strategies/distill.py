@@ -1,0 +1,133 @@
+"""Learning without forgetting (LwF): distil a frozen snapshot of the network into itself.
+
+Before each experience from the second on, the network is copied into a teacher (eval mode,
+no gradients). On every current mini-batch the student is pulled towards the teacher's
+softened predictions::
+
+    loss/distill = alpha * KL(softmax(teacher / T) || softmax(student / T))
+
+averaged over examples, or for language models over the non-ignored next-token positions.
+What is distilled:
+
+* language modelling: the whole next-token distribution at every non-ignored position;
+* class- and domain-incremental classification: one softmax over the classes seen in earlier
+  experiences, the "previously active units" of Avalanche's ``LearningWithoutForgetting``
+  (whose class-incremental benchmarks give every example task label 0, so its single-head
+  branch distils exactly these classes);
+* task-incremental: each earlier task's head (its classes) separately, the KLs summed, as
+  Avalanche does for multi-head models; the student's logits of those heads are read unmasked.
+
+As in Avalanche there is no T^2 factor (alpha absorbs it). The teacher is part of the
+checkpoint. ``full_logits``, ``at_targets`` and ``soft_kl`` are reused by DER.
+
+    retain run scenario.name=split-digits model.name=mlp strategy=distill \\
+        strategy.distill.alpha=1 strategy.distill.temperature=2
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from harness.errors import UserError
+from harness.network import IGNORE, Network, Outputs
+from harness.registry import register_strategy
+from strategies.base import Context, Strategy
+
+
+@dataclass
+class DistillConfig:
+    alpha: float = field(default=1.0, metadata={"help": "weight of the distillation term"})
+    temperature: float = field(default=2.0, metadata={"help": "softmax temperature T"})
+
+
+def full_logits(net: Network, x: Tensor, outputs: Outputs) -> Tensor:
+    """The logits of every class, also those a task-incremental head masked out."""
+    if net.classifier is None or not net.task_mask.numel():
+        return outputs.logits
+    return net.classifier(net._pool(x, outputs.hidden))
+
+
+def at_targets(logits: Tensor, y: Tensor) -> Tensor:
+    """Rows that carry a loss: (N, V) non-ignored positions of an LM, else every example."""
+    return logits[y != IGNORE] if logits.dim() == 3 else logits
+
+
+def soft_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """KL(softmax(teacher/T) || softmax(student/T)), summed over classes, mean over rows, fp32."""
+    if student.shape[0] == 0:
+        return student.float().sum() * 0.0
+    log_p = F.log_softmax(student.float() / temperature, dim=-1)
+    log_q = F.log_softmax(teacher.float() / temperature, dim=-1)
+    return F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
+
+
+def snapshot(net: Network) -> Network:
+    """A frozen copy: eval mode, no gradients."""
+    teacher = copy.deepcopy(net).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+@register_strategy("distill", config=DistillConfig)
+class Distill(Strategy):
+    """Learning without forgetting: KL to a frozen snapshot taken before each task."""
+
+    def __init__(self, cfg: DistillConfig):
+        super().__init__(cfg)
+        if cfg.temperature <= 0:
+            raise UserError("strategy.distill.temperature must be > 0")
+        self.teacher: Network | None = None
+        self.teacher_task = -1  # the experience after which the teacher was taken
+        self.seen: list[int] = []  # classes of the experiences the teacher has learnt
+        self._loaded: dict | None = None  # teacher weights from a checkpoint
+
+    def before_task(self, ctx: Context) -> None:
+        if ctx.task_id == 0:
+            return
+        self.teacher = snapshot(ctx.system.net)
+        if self._loaded is not None and self.teacher_task == ctx.task_id - 1:
+            self.teacher.load_state_dict(self._loaded)
+        self.teacher_task, self._loaded = ctx.task_id - 1, None
+
+    def loss_terms(self, ctx: Context, batch, outputs: Outputs) -> dict[str, Tensor]:
+        if self.teacher is None:
+            return {}
+        net = ctx.system.net
+        self.teacher.to(batch.x.device)  # a no-op except on the first step after a restore
+        with torch.no_grad():
+            teacher = self.teacher(batch.x, None).logits
+        student = full_logits(net, batch.x, outputs)
+        return {"distill": self.cfg.alpha * self.divergence(net, batch.y, student, teacher)}
+
+    def divergence(self, net: Network, y: Tensor, student: Tensor, teacher: Tensor) -> Tensor:
+        T = self.cfg.temperature
+        if net.classifier is None:  # next-token distributions
+            return soft_kl(at_targets(student, y), at_targets(teacher, y), T)
+        if net.task_mask.numel():  # one head per earlier task
+            heads = [m.nonzero().squeeze(1) for m in net.task_mask[: self.teacher_task + 1]]
+            return torch.stack([soft_kl(student[:, c], teacher[:, c], T) for c in heads]).sum()
+        cols = torch.tensor(self.seen, device=student.device)
+        return soft_kl(student[:, cols], teacher[:, cols], T)
+
+    def after_task(self, ctx: Context) -> None:
+        if ctx.system.net.classifier is not None:
+            labels = ctx.train_data(ctx.task_id).y.unique().tolist()
+            self.seen = sorted(set(self.seen).union(int(c) for c in labels))
+
+    def memory_bytes(self) -> int:
+        if self.teacher is None:
+            return 0
+        return sum(t.numel() * t.element_size() for t in self.teacher.state_dict().values())
+
+    def state_dict(self) -> dict:
+        weights = None if self.teacher is None else dict(self.teacher.state_dict())
+        return {"teacher": weights, "teacher_task": self.teacher_task, "seen": list(self.seen)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.teacher, self._loaded = None, state["teacher"]
+        self.teacher_task, self.seen = int(state["teacher_task"]), list(state["seen"])
