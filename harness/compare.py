@@ -122,8 +122,8 @@ def load_runs(paths: list[str | Path]) -> tuple[list[dict], list[str]]:
         except (OSError, ValueError) as exc:
             notes.append(f"{f}: unreadable results.json ({exc}); left out")
             continue
-        status = _status(Path(f).parent)
-        if status not in (None, "complete"):
+        status = run.get("status", "complete")  # results.json is written only when complete
+        if status != "complete":
             notes.append(f"{f}: status is {status!r}; left out")
             continue
         run["_path"] = str(Path(f).parent)
@@ -132,13 +132,6 @@ def load_runs(paths: list[str | Path]) -> tuple[list[dict], list[str]]:
     if not runs:
         raise UserError(f"no complete results.json under {', '.join(map(str, paths))}")
     return runs, notes
-
-
-def _status(run_dir: Path) -> str | None:
-    try:
-        return json.loads((run_dir / "status.json").read_text()).get("status")
-    except (OSError, ValueError):
-        return None
 
 
 def _sweep_notes(path: Path) -> list[str]:

@@ -123,16 +123,15 @@ def default_workers() -> int:
 
 
 def run_state(run_dir: Path) -> str:
-    """``complete`` only when results.json exists and status.json (if any) agrees."""
-    if not (run_dir / "results.json").is_file():
-        return "failed" if run_dir.exists() else "missing"
+    """``complete`` when results.json is there and readable: ``retain run`` writes it last,
+    atomically, only for a finished run (before status.json, so that one may lag behind)."""
     try:
-        status = json.loads((run_dir / "status.json").read_text()).get("status", "complete")
+        results = json.loads((run_dir / "results.json").read_text())
     except FileNotFoundError:
-        return "complete"
+        return "failed" if run_dir.exists() else "missing"
     except (OSError, ValueError):
         return "failed"
-    return "complete" if status == "complete" else "failed"
+    return "complete" if results.get("status", "complete") == "complete" else "failed"
 
 
 def _print_plan(sweep: Sweep, runs: list[RunSpec], out: Path) -> int:
@@ -173,6 +172,7 @@ class SweepRunner:
         _log(f"sweep {self.sweep.name}: {len(self.runs)} runs, {skipped} already complete, "
              f"{len(todo)} to run on {workers} worker(s) -> {self.out}")
         self._write_summary("running")
+        _sigterm_as_interrupt()
         pool = ThreadPoolExecutor(workers, thread_name_prefix="sweep")
         try:
             futures = {pool.submit(self._launch, spec, workers): spec for spec in todo}
@@ -195,6 +195,7 @@ class SweepRunner:
             if self.stopping:
                 return Outcome("interrupted")
             self.outcomes[spec.name] = Outcome("running")
+            self._write_summary("running")
         argv = [*self.command, *([str(self.sweep.experiment)] if self.sweep.experiment else []),
                 *spec.overrides, f"out_dir={self.out}", f"name={spec.name}"]
         err_path = self.out / "logs" / f"{spec.name}.err"
@@ -305,6 +306,18 @@ class SweepRunner:
                      for r in self.runs],
         }
         write_json_atomic(self.out / "sweep.json", summary)
+
+
+def _sigterm_as_interrupt() -> None:
+    """A scheduler's SIGTERM (job time limit, scancel) stops the sweep the way Ctrl-C does:
+    children terminated, sweep.json saying which runs were interrupted."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def write_json_atomic(path: Path, data) -> None:
