@@ -19,3 +19,5 @@ SCENARIOS.declare("text-topics", "scenarios.text_topics",
                   "class-IL language identification over 10 chatterbot-corpus languages")
 SCENARIOS.declare("files", "scenarios.files",
                   "your own data: a folder (one sub-folder or file per task) or a JSONL file")
+SCENARIOS.declare("hf", "scenarios.hf",
+                  "Hugging Face datasets, one per task (optional: pip install datasets; online)")
