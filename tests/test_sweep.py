@@ -269,3 +269,29 @@ def test_wandb_agent_arguments_resolve_to_the_same_configs():
             assert all(a.startswith("--") for a in agent)
             assert config.to_dict(config.load(None, agent)) == config.to_dict(
                 config.load(None, spec.overrides))
+
+
+def test_sigterm_stops_children_and_records_interrupted(tmp_path, fake_run):
+    """A scheduler's SIGTERM (or Ctrl-C) must not leave runs behind or a stale sweep.json."""
+    import signal
+    import subprocess
+    import time
+
+    f = write(tmp_path / "s.yaml", "method: grid\nparameters: {mode: {values: [hang]},"
+                                   " seed: {values: [0, 1, 2]}}\n")
+    out = tmp_path / "out"
+    code = ("import sys; from harness import sweep; "
+            f"sweep.RUN_COMMAND = [sys.executable, {str(fake_run)!r}]; "
+            "sys.exit(sweep.main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(f), "--out", str(out),
+                             "--workers", "2"], cwd=Path(__file__).resolve().parents[1])
+    deadline = time.time() + 20
+    while len(calls(out)) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 130
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["counts"]["interrupted"] == 2 and summary["counts"]["pending"] == 1
+    time.sleep(0.5)
+    assert len(calls(out)) == 2  # the pending run was never started
