@@ -21,6 +21,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp creates 0600; results are meant to be shared
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -51,7 +52,7 @@ class RunDir:
 
     @classmethod
     def create(cls, out_dir: str, name: str) -> RunDir:
-        root = Path(out_dir) / name
+        root = (Path(out_dir) / name).resolve()
         try:
             root.mkdir(parents=True, exist_ok=True)
             (root / "checkpoints").mkdir(exist_ok=True)

@@ -1,0 +1,109 @@
+"""Configuration: precedence, component sections, and one clear error per bad input."""
+
+import subprocess
+import sys
+
+import pytest
+
+from harness import config
+from harness.errors import UserError
+
+DIGITS = ["scenario.name=split-digits", "model.name=mlp"]
+
+
+def test_defaults_build_the_default_experiment():
+    cfg = config.load()
+    assert (cfg.model.name, cfg.scenario.name, config.strategy_names(cfg)) == (
+        "gpt", "text-domains", ["naive"])
+    assert cfg.trainer.batch_size == 32
+
+
+def test_precedence_defaults_then_yaml_then_overrides(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("seed: 5\ntrainer:\n  lr: 0.1\n  max_epochs: 3\nmodel: mlp\n"
+                   "scenario: {name: split-digits}\n")
+    cfg = config.load(str(exp), ["trainer.lr=0.5", "--trainer.batch_size=8"])
+    assert cfg.seed == 5  # from the file
+    assert cfg.trainer.max_epochs == 3  # from the file
+    assert cfg.trainer.lr == 0.5  # the command line wins
+    assert cfg.trainer.batch_size == 8  # --key=value, as a W&B agent passes it
+    assert cfg.trainer.optimizer == "adamw"  # default
+
+
+def test_strategy_shorthand_and_composition():
+    one = config.load(None, [*DIGITS, "strategy=naive"])
+    assert config.strategy_names(one) == ["naive"]
+    two = config.load(None, [*DIGITS, "strategy=[naive,joint]"])
+    assert config.strategy_names(two) == ["naive", "joint"]
+    plus = config.load(None, [*DIGITS, "strategy=naive+joint"])
+    assert config.strategy_names(plus) == ["naive", "joint"]
+
+
+def test_component_options_become_typed_fields():
+    cfg = config.load(None, [*DIGITS, "model.hidden=[64,32]"])
+    assert cfg.model.hidden == [64, 32]
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("strategy=nope", "unknown strategy 'nope'; valid choices: "),
+    ("model.name=nope", "unknown model 'nope'"),
+    ("scenario.name=nope", "unknown scenario 'nope'"),
+    ("trainer.max_epochs=abc", "'trainer.max_epochs'"),
+    ("no.such.key=1", "unknown config key 'no'"),
+    ("trainer.bach_size=3", "did you mean 'batch_size'"),
+    ("trainer.optimizer=adamx", "valid choices: adam, adamw, sgd"),
+    ("trainer.batch_size=0", "must be at least 1"),
+    ("trainer=3", "is a section"),
+    ("model.hidden=5", "expected a list"),
+    ("strategy.joint.x=1", "not among strategy.name"),
+    ("justtext", "not of the form key=value"),
+])
+def test_bad_overrides_name_the_problem(override, fragment):
+    with pytest.raises(UserError, match=None) as err:
+        config.load(None, [*DIGITS, override])
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_yaml_files(tmp_path):
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(UserError, match="not found"):
+        config.load(str(missing))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("trainer: [unclosed\n")
+    with pytest.raises(UserError, match="cannot parse"):
+        config.load(str(broken))
+    a_list = tmp_path / "list.yaml"
+    a_list.write_text("- 1\n- 2\n")
+    with pytest.raises(UserError, match="mapping"):
+        config.load(str(a_list))
+
+
+def test_config_hash_ignores_name_and_logging_but_not_training():
+    a = config.load(None, [*DIGITS, "name=a", "logger=none"])
+    b = config.load(None, [*DIGITS, "name=b"])
+    c = config.load(None, [*DIGITS, "trainer.lr=0.1"])
+    assert config.config_hash(a) == config.config_hash(b) != config.config_hash(c)
+
+
+@pytest.mark.parametrize("args", [
+    ["strategy=nope"], ["trainer.max_epochs=abc"], ["no.such.key=1"],
+])
+def test_cli_user_errors_exit_2_with_one_line_and_no_run_dir(tmp_path, args):
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", *args],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("retain: error: ")
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_and_list_do_not_import_torch():
+    code = ("import sys; from harness.cli import main; main(['list']); main(['--help']); "
+            "main(['run', '--help']); bad = [m for m in ('torch', 'lightning', 'avalanche', "
+            "'wandb') if m in sys.modules]; print('IMPORTED', bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60).stdout
+    assert "IMPORTED []" in out
+    assert "naive" in out and "split-digits" in out and "trainer.max_epochs" in out

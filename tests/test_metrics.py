@@ -1,0 +1,67 @@
+"""Metric formulas against matrices worked out by hand."""
+
+import math
+
+import pytest
+
+from harness import metrics
+
+# R[i][j]: accuracy on task j after training task i.
+R = [[0.9, 0.1, 0.2],
+     [0.6, 0.8, 0.3],
+     [0.5, 0.7, 0.9]]
+B = [0.1, 0.2, 0.25]
+
+
+def test_average_is_last_row_mean():
+    assert metrics.average(R) == pytest.approx((0.5 + 0.7 + 0.9) / 3)
+
+
+def test_backward_transfer_is_negative_when_old_tasks_drop():
+    # ((0.5 - 0.9) + (0.7 - 0.8)) / 2
+    assert metrics.backward_transfer(R) == pytest.approx(-0.25)
+
+
+def test_forward_transfer_against_untrained_baseline():
+    # ((0.1 - 0.2) + (0.3 - 0.25)) / 2
+    assert metrics.forward_transfer(R, B) == pytest.approx(-0.025)
+
+
+def test_forgetting_uses_best_earlier_score():
+    # task 0: max(0.9, 0.6) - 0.5 = 0.4 ; task 1: max(0.8) - 0.7 = 0.1
+    assert metrics.forgetting(R) == pytest.approx(0.25)
+
+
+def test_forgetting_for_lower_is_better_metric_is_positive_when_worse():
+    ppl = [[10.0, 50.0], [30.0, 12.0]]
+    assert metrics.forgetting(ppl, higher_is_better=False) == pytest.approx(20.0)
+    assert metrics.backward_transfer(ppl) == pytest.approx(20.0)  # positive: perplexity rose
+
+
+def test_no_forgetting_when_scores_improve():
+    improving = [[0.5, 0.0], [0.7, 0.9]]
+    assert metrics.backward_transfer(improving) == pytest.approx(0.2)
+    assert metrics.forgetting(improving) == pytest.approx(-0.2)
+
+
+def test_single_task_leaves_transfer_undefined():
+    assert metrics.backward_transfer([[0.7]]) is None
+    assert metrics.forward_transfer([[0.7]], [0.1]) is None
+    assert metrics.forgetting([[0.7]]) is None
+
+
+def test_summarize_names_every_metric_and_respects_direction():
+    out = metrics.summarize({"accuracy": R, "perplexity": [[10.0, 50.0], [30.0, 12.0]]},
+                            {"accuracy": B, "perplexity": [100.0, 100.0]})
+    assert out["accuracy/forgetting"] == pytest.approx(0.25)
+    assert out["perplexity/forgetting"] == pytest.approx(20.0)
+    assert out["perplexity/fwt"] == pytest.approx(50.0 - 100.0)
+    assert not any(isinstance(v, float) and math.isnan(v) for v in out.values())
+
+
+def test_classification_scores_from_sklearn():
+    scores = metrics.classification_scores([0, 0, 1, 1], [0, 1, 1, 1], n_classes=3)
+    assert scores["accuracy"] == pytest.approx(0.75)
+    assert scores["confusion"] == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+    # per-class F1: class0 2/3, class1 0.8, class2 0 -> macro over 3 labels
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 0.0) / 3)
