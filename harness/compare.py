@@ -258,17 +258,21 @@ def better_when_higher(key: str, higher_is_better: bool) -> bool:
 
 # ---------------------------------------------------------------- text, CSV and JSON output
 
-def fmt_value(key: str, x: float | None) -> str:
+def fmt_value(key: str, x: float | None, like: float | None = None) -> str:
+    """One number for a table. ``like``: format with the precision that value would get, so
+    a mean and its interval show the same number of decimals."""
     if x is None:
         return "–"
     if key == "strategy_memory_bytes":
+        ref = abs(like if like is not None else x)
         for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-            if abs(x) >= size:
+            if ref >= size:
                 return f"{x / size:.1f} {unit}"
         return f"{x:.0f} B"
-    if key.endswith("_s") or key.endswith("_mb") or abs(x) >= 100:
+    ref = abs(like if like is not None else x)
+    if key.endswith("_s") or key.endswith("_mb") or ref >= 100:
         return f"{x:.1f}"
-    return f"{x:.2f}" if abs(x) >= 10 else f"{x:.3f}"
+    return f"{x:.2f}" if ref >= 10 else f"{x:.3f}"
 
 
 def fmt_summary(key: str, s: Summary | None) -> str:
@@ -276,7 +280,7 @@ def fmt_summary(key: str, s: Summary | None) -> str:
         return "–"
     if s.ci95 is None:
         return fmt_value(key, s.mean)
-    return f"{fmt_value(key, s.mean)} ± {fmt_value(key, s.ci95)}"
+    return f"{fmt_value(key, s.mean)} ± {fmt_value(key, s.ci95, like=s.mean)}"
 
 
 def fmt_paired(key: str, row: Row, hib: bool) -> tuple[str, str]:

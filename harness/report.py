@@ -148,7 +148,7 @@ def _cell(key: str, s) -> str:
     if s.ci95 is None:
         return esc(compare.fmt_value(key, s.mean))
     return (f'{esc(compare.fmt_value(key, s.mean))} <span class="ci">± '
-            f'{esc(compare.fmt_value(key, s.ci95))}</span>')
+            f'{esc(compare.fmt_value(key, s.ci95, like=s.mean))}</span>')
 
 
 # ------------------------------------------------------------- matrices and derived curves
@@ -196,7 +196,7 @@ def stream_section(t: compare.Table, colors: dict) -> str:
     if not series:
         return ""
     chart = svg.line_chart(series, [_short(x) for x in labels], f"average {t.metric} on tasks "
-                           "seen so far", t.metric)
+                           "seen so far", t.metric, log_y=not t.higher_is_better)
     curves = "".join(_task_curves(row, t, colors) for row in t.rows)
     return ('<h3>Score over the stream</h3><p class="explain">Left: mean over the tasks trained '
             'so far, after each experience (error bars: 95% CI over seeds). Then, per strategy, '
@@ -217,7 +217,8 @@ def _task_curves(row: compare.Row, t: compare.Table, colors: dict) -> str:
                 "ys": [float(mean[i, j]) if i <= j else None for i in range(len(names))]}
                for j in range(len(names))]
     return svg.line_chart(series, [_short(x) for x in names],
-                          f"{row.group.label}: per-task {t.metric}", t.metric)
+                          f"{row.group.label}: per-task {t.metric}", t.metric,
+                          log_y=not t.higher_is_better)
 
 
 def heatmap_section(t: compare.Table) -> str:

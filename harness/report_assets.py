@@ -47,27 +47,42 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     raw = (hi - lo) / max(n - 1, 1)
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    start = math.floor(lo / step) * step
-    ticks = []
-    x = start
-    while x <= hi + step * 0.5:
-        ticks.append(round(x, 12))
-        x += step
-    return ticks
+    ticks = [math.floor(lo / step) * step]
+    while ticks[-1] < hi - step * 1e-9:  # the last tick is at or above the highest value
+        ticks.append(ticks[-1] + step)
+    return [round(t, 12) for t in ticks]
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks per decade covering [lo, hi] (only decades when the range is wide)."""
+    first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    steps = (1,) if last - first > 3 else (1, 2, 5)
+    ticks = [m * 10.0 ** e for e in range(first, last + 1) for m in steps]
+    inside = [t for t in ticks if lo <= t <= hi]
+    below = [t for t in ticks if t < lo][-1:]
+    above = [t for t in ticks if t > hi][:1]
+    return below + inside + above
 
 
 class Frame:
     """A plot area with linear x and y scales and its axes drawn as SVG."""
 
     def __init__(self, width: int, height: int, xs: Sequence[float], ys: Sequence[float],
-                 y_zero: bool = False):
+                 y_zero: bool = False, log_y: bool = False):
         self.w, self.h = width, height
         finite_y = [y for y in ys if y is not None and math.isfinite(y)] or [0.0, 1.0]
         lo, hi = min(finite_y), max(finite_y)
-        if y_zero:
-            lo, hi = min(lo, 0.0), max(hi, 0.0)
-        self.yticks = nice_ticks(lo, hi)
-        self.y0, self.y1 = self.yticks[0], self.yticks[-1]
+        positive = [y for y in finite_y if y > 0]
+        # log only pays off for ratio metrics (perplexity) spanning more than a decade
+        self.log_y = bool(log_y and positive and max(positive) / min(positive) > 10)
+        if self.log_y:
+            self.yticks = log_ticks(min(positive), max(positive))
+            self.y0, self.y1 = math.log10(self.yticks[0]), math.log10(self.yticks[-1])
+        else:
+            if y_zero:
+                lo, hi = min(lo, 0.0), max(hi, 0.0)
+            self.yticks = nice_ticks(lo, hi)
+            self.y0, self.y1 = self.yticks[0], self.yticks[-1]
         finite_x = [x for x in xs if x is not None and math.isfinite(x)] or [0.0, 1.0]
         self.x0, self.x1 = min(finite_x), max(finite_x)
         if self.x1 == self.x0:
@@ -79,6 +94,8 @@ class Frame:
 
     def py(self, y: float) -> float:
         span = self.h - MARGIN["top"] - MARGIN["bottom"]
+        if self.log_y:  # values <= 0 (an error bar's low end) sit on the bottom axis
+            y = math.log10(y) if y > 0 else self.y0
         return self.h - MARGIN["bottom"] - (y - self.y0) / (self.y1 - self.y0) * span
 
     def axes(self, title: str, xlabel: str, ylabel: str, xticks: list[tuple[float, str]]) -> str:
@@ -189,10 +206,13 @@ def extent(series: list[dict]) -> list[float]:
 
 def line_chart(series: list[dict], xlabels: list[str], title: str, ylabel: str,
                xlabel: str = "after training on task", width: int = 600,
-               height: int = 300) -> str:
+               height: int = 300, log_y: bool = False) -> str:
     """``series``: {"label", "ys" (one per x, None allowed), "color", optional "err",
-    "dashed"}. Error bars are drawn when ``err`` is given; unlabelled series have no legend."""
-    frame = Frame(width - LEGEND, height, range(len(xlabels)), extent(series))
+    "dashed"}. Error bars are drawn when ``err`` is given; unlabelled series have no legend.
+    ``log_y`` asks for a log axis, used when the values span more than a decade."""
+    frame = Frame(width - LEGEND, height, range(len(xlabels)), extent(series), log_y=log_y)
+    if frame.log_y:
+        ylabel += " (log)"
     parts = [frame.axes(title, xlabel, ylabel, list(enumerate(xlabels)))]
     for s in series:
         pts = [(frame.px(i), frame.py(y), y) for i, y in enumerate(s["ys"]) if y is not None]
