@@ -57,10 +57,10 @@ def test_compare_groups_by_strategy_and_swept_values(tmp_path):
     t = tables[0]
     labels = [r.group.label for r in t.rows]
     assert labels[0] == "naive"  # baseline first
-    assert "replay (replay.mem_size=100)" in labels and "replay (replay.mem_size=200)" in labels
+    assert "replay (mem_size=100)" in labels and "replay (mem_size=200)" in labels
     assert all(len(r.group.runs) == 3 for r in t.rows)
     # the table's numbers are exactly the hand computation from the results files
-    row = next(r for r in t.rows if r.group.label == "replay (replay.mem_size=200)")
+    row = next(r for r in t.rows if r.group.label == "replay (mem_size=200)")
     base = next(r for r in t.rows if r.group.strategy == "naive")
     vals = [r["summary"]["accuracy/avg"] for r in row.group.runs]
     ref = [r["summary"]["accuracy/avg"] for r in base.group.runs]
