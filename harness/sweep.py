@@ -329,6 +329,9 @@ def write_json_atomic(path: Path, data) -> None:
 def _child_env(workers: int) -> dict[str, str]:
     """Split the cores between concurrent runs so N torch processes do not oversubscribe."""
     env = dict(os.environ)
+    # `python -m harness` must find this very harness even when run from another folder
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     threads = str(max(1, default_workers() // workers))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env.setdefault(var, threads)
