@@ -26,6 +26,7 @@ from harness.config import config_hash, strategy_names, to_dict, to_yaml
 from harness.console import say
 from harness.data import BatchLoader
 from harness.distributed import DIST, launch_rank
+from harness.errors import UserError
 from harness.evaluate import evaluate
 from harness.metrics import LOWER_IS_BETTER, summarize
 from harness.network import Network
@@ -48,8 +49,9 @@ def run(cfg, resume: RunDir | None = None) -> dict:
     names = strategy_names(cfg)
     strategies = [STRATEGIES.get(n).cls(getattr(cfg.strategy, n)) for n in names]
     main = launch_rank() == 0
-    run_dir = resume or (RunDir.create(cfg.out_dir, cfg.name or default_name(cfg)) if main
-                         else None)
+    # Every rank reads the checkpoint it resumes from; only rank zero writes the run dir.
+    run_dir = (resume or RunDir.create(cfg.out_dir, cfg.name or default_name(cfg))) if main \
+        else None
     chash = config_hash(cfg)
     tracker = None
     try:
@@ -60,7 +62,7 @@ def run(cfg, resume: RunDir | None = None) -> dict:
         sink = _metrics_sink(run_dir, tracker) if main else None
         system = ContinualSystem(net, strategies, cfg.trainer, on_metrics=sink)
         loop = TaskLoop(cfg, scenario, system, run_dir)
-        loop.restore()
+        loop.restore(resume.checkpoint_dir if resume else None)
         loop.train_all()
         results = loop.results(chash, names, started)
         if main:
@@ -89,11 +91,11 @@ class TaskLoop:
         self.baseline: dict[str, list[float]] | None = None
         self.per_task: list[dict] = []
 
-    def restore(self) -> None:
-        """Continue from the run directory's last checkpoint, if there is a good one."""
-        if self.run_dir is None:
+    def restore(self, checkpoint_dir: Path | None) -> None:
+        """Continue from the last good checkpoint in ``checkpoint_dir``, if there is one."""
+        if checkpoint_dir is None:
             return
-        state = checkpoint.load(self.run_dir.checkpoint_dir / "last.ckpt")
+        state = checkpoint.load(checkpoint_dir / "last.ckpt")
         if state is None:
             return
         self.system.net.load_state_dict(state["net"])
@@ -103,7 +105,7 @@ class TaskLoop:
         self.baseline, self.per_task = state["baseline"], state["per_task"]
         self.system.stream_step = state["stream_step"]
         checkpoint.set_rng_state(state["rng"])
-        say(f"resuming {self.run_dir.root} at task {self.position + 1}/{self.n}")
+        say(f"resuming {checkpoint_dir.parent} at task {self.position + 1}/{self.n}")
 
     def train_all(self) -> None:
         tests = [self.scenario.test_data(j) for j in range(self.n)]
@@ -196,17 +198,30 @@ class TaskLoop:
 
 
 class DistLoader(BatchLoader):
-    """A training BatchLoader whose shard is decided when it is iterated."""
+    """A training BatchLoader whose shard is decided when it is iterated.
+
+    ``batch_size`` is the global batch: each of W ranks takes ``batch_size / W`` examples
+    from its interleaved shard, so the union of the ranks' k-th batches is exactly the k-th
+    batch of a single-process run, and DDP's gradient average equals its gradient.
+    """
 
     def __init__(self, data, batch_size: int, *, shuffle: bool, seed: int):
         super().__init__(data, batch_size, shuffle=shuffle, seed=seed)
+        self.global_batch_size = batch_size
+
+    def _shard(self) -> None:
+        self.rank, self.world_size = DIST.rank, DIST.world_size
+        if self.global_batch_size % self.world_size:
+            raise UserError(f"trainer.batch_size={self.global_batch_size} must be divisible "
+                            f"by the number of processes ({self.world_size})")
+        self.batch_size = self.global_batch_size // self.world_size
 
     def __iter__(self):
-        self.rank, self.world_size = DIST.rank, DIST.world_size
+        self._shard()
         return super().__iter__()
 
     def __len__(self) -> int:
-        self.rank, self.world_size = DIST.rank, DIST.world_size
+        self._shard()
         return super().__len__()
 
 
