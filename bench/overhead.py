@@ -1,0 +1,129 @@
+"""What the harness costs over a hand-written PyTorch loop.
+
+Same process, same GPT, same token batches, same AdamW: (a) a plain loop — forward,
+cross-entropy, backward, step — and (b) retain's path — a Lightning Trainer fitting the
+ContinualSystem on the task loop's loader, with the naive strategy. The two are timed in
+alternation (ABAB...) and the median is reported, so a busy machine slows both alike.
+Also reported: the fixed cost of one experience (Trainer set-up and teardown) and of
+evaluating one test experience.
+
+    python -m bench.overhead            # or: python -m bench overhead
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from bench.common import print_table
+
+
+def build(d_model: int, seq_len: int, n_seq: int, seed: int = 0):
+    from harness.config import TrainerConfig
+    from harness.data import TaskData
+    from harness.models.base import DataSpec
+    from harness.models.gpt import GPT, GPTConfig
+    from harness.network import Network
+
+    torch.manual_seed(seed)
+    spec = DataSpec(kind="tokens", task="lm", vocab_size=258, seq_len=seq_len)
+    net = Network(GPT(GPTConfig(d_model=d_model, n_head=4, n_layer=2), spec), spec)
+    tokens = torch.randint(0, 256, (n_seq, seq_len + 1))
+    data = TaskData(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous(),
+                    torch.zeros(n_seq, dtype=torch.long))
+    return net, data, TrainerConfig(max_epochs=1, progress=False, lr=1e-3)
+
+
+def plain_epoch(net, data, batch_size: int) -> float:
+    """Hand-written loop over one shuffled epoch; returns seconds."""
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    order = torch.randperm(len(data))
+    start = time.perf_counter()
+    for i in range(0, len(data), batch_size):
+        idx = order[i : i + batch_size]
+        x, y = data.x[idx], data.y[idx]
+        logits = net.model.lm_logits(net.model(x))
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def retain_epoch(net, data, cfg, batch_size: int) -> tuple[float, float]:
+    """retain's Trainer + system on one epoch; returns (seconds in the loop, set-up seconds)."""
+    from lightning.pytorch.callbacks import Callback
+
+    from harness.distributed import DIST
+    from harness.run import DistLoader
+    from harness.system import ContinualSystem
+    from harness.trainer import make_trainer
+    from strategies.base import Context
+    from strategies.naive import Naive, NaiveConfig
+
+    class Clock(Callback):
+        def on_train_epoch_start(self, *_):
+            self.t0 = time.perf_counter()
+
+        def on_train_epoch_end(self, *_):
+            self.t1 = time.perf_counter()
+
+    system = ContinualSystem(net, [Naive(NaiveConfig())], cfg)
+    loader = DistLoader(data, batch_size, shuffle=True, seed=0)
+    system.ctx = Context(system=system, task_id=0, n_tasks=1, train_data=lambda i: data,
+                         make_loader=None, batch_size=batch_size, dist=DIST)
+    clock = Clock()
+    t_setup = time.perf_counter()
+    trainer = make_trainer(cfg, "bench", uses_gpu=False)
+    trainer.callbacks.append(clock)
+    trainer.fit(system, train_dataloaders=loader)
+    total = time.perf_counter() - t_setup
+    return clock.t1 - clock.t0, total - (clock.t1 - clock.t0)
+
+
+def eval_seconds(net, data, batch_size: int) -> float:
+    from harness.evaluate import evaluate
+
+    start = time.perf_counter()
+    evaluate(net, [data], batch_size)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--sequences", type=int, default=640)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args(argv)
+    net, data, cfg = build(args.d_model, args.seq_len, args.sequences)
+    tokens = args.sequences * args.seq_len
+    plain_epoch(net, data, args.batch_size)  # warm-up: allocator, kernels
+    plain, harness, setup = [], [], []
+    for _ in range(args.repeats):
+        plain.append(plain_epoch(net, data, args.batch_size))
+        loop_s, setup_s = retain_epoch(net, data, cfg, args.batch_size)
+        harness.append(loop_s)
+        setup.append(setup_s)
+    p_med, h_med = statistics.median(plain), statistics.median(harness)
+    rows = [
+        {"figure": "plain PyTorch loop", "value": f"{tokens / p_med:,.0f} tokens/s"},
+        {"figure": "retain (Lightning + naive)", "value": f"{tokens / h_med:,.0f} tokens/s"},
+        {"figure": "ratio retain / plain (target >= 0.95)", "value": f"{p_med / h_med:.3f}"},
+        {"figure": "fixed cost per experience (Trainer set-up + teardown)",
+         "value": f"{statistics.median(setup):.3f} s"},
+        {"figure": f"evaluate one test experience ({args.sequences} sequences)",
+         "value": f"{eval_seconds(net, data, 128):.3f} s"},
+    ]
+    print_table(f"Overhead over a plain loop (gpt d={args.d_model}, {args.sequences}x"
+                f"{args.seq_len} tokens, batch {args.batch_size}, median of {args.repeats})", rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
