@@ -58,9 +58,14 @@ class AGEM(Strategy):
         self.filled = 0
         self.projected = 0  # steps whose gradient was projected (for diagnostics)
         self.gen: torch.Generator | None = None
+        self.in_task = -1  # the task being trained (a checkpoint may be taken inside it)
+        self._gen_state: torch.Tensor | None = None  # from a checkpoint taken inside a task
 
     def before_task(self, ctx: Context) -> None:
         self.buffer.dist, self.gen = ctx.dist, None
+        if self.in_task != ctx.task_id:
+            self._gen_state = None
+        self.in_task = ctx.task_id
 
     def before_optimizer_step(self, ctx: Context) -> None:
         if self.filled == 0:
@@ -83,6 +88,9 @@ class AGEM(Strategy):
         if self.gen is None:  # inside fit: rank known
             seed = (ctx.seed * 7_919 + ctx.task_id) * 1_009 + ctx.dist.rank
             self.gen = torch.Generator().manual_seed(seed)
+            if self._gen_state is not None:
+                self.gen.set_state(self._gen_state)
+                self._gen_state = None
         device = params[0].device
         n_local = -(-self.cfg.sample_size // ctx.dist.world_size)
         index = self.buffer.sample_balanced(n_local, self.gen) if len(self.buffer) else None
@@ -104,13 +112,17 @@ class AGEM(Strategy):
         self.buffer.dist = ctx.dist
         self.buffer.add(ctx.train_data(ctx.task_id), ctx.task_id, ctx.seed)
         self.filled += 1
+        self.gen, self.in_task = None, -1
 
     def memory_bytes(self) -> int:
         return self.buffer.nbytes()
 
     def state_dict(self) -> dict:
-        return {"filled": self.filled, "buffer": self.buffer.state_dict()}
+        gen = self.gen.get_state() if self.gen is not None else self._gen_state
+        return {"filled": self.filled, "buffer": self.buffer.state_dict(),
+                "projected": self.projected, "in_task": self.in_task, "gen": gen}
 
     def load_state_dict(self, state: dict) -> None:
-        self.filled = int(state["filled"])
+        self.filled, self.projected = int(state["filled"]), int(state["projected"])
+        self.in_task, self._gen_state, self.gen = int(state["in_task"]), state["gen"], None
         self.buffer.load_state_dict(state["buffer"])

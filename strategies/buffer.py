@@ -214,3 +214,11 @@ class MemoryStream:
                 chunks.pop()
             self._order = chunks
         return self._order.pop(0)
+
+    def state_dict(self) -> dict:
+        """Where the stream is (for a checkpoint taken inside a task)."""
+        return {"gen": self.gen.get_state(), "order": list(self._order)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        self._order = list(state["order"])

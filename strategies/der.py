@@ -64,9 +64,14 @@ class DER(Strategy):
         self.buffer = Buffer(cfg.mem_size, cfg.policy)
         self.filled = 0
         self.stream: MemoryStream | None = None
+        self.in_task = -1  # the task being trained (a checkpoint may be taken inside it)
+        self._stream_state: dict | None = None  # from a checkpoint taken inside a task
 
     def before_task(self, ctx: Context) -> None:
         self.buffer.dist, self.stream = ctx.dist, None
+        if self.in_task != ctx.task_id:  # a new task, not one resumed from inside
+            self._stream_state = None
+        self.in_task = ctx.task_id
 
     def loss_terms(self, ctx: Context, batch, outputs) -> dict[str, Tensor]:
         if self.filled == 0:
@@ -75,6 +80,9 @@ class DER(Strategy):
             seed = (ctx.seed * 7_919 + ctx.task_id) * 1_009 + ctx.dist.rank
             self.stream = MemoryStream(self.buffer, self.cfg.batch_size_mem or ctx.batch_size,
                                        seed, drop_last=True)
+            if self._stream_state is not None:
+                self.stream.load_state_dict(self._stream_state)
+                self._stream_state = None
         index = self.stream.next()
         if index is None:
             return {}
@@ -105,17 +113,20 @@ class DER(Strategy):
         self.buffer.dist = ctx.dist
         self.buffer.add(ctx.train_data(ctx.task_id), ctx.task_id, ctx.seed, extra=logits)
         self.filled += 1
-        self.stream = None
+        self.stream, self.in_task = None, -1
 
     def memory_bytes(self) -> int:
         return self.buffer.nbytes()
 
     def state_dict(self) -> dict:
-        return {"filled": self.filled, "buffer": self.buffer.state_dict()}
+        stream = self.stream.state_dict() if self.stream is not None else self._stream_state
+        return {"filled": self.filled, "buffer": self.buffer.state_dict(),
+                "in_task": self.in_task, "stream": stream}
 
     def load_state_dict(self, state: dict) -> None:
-        self.filled = int(state["filled"])
+        self.filled, self.in_task = int(state["filled"]), int(state["in_task"])
         self.buffer.load_state_dict(state["buffer"])
+        self._stream_state, self.stream = state["stream"], None
 
 
 def _chunks(batch: Batch, size: int):

@@ -10,7 +10,8 @@ and ``xi`` a damping term, and the parameters become the new anchor::
 
 The step's change is only known after the optimizer has run, so ``before_optimizer_step``
 settles the previous step (its stored gradient times the parameters' change since) and
-stores the current gradient; ``after_task`` settles the last one. As in Avalanche's
+stores the current gradient; ``after_task`` settles the last one. A checkpoint taken inside
+an experience carries the running integral, so a resumed experience continues it. As in Avalanche's
 ``SynapticIntelligencePlugin`` the gradient is that of the total loss, and ``Omega`` can be
 capped (``max_importance``; Avalanche caps it at 0.001). Unlike Avalanche, ``Omega`` is also
 clamped at zero: a negative importance would reward moving away from the anchor. Avalanche
@@ -58,8 +59,16 @@ class SI(Strategy):
         self.omega: dict[str, Tensor] = {}  # this experience's path integral
         self.start: dict[str, Tensor] = {}  # parameters at the start of this experience
         self._last: tuple[dict, dict] | None = None  # (parameters, gradients) of the last step
+        self.in_task = -1  # the task being trained (a checkpoint may be taken inside it)
 
     def before_task(self, ctx: Context) -> None:
+        if self.in_task == ctx.task_id and self.start:  # resumed from inside this task
+            device = next(ctx.system.net.parameters()).device
+            self.omega, self.start = _to(self.omega, device), _to(self.start, device)
+            if self._last is not None:
+                self._last = (_to(self._last[0], device), _to(self._last[1], device))
+            return
+        self.in_task = ctx.task_id
         params = trainable(ctx.system.net)
         self.start = {n: p.detach().float().clone() for n, p in params}
         self.omega = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params}
@@ -101,16 +110,26 @@ class SI(Strategy):
             self.raw[n] = gain if n not in self.raw else self.raw[n].to(gain) + gain
             self.importance[n] = self.raw[n].clamp(min=0.0, max=cap)
             self.anchor[n] = theta.clone()
-        self.omega, self.start = {}, {}
+        self.omega, self.start, self.in_task = {}, {}, -1
 
     def memory_bytes(self) -> int:
         stores = (self.raw, self.importance, self.anchor, self.omega, self.start)
         return sum(t.numel() * t.element_size() for d in stores for t in d.values())
 
     def state_dict(self) -> dict:
-        return {"raw": dict(self.raw), "anchor": dict(self.anchor)}
+        last = None if self._last is None else {"theta": self._last[0], "grad": self._last[1]}
+        return {"raw": dict(self.raw), "anchor": dict(self.anchor), "in_task": self.in_task,
+                "omega": dict(self.omega), "start": dict(self.start), "last": last}
 
     def load_state_dict(self, state: dict) -> None:
         self.raw, self.anchor = dict(state["raw"]), dict(state["anchor"])
+        self.in_task = int(state["in_task"])
+        self.omega, self.start = dict(state["omega"]), dict(state["start"])
+        last = state["last"]
+        self._last = None if last is None else (dict(last["theta"]), dict(last["grad"]))
         cap = self.cfg.max_importance or None
         self.importance = {n: r.clamp(min=0.0, max=cap) for n, r in self.raw.items()}
+
+
+def _to(tensors: dict[str, Tensor], device) -> dict[str, Tensor]:
+    return {n: t.to(device) for n, t in tensors.items()}

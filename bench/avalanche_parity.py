@@ -1,0 +1,180 @@
+"""retain's strategies against Avalanche 0.6's own, in one process, on the same data.
+
+Setup (ANCHORS.md "Reference numbers"): Split-Digits (scikit-learn ``load_digits``, the fixed
+1,400/397 split of ``scenarios.split_digits.digits_split``, 5 experiences of 2 classes in
+order 0..9, class-IL), MLP 64-256-10, SGD lr 0.05 momentum 0.9, batch 32, 5 epochs, 3 seeds.
+retain runs ``configs/experiments/split_digits.yaml`` through ``harness.run.run``; Avalanche
+runs its strategy classes on a benchmark built from the same tensors. Avalanche's benchmark
+gives every example task label 0, as its class-incremental benchmarks do (this is what makes
+its LwF distil all previously seen classes; retain's scenarios number tasks, which only
+task-IL networks read).
+
+Strategy pairs (Avalanche -> retain):
+
+    Naive                                  naive
+    Replay(mem_size=200)                   replay policy=task_balanced (its default buffer)
+    EWC(ewc_lambda=1000)                   ewc lam=1000 mode=separate
+    LwF(alpha=1, temperature=2)            distill alpha=1 temperature=2
+    DER(mem 200, alpha 0.1, beta 0.5)      der policy=class_balanced (its buffer)
+    SynapticIntelligence(si_lambda=L,      si c=L/2 xi=eps max_importance=0.001
+        eps=0.1)                             (Avalanche: lambda/2 and a 0.001 cap)
+    AGEM(patterns_per_exp=40, sample 64)   agem patterns_per_experience=40 sample_size=64
+
+Both sides are timed end to end: benchmark construction, training, and the evaluation on
+every test experience after every experience (retain also evaluates the untrained network
+and writes a checkpoint per experience). Accuracy is the mean over the 5 test experiences
+after the last one; forgetting as in ``harness.metrics``.
+
+    python bench/avalanche_parity.py                       # all strategies, seeds 0 1 2
+    python bench/avalanche_parity.py --strategies naive ewc --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness import config  # noqa: E402
+from harness.metrics import forgetting  # noqa: E402
+
+EXPERIMENT = ROOT / "configs" / "experiments" / "split_digits.yaml"
+SI_LAMBDA, SI_EPS = 1000.0, 0.1
+
+# name -> (Avalanche class name and arguments, retain overrides)
+PAIRS = {
+    "naive": (("Naive", {}), ["strategy=naive"]),
+    "replay": (("Replay", {"mem_size": 200}),
+               ["strategy.name=[replay]", "strategy.replay.mem_size=200",
+                "strategy.replay.policy=task_balanced"]),
+    "ewc": (("EWC", {"ewc_lambda": 1000.0}),
+            ["strategy.name=[ewc]", "strategy.ewc.lam=1000", "strategy.ewc.mode=separate"]),
+    "lwf": (("LwF", {"alpha": 1.0, "temperature": 2.0}),
+            ["strategy.name=[distill]", "strategy.distill.alpha=1",
+             "strategy.distill.temperature=2"]),
+    "der": (("DER", {"mem_size": 200, "alpha": 0.1, "beta": 0.5, "batch_size_mem": 32}),
+            ["strategy.name=[der]", "strategy.der.mem_size=200", "strategy.der.alpha=0.1",
+             "strategy.der.beta=0.5", "strategy.der.policy=class_balanced"]),
+    "si": (("SynapticIntelligence", {"si_lambda": SI_LAMBDA, "eps": SI_EPS}),
+           ["strategy.name=[si]", f"strategy.si.c={SI_LAMBDA / 2}", f"strategy.si.xi={SI_EPS}",
+            "strategy.si.max_importance=0.001"]),
+    "agem": (("AGEM", {"patterns_per_exp": 40, "sample_size": 64}),
+             ["strategy.name=[agem]", "strategy.agem.patterns_per_experience=40",
+              "strategy.agem.sample_size=64"]),
+}
+
+
+def run_retain(name: str, seed: int) -> dict:
+    from harness.run import run
+
+    overrides = PAIRS[name][1] + [f"seed={seed}", "logger=none", "trainer.progress=false",
+                                  "trainer.accelerator=cpu", f"out_dir={tempfile.mkdtemp()}"]
+    t0 = time.perf_counter()
+    results = run(config.load(str(EXPERIMENT), overrides))
+    wall = time.perf_counter() - t0
+    return {"matrix": results["matrices"]["accuracy"], "wall": wall}
+
+
+def avalanche_benchmark():
+    """Avalanche's benchmark of the same tensors, task label 0 everywhere (class-IL)."""
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+    from avalanche.benchmarks.utils.classification_dataset import (
+        _make_taskaware_tensor_classification_dataset as tensor_dataset,
+    )
+
+    from scenarios.split_digits import class_groups, digits_split
+
+    x_tr, y_tr, x_te, y_te = digits_split()
+    groups = class_groups(list(range(10)), 5, 10, 0, False)
+
+    def stream(x, y):
+        return [tensor_dataset(torch.as_tensor(x[np.isin(y, g)]),
+                               torch.as_tensor(y[np.isin(y, g)], dtype=torch.long), task_labels=0)
+                for g in groups]
+
+    bench = benchmark_from_datasets(train=stream(x_tr, y_tr), test=stream(x_te, y_te))
+    return with_task_labels(bench)
+
+
+def run_avalanche(name: str, seed: int) -> dict:
+    import avalanche.training as training
+    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche.training.plugins import EvaluationPlugin
+
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    t0 = time.perf_counter()
+    bench = avalanche_benchmark()
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(),
+                                torch.nn.Linear(256, 10))
+    cls_name, kwargs = PAIRS[name][0]
+    strategy = getattr(training, cls_name)(
+        model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        criterion=torch.nn.CrossEntropyLoss(), train_mb_size=32, train_epochs=5,
+        eval_mb_size=128, device="cpu",
+        evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]), **kwargs)
+    matrix = []
+    for experience in bench.train_stream:
+        strategy.train(experience)
+        scores = strategy.eval(bench.test_stream)
+        row = {int(k.rsplit("Exp", 1)[1]): v for k, v in scores.items()
+               if k.startswith("Top1_Acc_Exp/")}
+        matrix.append([row[j] for j in range(len(bench.test_stream))])
+    return {"matrix": matrix, "wall": time.perf_counter() - t0}
+
+
+def summarise(runs: list[dict]) -> dict:
+    acc = [float(np.mean(r["matrix"][-1])) for r in runs]
+    fgt = [forgetting(r["matrix"]) for r in runs]
+    wall = [r["wall"] for r in runs]
+    return {"acc": statistics.mean(acc), "acc_std": statistics.pstdev(acc),
+            "forgetting": statistics.mean(fgt), "wall": statistics.mean(wall), "per_seed": acc}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--strategies", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--json", help="also write the numbers to this file")
+    args = parser.parse_args(argv)
+    import avalanche  # noqa: F401  (imported once, outside the timings)
+    import lightning  # noqa: F401
+
+    run_retain("naive", 99)  # warm-up: first-use costs (imports, kernels) outside the table
+    rows = {}
+    for name in args.strategies:
+        ava, ret = [], []
+        for seed in args.seeds:  # interleaved, so load on the machine hits both alike
+            ava.append(run_avalanche(name, seed))
+            ret.append(run_retain(name, seed))
+        rows[name] = {"avalanche": summarise(ava), "retain": summarise(ret)}
+        print_row(name, rows[name], header=len(rows) == 1)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+def print_row(name: str, row: dict, header: bool) -> None:
+    if header:
+        print(f"{'strategy':<8} {'Avalanche acc':>15} {'retain acc':>15} {'diff':>6} "
+              f"{'forget A':>8} {'forget R':>8} {'wall A':>7} {'wall R':>7} {'R/A':>5}")
+    a, r = row["avalanche"], row["retain"]
+    print(f"{name:<8} {a['acc']:>8.3f} ± {a['acc_std']:.3f} {r['acc']:>8.3f} ± {r['acc_std']:.3f} "
+          f"{r['acc'] - a['acc']:>+6.3f} {a['forgetting']:>8.3f} {r['forgetting']:>8.3f} "
+          f"{a['wall']:>6.2f}s {r['wall']:>6.2f}s {r['wall'] / a['wall']:>5.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

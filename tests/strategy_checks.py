@@ -1,0 +1,97 @@
+"""Shared checks for the strategy tests (imported, not a pytest conftest).
+
+``context`` builds the ``Context`` a strategy hook receives, around a bare network, so a hook
+can be called without a Trainer. ``resume_matches`` runs a Split-Digits stream uninterrupted,
+then again stopped after the second experience and resumed from its checkpoint, and checks
+that both give the same score matrices, which holds only if the strategy's ``state_dict``
+round-trips everything it uses.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import quick
+
+from harness import config
+from harness.data import BatchLoader, TaskData
+from harness.distributed import DIST
+from harness.models.base import DataSpec
+from harness.models.mlp import MLP, MLPConfig
+from harness.network import Network
+from harness.results import RunDir
+from harness.run import TaskLoop, run
+from strategies.base import Context
+
+DIGITS = ["scenario.name=split-digits", "model.name=mlp", "trainer.optimizer=sgd",
+          "trainer.lr=0.05", "trainer.momentum=0.9", "trainer.accelerator=cpu"]
+SPEC = DataSpec(kind="vectors", task="classification", input_dim=8, n_classes=4)
+
+
+def tiny_net(seed: int = 0, task_classes=None) -> Network:
+    torch.manual_seed(seed)
+    return Network(MLP(MLPConfig(hidden=[16]), SPEC), SPEC, task_classes)
+
+
+def toy_tasks(n_tasks: int = 2, n: int = 64, seed: int = 0) -> list[TaskData]:
+    """Linearly separable 2-class problems, classes 2k and 2k+1 in task k."""
+    g = torch.Generator().manual_seed(seed)
+    tasks = []
+    for k in range(n_tasks):
+        x = torch.randn(n, SPEC.input_dim, generator=g)
+        y = (x[:, k] > 0).long() + 2 * k
+        tasks.append(TaskData(x, y, torch.full((n,), k, dtype=torch.long)))
+    return tasks
+
+
+def context(net: Network, tasks: list[TaskData], task_id: int, batch_size: int = 16) -> Context:
+    return Context(system=SimpleNamespace(net=net), task_id=task_id, n_tasks=len(tasks),
+                   train_data=lambda i: tasks[i],
+                   make_loader=lambda d, shuffle=True: BatchLoader(d, batch_size, shuffle=shuffle),
+                   batch_size=batch_size, dist=DIST, seed=0)
+
+
+def sgd_steps(net: Network, strategy, ctx: Context, steps: int, lr: float = 0.1) -> None:
+    """Train like the system does: task loss + the strategy's terms, its hook, then the step."""
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    batches = iter(BatchLoader(ctx.train_data(ctx.task_id), ctx.batch_size, shuffle=True))
+    for _ in range(steps):
+        batch = next(batches, None)
+        if batch is None:
+            batches = iter(BatchLoader(ctx.train_data(ctx.task_id), ctx.batch_size, shuffle=True))
+            batch = next(batches)
+        opt.zero_grad()
+        out = net(batch.x, batch.t)
+        loss = net.loss(batch, out) + sum(strategy.loss_terms(ctx, batch, out).values())
+        loss.backward()
+        strategy.before_optimizer_step(ctx)
+        opt.step()
+
+
+def digits_run(tmp_path, *overrides: str, epochs: int = 1) -> dict:
+    cfg = config.load(None, quick(*DIGITS, f"trainer.max_epochs={epochs}",
+                                  f"out_dir={tmp_path}", *overrides))
+    return run(cfg)
+
+
+def resume_matches(tmp_path, monkeypatch, *overrides: str) -> dict:
+    """Uninterrupted vs stopped-after-task-2-and-resumed: identical matrices."""
+    base = quick(*DIGITS, "trainer.max_epochs=1", *overrides)
+    full = run(config.load(None, [*base, f"out_dir={tmp_path / 'a'}", "name=full"]))
+    cut = config.load(None, [*base, f"out_dir={tmp_path / 'b'}", "name=cut"])
+    original = TaskLoop.train_task
+
+    def stop_at_third(self, i, tests):
+        if i == 2:
+            raise RuntimeError("simulated stop")
+        original(self, i, tests)
+
+    monkeypatch.setattr(TaskLoop, "train_task", stop_at_third)
+    with pytest.raises(RuntimeError, match="simulated stop"):
+        run(cut)
+    monkeypatch.setattr(TaskLoop, "train_task", original)
+    resumed = run(cut, RunDir(tmp_path / "b" / "cut"))
+    assert resumed["matrices"] == full["matrices"]
+    return full

@@ -1,0 +1,51 @@
+"""A-GEM: projected gradients never point against the memory's reference gradient."""
+
+import torch
+from strategy_checks import context, resume_matches, tiny_net, toy_tasks
+
+from strategies.agem import AGEM, AGEMConfig, project
+from strategies.ewc import trainable
+
+
+def test_projection_removes_only_the_conflicting_component():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        grad, ref = torch.randn(50, generator=g), torch.randn(50, generator=g)
+        new, changed = project(grad, ref)
+        assert changed == bool(grad @ ref < 0)
+        assert new @ ref >= -1e-5 * ref.norm() * grad.norm()  # first order: no increase
+        if not changed:
+            assert torch.equal(new, grad)
+
+
+def test_hook_projects_the_step_gradient_against_the_memory_gradient():
+    net, tasks = tiny_net(), toy_tasks(2)
+    agem = AGEM(AGEMConfig(patterns_per_experience=16, sample_size=16))
+    agem.after_task(context(net, tasks, 0))
+    assert len(agem.buffer) == 16
+    ctx = context(net, tasks, 1)
+    agem.before_task(ctx)
+    params = [p for _, p in trainable(net)]
+    for step in range(20):
+        agem.gen.manual_seed(step)
+        ref = agem.reference_gradient(ctx, params)
+        for p in params:
+            p.grad = torch.randn_like(p)
+        agem.gen.manual_seed(step)
+        agem.before_optimizer_step(ctx)
+        grad = torch.cat([p.grad.reshape(-1) for p in params])
+        assert grad @ ref >= -1e-4 * grad.norm() * ref.norm()
+    assert agem.projected > 0
+
+
+def test_memory_grows_by_patterns_per_experience():
+    net, tasks = tiny_net(), toy_tasks(3)
+    agem = AGEM(AGEMConfig(patterns_per_experience=10))
+    for k in range(3):
+        agem.after_task(context(net, tasks, k))
+    assert agem.buffer.fields["task"].bincount().tolist() == [10, 10, 10]
+
+
+def test_resume_between_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    resume_matches(tmp_path, monkeypatch, "strategy.name=[agem]",
+                   "strategy.agem.patterns_per_experience=30")

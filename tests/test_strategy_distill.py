@@ -1,0 +1,67 @@
+"""LwF: the teacher is frozen, the KL is zero when student equals teacher, heads are chosen."""
+
+import torch
+from strategy_checks import context, resume_matches, sgd_steps, tiny_net, toy_tasks
+
+from harness.data import Batch
+from strategies.distill import Distill, DistillConfig, at_targets, soft_kl
+
+
+def test_teacher_is_a_frozen_snapshot_and_kl_is_zero_when_student_equals_teacher():
+    net, tasks = tiny_net(), toy_tasks(2)
+    lwf = Distill(DistillConfig(alpha=1.0, temperature=2.0))
+    lwf.before_task(context(net, tasks, 0))
+    assert lwf.teacher is None
+    lwf.after_task(context(net, tasks, 0))
+    ctx = context(net, tasks, 1)
+    lwf.before_task(ctx)
+    teacher = lwf.teacher
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    batch = Batch(tasks[1].x[:16], tasks[1].y[:16], tasks[1].t[:16])
+    assert lwf.loss_terms(ctx, batch, net(batch.x, batch.t))["distill"].item() == 0.0
+    before = [p.clone() for p in teacher.parameters()]
+    sgd_steps(net, lwf, ctx, steps=10)
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+    assert lwf.loss_terms(ctx, batch, net(batch.x, batch.t))["distill"].item() > 0
+    assert lwf.seen == [0, 1]  # classes of the first experience
+
+
+def test_class_il_distils_only_the_classes_seen_before():
+    net, tasks = tiny_net(), toy_tasks(2)
+    lwf = Distill(DistillConfig())
+    lwf.after_task(context(net, tasks, 0))
+    ctx = context(net, tasks, 1)
+    lwf.before_task(ctx)
+    batch = Batch(tasks[1].x[:8], tasks[1].y[:8], tasks[1].t[:8])
+    with torch.no_grad():  # changing only the new classes' outputs changes nothing
+        net.classifier.weight[2:] += 1.0
+        net.classifier.bias[2:] += 1.0
+    assert lwf.loss_terms(ctx, batch, net(batch.x, batch.t))["distill"].item() == 0.0
+
+
+def test_task_il_distils_each_earlier_head_from_unmasked_logits():
+    net, tasks = tiny_net(task_classes=[[0, 1], [2, 3]]), toy_tasks(2)
+    lwf = Distill(DistillConfig())
+    lwf.after_task(context(net, tasks, 0))
+    ctx = context(net, tasks, 1)
+    lwf.before_task(ctx)
+    batch = Batch(tasks[1].x[:8], tasks[1].y[:8], tasks[1].t[:8])
+    with torch.no_grad():
+        net.classifier.bias[0] += 1.0  # masked out for task 1 examples, still distilled
+    term = lwf.loss_terms(ctx, batch, net(batch.x, batch.t))["distill"]
+    assert term.item() > 0 and term.requires_grad
+
+
+def test_language_model_kl_ignores_padded_positions():
+    student, teacher = torch.randn(2, 5, 7), torch.randn(2, 5, 7)
+    y = torch.full((2, 5), -100)
+    y[0, :3] = 1
+    teacher_same = teacher.clone()
+    teacher_same[0, :3] = student[0, :3]  # equal wherever a target exists
+    assert soft_kl(at_targets(student, y), at_targets(teacher_same, y), 2.0).item() == 0.0
+    assert soft_kl(at_targets(student, y), at_targets(teacher, y), 2.0).item() > 0
+
+
+def test_resume_between_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    resume_matches(tmp_path, monkeypatch, "strategy.name=[replay,distill]",
+                   "strategy.replay.mem_size=50")
