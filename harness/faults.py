@@ -1,0 +1,46 @@
+"""Fault injection for the reliability tests: a tiny, documented hook.
+
+``RETAIN_FAULT=<point>:<n>[,<point>:<n>...]`` kills this process with SIGKILL the n-th time
+(1-based) it reaches ``<point>``, exactly as a power cut or the OOM killer would:
+
+* ``step``        after an optimizer step, inside a task (before any checkpoint of that step)
+* ``checkpoint``  halfway through writing a checkpoint's bytes
+* ``eval``        before scoring each test experience
+* ``task``        between tasks, after the task's checkpoint
+
+``RETAIN_FAULT_MODE`` changes what happens there: ``raise`` raises ``SimulatedCrash`` (for
+in-process tests); ``int`` / ``term`` send SIGINT / SIGTERM (a Ctrl-C, a scheduler's stop).
+Without ``RETAIN_FAULT`` a point costs one environment lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS = ("step", "checkpoint", "eval", "task")
+_counts: dict[str, int] = {}
+
+
+class SimulatedCrash(BaseException):
+    """Raised at a fault point in ``raise`` mode; like a kill, nothing should catch it."""
+
+
+def point(name: str) -> None:
+    spec = os.environ.get("RETAIN_FAULT")
+    if not spec:
+        return
+    _counts[name] = _counts.get(name, 0) + 1
+    for item in spec.split(","):
+        where, _, n = item.partition(":")
+        if where == name and _counts[name] == int(n or 1):
+            mode = os.environ.get("RETAIN_FAULT_MODE", "kill")
+            if mode == "raise":
+                raise SimulatedCrash(f"{name}:{n}")
+            sig = {"int": signal.SIGINT, "term": signal.SIGTERM}.get(mode, signal.SIGKILL)
+            os.kill(os.getpid(), sig)
+
+
+def reset() -> None:
+    """Forget the counts (in-process tests run several runs in one process)."""
+    _counts.clear()
