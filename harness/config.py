@@ -41,8 +41,11 @@ class TrainerConfig:
     grad_clip: float = field(default=0.0, metadata={"help": "clip gradient norm (0: off)"})
     accumulate_grad_batches: int = field(default=1, metadata={"help": "gradient accumulation"})
     accelerator: str = field(default="auto", metadata={"help": "auto | cpu | gpu"})
-    devices: int = field(default=1, metadata={"help": "processes / GPUs"})
+    devices: int = field(default=1, metadata={"help": "processes / GPUs per machine"})
+    num_nodes: int = field(default=1, metadata={"help": "machines (torchrun / SLURM)"})
     strategy: str = field(default="auto", metadata={"help": "Lightning strategy: auto | ddp"})
+    ddp_timeout_s: int = field(default=1800, metadata={
+        "help": "DDP: seconds a collective waits for a stuck rank before the run fails"})
     precision: str = field(default="32-true", metadata={"help": "32-true | bf16-mixed | 16-mixed"})
     deterministic: bool = field(default=True, metadata={"help": "deterministic algorithms"})
     log_every_n_steps: int = field(default=10, metadata={"help": "training log interval"})
@@ -62,6 +65,12 @@ class WandbConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every_n_steps: int = field(default=0, metadata={
+        "help": "also checkpoint inside a task every n optimizer steps (0: after each task only)"})
+
+
+@dataclass
 class RunConfig:
     name: str | None = field(default=None, metadata={"help": "run name (default: generated)"})
     out_dir: str = field(default="runs", metadata={"help": "directory that holds run folders"})
@@ -75,6 +84,7 @@ class RunConfig:
     strategy: Any = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 DEFAULT_NAMES = {"model": "gpt", "scenario": "text-domains", "strategy": ["naive"]}
@@ -120,9 +130,13 @@ def to_yaml(cfg) -> str:
 def config_hash(cfg) -> str:
     """Stable hash of what determines a run's results (not its name, folder or logging)."""
     d = to_dict(cfg)
-    for key in ("name", "out_dir", "logger", "wandb"):
+    for key in ("name", "out_dir", "logger", "wandb", "checkpoint"):
         d.pop(key, None)
     d["trainer"].pop("progress", None)
+    # Where it runs, not what it computes: trainer.batch_size is the global batch, so a run
+    # resumes on another number of processes or machines (--resume ... trainer.devices=1).
+    for key in ("devices", "num_nodes", "strategy", "ddp_timeout_s"):
+        d["trainer"].pop(key, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -249,11 +263,14 @@ def _check_choices(cfg) -> None:
             shown = [c for c in choices if c is not None]
             raise UserError(f"invalid value {obj!r} for '{key}'{did_you_mean(str(obj), shown)}")
     for key in ("trainer.max_epochs", "trainer.batch_size", "trainer.eval_batch_size",
-                "trainer.devices", "trainer.accumulate_grad_batches",
+                "trainer.devices", "trainer.num_nodes", "trainer.ddp_timeout_s",
+                "trainer.accumulate_grad_batches",
                 "trainer.log_every_n_steps"):
         section, attr = key.split(".")
         if getattr(getattr(cfg, section), attr) < 1:
             raise UserError(f"'{key}' must be at least 1")
+    if cfg.checkpoint.every_n_steps < 0:
+        raise UserError("'checkpoint.every_n_steps' must be 0 (off) or more")
 
 
 def _describe(err: Exception) -> str:

@@ -18,18 +18,28 @@ from harness.errors import UserError
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename; a full disk raises a one-line UserError."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o644)  # mkstemp creates 0600; results are meant to be shared
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        _unlink(tmp)
+        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _unlink(tmp)
         raise
+
+
+def _unlink(tmp: str | None) -> None:
+    if tmp is not None:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def atomic_write_json(path: Path, data) -> None:
@@ -79,12 +89,38 @@ class RunDir:
                           {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
 
     def append_metrics(self, step: int, metrics: dict) -> None:
-        with open(self.root / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        line = json.dumps({"step": step, **metrics}) + "\n"
+        try:
+            with open(self.root / "metrics.jsonl", "a") as f:
+                f.write(line)
+        except OSError as err:
+            raise UserError(f"cannot write {self.root / 'metrics.jsonl'}: "
+                            f"{err.strerror or err}") from None
+
+    def truncate_metrics(self, step: int) -> None:
+        """On resume: drop lines logged after the checkpoint (steps >= ``step``) and any torn
+        last line, so the resumed run's lines follow on without repeats."""
+        path = self.root / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] < step:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue
+        atomic_write_text(path, "".join(kept))
 
     def finish(self, results: dict) -> None:
         atomic_write_json(self.results_path, {"status": "complete", **results})
         self.set_status("complete", config_hash=results.get("config_hash"))
+
+    def status(self) -> dict:
+        try:
+            return json.loads((self.root / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
 
     def fail(self, error: str, config_hash: str | None = None) -> None:
         self.set_status("failed", error=error, config_hash=config_hash)

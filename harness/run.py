@@ -5,6 +5,8 @@ For each experience of the scenario's stream::
     before_task hooks -> Lightning fit on that experience -> after_task hooks
       -> evaluate on every test experience -> one row of the score matrix -> checkpoint
 
+Inside a task a checkpoint is also written every ``checkpoint.every_n_steps`` optimizer steps
+and on Ctrl-C / SIGTERM; ``harness.resume`` continues from one at the same batch.
 Only rank zero writes the run directory and logs; every rank trains and evaluates its shard.
 """
 
@@ -21,17 +23,24 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from harness import checkpoint
+from harness import checkpoint, faults
 from harness.config import config_hash, strategy_names, to_dict, to_yaml
 from harness.console import say
 from harness.data import BatchLoader
-from harness.distributed import DIST, launch_rank
+from harness.distributed import DIST, WATCHDOG, launch_rank, on_failure
 from harness.errors import UserError
 from harness.evaluate import evaluate
 from harness.metrics import LOWER_IS_BETTER, summarize
 from harness.network import Network
 from harness.registry import MODELS, SCENARIOS, STRATEGIES
 from harness.results import RunDir
+from harness.resume import (
+    FastForward,
+    Interrupted,
+    StepCheckpoint,
+    StopSignals,
+    resumed_trainer_cfg,
+)
 from harness.system import ContinualSystem
 from harness.trainer import make_trainer
 from strategies.base import Context
@@ -53,66 +62,105 @@ def run(cfg, resume: RunDir | None = None) -> dict:
     run_dir = (resume or RunDir.create(cfg.out_dir, cfg.name or default_name(cfg))) if main \
         else None
     chash = config_hash(cfg)
+    if main:  # if another rank dies and rank zero cannot end by itself (harness.distributed)
+        WATCHDOG.on_fatal = [lambda error: run_dir.fail(error, chash)]
     tracker = None
+    with StopSignals() as stop:
+        try:
+            if main:
+                run_dir.write_config(to_yaml(cfg))
+                run_dir.set_status("running", config_hash=chash, pid=os.getpid(),
+                                   host=platform.node())
+                tracker = _tracker(cfg, run_dir, "+".join(names))
+            sink = _metrics_sink(run_dir, tracker) if main else None
+            system = ContinualSystem(net, strategies, cfg.trainer, on_metrics=sink)
+            loop = TaskLoop(cfg, scenario, system, run_dir, stop)
+            loop.restore(resume.checkpoint_dir if resume else None)
+            loop.train_all()
+            results = loop.results(chash, names, started)
+            if main:
+                run_dir.finish(results)
+                if tracker:
+                    tracker.log_results(results, system.stream_step)
+                    results["wandb_dir"] = tracker.finish("complete")
+            return results
+        except BaseException as caught:
+            err = on_failure(caught)  # DDP: names a rank that died; stops the other ranks
+            if main:
+                _record_stop(run_dir, tracker, err, chash, stop.signum)
+            if err is not caught:
+                raise err from caught
+            raise
+
+
+def _record_stop(run_dir: RunDir, tracker, err: BaseException, chash: str, signum) -> None:
+    """Mark the run interrupted (Ctrl-C, SIGTERM) or failed; never mask the original error."""
+    interrupted = isinstance(err, (Interrupted, KeyboardInterrupt)) or (
+        signum is not None and isinstance(err, SystemExit))  # Lightning's exit on Ctrl-C
     try:
-        if main:
-            run_dir.write_config(to_yaml(cfg))
-            run_dir.set_status("running", config_hash=chash)
-            tracker = _tracker(cfg, run_dir, "+".join(names))
-        sink = _metrics_sink(run_dir, tracker) if main else None
-        system = ContinualSystem(net, strategies, cfg.trainer, on_metrics=sink)
-        loop = TaskLoop(cfg, scenario, system, run_dir)
-        loop.restore(resume.checkpoint_dir if resume else None)
-        loop.train_all()
-        results = loop.results(chash, names, started)
-        if main:
-            run_dir.finish(results)
-            if tracker:
-                tracker.log_results(results, system.stream_step)
-                results["wandb_dir"] = tracker.finish("complete")
-        return results
-    except BaseException as err:
-        if main:
+        if interrupted:
+            run_dir.set_status("interrupted", error=str(err) or "interrupted",
+                               config_hash=chash)
+        else:
             run_dir.fail(f"{type(err).__name__}: {err}", chash)
-            if tracker:
-                tracker.finish("failed")
-        raise
+    except Exception as write_err:  # e.g. the disk is full: the status stays "running"
+        say(f"warning: could not record the run's status: {write_err}")
+    if tracker:
+        tracker.finish("failed")
 
 
 class TaskLoop:
     """The state of one pass over the stream: position, score rows, timings."""
 
-    def __init__(self, cfg, scenario, system: ContinualSystem, run_dir: RunDir | None):
+    def __init__(self, cfg, scenario, system: ContinualSystem, run_dir: RunDir | None,
+                 stop: StopSignals | None = None):
         self.cfg, self.scenario, self.system, self.run_dir = cfg, scenario, system, run_dir
         self.n = scenario.n_experiences
         self.device = _run_device(cfg)
+        self.stop = stop or StopSignals()
         self.position = 0  # next experience to train
+        self.partial: dict | None = None  # how far into task `position` a checkpoint was taken
         self.rows: dict[str, list[list[float]]] = {}
         self.baseline: dict[str, list[float]] | None = None
         self.per_task: list[dict] = []
+        self.resumes: list[dict] = []  # where each resume started: task, epoch, batch
 
     def restore(self, checkpoint_dir: Path | None) -> None:
-        """Continue from the last good checkpoint in ``checkpoint_dir``, if there is one."""
-        if checkpoint_dir is None:
+        """Continue from the newest good checkpoint in ``checkpoint_dir``, if there is one."""
+        found = checkpoint.load_latest(checkpoint_dir) if checkpoint_dir else None
+        if found is None:
             return
-        state = checkpoint.load(checkpoint_dir / "last.ckpt")
-        if state is None:
-            return
+        state, path = found
         self.system.net.load_state_dict(state["net"])
         for strategy, s_state in zip(self.system.strategies, state["strategies"]):
             strategy.load_state_dict(s_state)
         self.position, self.rows = state["position"], state["rows"]
         self.baseline, self.per_task = state["baseline"], state["per_task"]
         self.system.stream_step = state["stream_step"]
-        checkpoint.set_rng_state(state["rng"])
-        say(f"resuming {checkpoint_dir.parent} at task {self.position + 1}/{self.n}")
+        self.partial = state["partial"]
+        if self.partial is None:
+            checkpoint.set_rng_state(state["rng"])
+        else:  # set when training resumes, after the task has been rebuilt
+            self.partial["rng"] = state["rng"]
+        where = {"task": self.position, **{k: (self.partial or {}).get(k, 0)
+                                           for k in ("epoch", "batch", "steps")}}
+        self.resumes = [*state["resumes"], {**where, "checkpoint": path.name}]
+        if self.run_dir:
+            self.run_dir.truncate_metrics(self.system.stream_step)
+        inside = "" if not self.partial else (
+            ", after its training" if self.partial["trained"]
+            else f", epoch {where['epoch'] + 1}, batch {where['batch']}")
+        say(f"resuming {checkpoint_dir.parent} at task {self.position + 1}/{self.n}{inside}"
+            + ("" if path.name == "last.ckpt" else f" (from {path.name}: last.ckpt is damaged)"))
 
     def train_all(self) -> None:
         tests = [self.scenario.test_data(j) for j in range(self.n)]
         if self.cfg.eval_init and self.baseline is None:
             self.system.net.to(self.device)
-            self.baseline = evaluate(self.system.net, tests, self.cfg.trainer.eval_batch_size,
-                                     self.cfg.trainer.precision)
+            self.baseline = evaluate(self.system.net, _eval_sets(tests),
+                                     self.cfg.trainer.eval_batch_size, self.cfg.trainer.precision)
+            self._save_checkpoint()
+            self.stop.check()
         for i in range(self.position, self.n):
             self.train_task(i, tests)
 
@@ -128,15 +176,18 @@ class TaskLoop:
             loader = strategy.train_loader(ctx, loader)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        t0, step0 = time.time(), self.system.stream_step
-        trainer = make_trainer(self.cfg.trainer, f"task {i + 1}/{self.n} ({name})",
-                               self.device.type == "cuda")
-        trainer.fit(self.system, train_dataloaders=loader)
-        self.system.net.to(self.device)  # Lightning's teardown moves the module to CPU
+        start, self.partial = self.partial, None
+        t0 = time.time() - (start["train_time_s"] if start else 0.0)
+        step0 = start["task_start_step"] if start else self.system.stream_step
+        if start is None or not start["trained"]:
+            self._fit(i, loader, start, t0, step0)
+        else:  # killed after the last step, before the task's checkpoint
+            checkpoint.set_rng_state(start["rng"])
+        self.stop.check()
         for strategy in self.system.strategies:
             strategy.after_task(ctx)
         t1 = time.time()
-        row = evaluate(self.system.net, tests, self.cfg.trainer.eval_batch_size,
+        row = evaluate(self.system.net, _eval_sets(tests), self.cfg.trainer.eval_batch_size,
                        self.cfg.trainer.precision)
         for metric, scores in row.items():
             self.rows.setdefault(metric, []).append(scores)
@@ -147,6 +198,29 @@ class TaskLoop:
         })
         self.position = i + 1
         self._save_checkpoint()
+        faults.point("task")
+        self.stop.check()
+
+    def _fit(self, i: int, loader, start: dict | None, t0: float, step0: int) -> None:
+        """Lightning's fit on task i, from its start or from a checkpoint inside it."""
+        trainer_cfg = self.cfg.trainer
+        if start is not None:
+            trainer_cfg = resumed_trainer_cfg(trainer_cfg, start)
+            loader = FastForward(loader, start["epoch"], start["batch"])
+
+        def save(position: dict) -> None:
+            stream_step = position.pop("stream_step")
+            position.update(task_start_step=step0, train_time_s=time.time() - t0)
+            self._save_checkpoint(position, stream_step)
+
+        name = self.scenario.task_names[i]
+        trainer = make_trainer(trainer_cfg, f"task {i + 1}/{self.n} ({name})",
+                               self.device.type == "cuda")
+        trainer.callbacks.append(StepCheckpoint(save, loader, self.cfg.trainer,
+                                                self.cfg.checkpoint.every_n_steps, self.stop,
+                                                start))
+        trainer.fit(self.system, train_dataloaders=loader)
+        self.system.net.to(self.device)  # Lightning's teardown moves the module to CPU
 
     def _context(self, i: int) -> Context:
         cfg = self.cfg
@@ -161,14 +235,17 @@ class TaskLoop:
                        train_data=self.scenario.train_data, make_loader=make_loader,
                        batch_size=cfg.trainer.batch_size, dist=DIST, seed=cfg.seed)
 
-    def _save_checkpoint(self) -> None:
+    def _save_checkpoint(self, partial: dict | None = None,
+                         stream_step: int | None = None) -> None:
+        """Everything needed to continue: after a task, or inside one (``partial``)."""
         states = [s.state_dict() for s in self.system.strategies]  # may be collective
         if self.run_dir is None:
             return
         checkpoint.save(self.run_dir.checkpoint_dir / "last.ckpt", {
-            "position": self.position, "net": self.system.net.state_dict(),
+            "position": self.position, "partial": partial, "net": self.system.net.state_dict(),
             "strategies": states, "rows": self.rows, "baseline": self.baseline,
-            "per_task": self.per_task, "stream_step": self.system.stream_step,
+            "per_task": self.per_task, "resumes": self.resumes,
+            "stream_step": self.system.stream_step if stream_step is None else stream_step,
             "rng": checkpoint.rng_state(),
         })
 
@@ -193,7 +270,8 @@ class TaskLoop:
             "task_names": list(self.scenario.task_names), "setting": self.scenario.setting,
             "task": spec.task, "metric": metric, "higher_is_better": metric not in LOWER_IS_BETTER,
             "matrices": self.rows, "baseline": self.baseline, "summary": summary,
-            "per_task": self.per_task, "env": environment(),
+            "per_task": self.per_task, "resumes": self.resumes,
+            "env": environment(cfg, self.device),
         }
 
 
@@ -231,20 +309,58 @@ def default_name(cfg) -> str:
     return f"{cfg.scenario.name}-{strategies}-{cfg.model.name}-s{cfg.seed}-{stamp}"
 
 
-def environment() -> dict:
-    import lightning
+def environment(cfg, device: torch.device) -> dict:
+    """What a reader needs to reproduce the run, and whether it can be reproduced exactly."""
+    from importlib import metadata
 
-    env = {"python": platform.python_version(), "torch": torch.__version__,
-           "lightning": lightning.__version__, "host": platform.node(),
+    env = {"python": platform.python_version(), "host": platform.node(),
            "platform": platform.platform(), "cuda": torch.version.cuda,
-           "deterministic_gpu": False if torch.cuda.is_available() else None}
-    try:
-        env["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        env["git_commit"] = None
+           "device": str(device), "torch_threads": torch.get_num_threads()}
+    for package in ("torch", "lightning", "avalanche-lib", "numpy", "omegaconf", "wandb",
+                    "scikit-learn"):
+        try:
+            env[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            env[package] = None
+    env.update(_git_state())
+    exact, why = _reproducibility(cfg, device)
+    env["deterministic"], env["exactly_reproducible"] = cfg.trainer.deterministic, exact
+    env["reproducibility_note"] = why
     return env
+
+
+def _reproducibility(cfg, device: torch.device) -> tuple[bool, str]:
+    if not cfg.trainer.deterministic:
+        return False, "trainer.deterministic=false: kernels may differ from run to run"
+    if device.type == "cuda":
+        return False, ("GPU run: some CUDA kernels (scatter_add, index_put, atomics) are "
+                       "non-deterministic; scores may differ in the last digits between runs")
+    if cfg.trainer.devices > 1:
+        return False, "several processes: all-reduce order may change the last digits"
+    return True, "CPU, deterministic: the same config and seed give identical results"
+
+
+def _git_state() -> dict:
+    here = Path(__file__).resolve().parent
+    state: dict = {"git_commit": None, "git_dirty": None}
+    try:
+        state["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=here).stdout.strip() or None
+        if state["git_commit"]:
+            state["git_dirty"] = bool(subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                text=True, timeout=5, cwd=here).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return state
+
+
+def _eval_sets(tests):
+    """The test sets, one at a time, with a fault point before each (see harness.faults)."""
+    for data in tests:
+        faults.point("eval")
+        yield data
 
 
 def _run_device(cfg) -> torch.device:

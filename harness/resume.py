@@ -1,0 +1,160 @@
+"""Stopping and resuming inside a task: step checkpoints, fast-forwarded loaders, Ctrl-C.
+
+A run checkpoints after every experience (``harness.run.TaskLoop``) and, within one, every
+``checkpoint.every_n_steps`` optimizer steps and whenever it is asked to stop. A checkpoint
+taken inside task ``i`` adds ``partial``: the position (epoch, batch within the epoch,
+optimizer steps), the optimizer's state and the RNG states at that step. Resuming rebuilds the
+task exactly as the first attempt did (``before_task``, loaders), then
+
+* ``FastForward`` replays the loader's first ``epoch`` passes and ``batch`` batches without
+  training on them, so shuffles and replay-memory streams are where they were;
+* ``StepCheckpoint.on_train_start`` loads the optimizer state and the RNG states,
+
+and the first trained batch is the one the interrupted run would have trained next.
+
+Ctrl-C (SIGINT) and SIGTERM ask the loop to stop at the next safe point: after the current
+optimizer step, or after the current evaluation; a checkpoint is written, the run is marked
+``interrupted`` and the process exits with 128 + the signal number. A second signal stops at
+once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from harness import checkpoint, faults
+from harness.console import say
+from harness.distributed import DIST
+
+
+class Interrupted(Exception):
+    """The user (or a scheduler) asked the run to stop; a checkpoint has been written.
+
+    Not a KeyboardInterrupt: Lightning turns that into ``sys.exit(1)`` inside ``fit``.
+    """
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+class StopSignals:
+    """While active, the first SIGINT/SIGTERM sets ``signum``; a second one stops at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        say(f"{signal.Signals(signum).name}: stopping after the current step and saving a "
+            "checkpoint (send it again to stop at once)")
+
+    def requested(self, device: torch.device | None = None) -> bool:
+        """Whether to stop; under DDP, whether any rank was asked (all ranks must agree)."""
+        if DIST.world_size == 1 or device is None:
+            return self.signum is not None
+        flag = torch.tensor([float(self.signum or 0)], device=device)
+        DIST.all_reduce_(flag)
+        if flag.item() and self.signum is None:
+            self.signum = signal.SIGTERM
+        return bool(flag.item())
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+
+class FastForward:
+    """A training loader resumed at (epoch, batch): the first iteration skips what was done."""
+
+    def __init__(self, loader, epoch: int, batch: int):
+        self.loader, self.skip = loader, (epoch, batch)
+
+    def __len__(self) -> int:
+        return len(self.loader)  # the full epoch: Lightning sizes every epoch by it
+
+    def __iter__(self):
+        if self.skip is None:
+            yield from self.loader
+            return
+        (epochs, batches), self.skip = self.skip, None
+        for _ in range(epochs):
+            for _ in self.loader:
+                pass
+        it = iter(self.loader)
+        for _ in range(batches):
+            next(it)
+        yield from it
+
+
+def resumed_trainer_cfg(cfg, start: dict):
+    """The trainer settings for what is left of a task started at ``start``."""
+    steps = cfg.max_steps - start["steps"] if cfg.max_steps > 0 else cfg.max_steps
+    return dataclasses.replace(cfg, max_epochs=cfg.max_epochs - start["epoch"], max_steps=steps)
+
+
+class StepCheckpoint(Callback):
+    """Restores a task's optimizer and RNG on resume; checkpoints every n optimizer steps."""
+
+    def __init__(self, save, loader, trainer_cfg, every: int, stop: StopSignals,
+                 start: dict | None = None):
+        self.save, self.loader, self.cfg = save, loader, trainer_cfg
+        self.every, self.stop = every, stop
+        self.start = start or {"epoch": 0, "batch": 0, "steps": 0}
+        self.last_step, self.n_batches = 0, 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.n_batches = len(self.loader)  # under DDP the shard is known only now
+        if self.start.get("optimizer") is not None:
+            trainer.optimizers[0].load_state_dict(self.start["optimizer"])
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        if scaler is not None and self.start.get("scaler"):
+            scaler.load_state_dict(self.start["scaler"])
+        if self.start.get("rng") is not None:
+            checkpoint.set_rng_state(self.start["rng"])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.last_step:  # accumulating gradients: no step yet
+            return
+        self.last_step = trainer.global_step
+        faults.point("step")
+        stop = self.stop.requested(pl_module.device)
+        steps = self.start["steps"] + trainer.global_step
+        if stop or (self.every and steps % self.every == 0):
+            self.save(self.position(trainer, pl_module, batch_idx, steps))
+        if stop:
+            trainer.should_stop = True
+
+    def position(self, trainer, pl_module, batch_idx: int, steps: int) -> dict:
+        """Where the next batch is, with everything needed to train it as if never stopped."""
+        epoch = self.start["epoch"] + trainer.current_epoch
+        batch = batch_idx + 1 + (self.start["batch"] if trainer.current_epoch == 0 else 0)
+        if batch >= self.n_batches:
+            epoch, batch = epoch + 1, 0
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        return {
+            "epoch": epoch, "batch": batch, "steps": steps,
+            "trained": epoch >= self.cfg.max_epochs or 0 < self.cfg.max_steps <= steps,
+            "optimizer": trainer.optimizers[0].state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            # the module's own on_train_batch_end (which counts this batch) runs after ours
+            "stream_step": pl_module.stream_step + 1,
+        }
