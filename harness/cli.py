@@ -58,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("retain: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        from harness.resume import Interrupted
+
+        if not isinstance(err, Interrupted):
+            raise
+        print(f"retain: {err}; a checkpoint was saved: run the same command again (or "
+              "retain run --resume RUN_DIR) to continue", file=sys.stderr)
+        return 128 + err.signum
 
 
 def cmd_run(argv: list[str]) -> int:
@@ -97,6 +105,9 @@ def cmd_run(argv: list[str]) -> int:
     results = run(cfg, resume)
     if results.get("run_dir"):
         print_report(results)
+        env = results.get("env") or {}
+        if env.get("exactly_reproducible") is False:
+            print(f"note: not exactly reproducible: {env.get('reproducibility_note')}")
     return 0
 
 
@@ -111,16 +122,33 @@ def _resumable(cfg, resume_dir: Path | None):
             resume_dir = candidate
     if resume_dir is None:
         return None
-    import json
-
-    try:
-        status = json.loads((resume_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        status = {}
+    run_dir = RunDir(resume_dir)
+    status = run_dir.status()
     if status.get("config_hash") not in (None, config_hash(cfg)):
         raise UserError(f"{resume_dir} holds a run with a different configuration; choose "
                         "another name or out_dir")
-    return RunDir(resume_dir)
+    if status.get("status") == "running" and _alive(status):
+        raise UserError(f"{resume_dir} is being written by a running process "
+                        f"(pid {status['pid']}); stop it first")
+    return run_dir
+
+
+def _alive(status: dict) -> bool:
+    """Whether the process that wrote a "running" status is still running on this host."""
+    import os
+    import platform
+
+    if status.get("host") != platform.node() or not isinstance(status.get("pid"), int):
+        return False
+    if status["pid"] == os.getpid():
+        return False
+    try:
+        os.kill(status["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def cmd_list(argv: list[str]) -> int:
@@ -166,7 +194,7 @@ def format_fields(cls, prefix: str = "") -> str:
 
 
 def run_help() -> str:
-    from harness.config import RunConfig, TrainerConfig, WandbConfig
+    from harness.config import CheckpointConfig, RunConfig, TrainerConfig, WandbConfig
 
     return "\n".join([
         "usage: retain run [EXPERIMENT.yaml] [key=value ...] [--resume RUN_DIR]",
@@ -174,7 +202,9 @@ def run_help() -> str:
         "Trains on each experience of a scenario in turn, evaluates on every test",
         "experience after each one, prints the score matrix and summary metrics, and",
         "writes the run directory (config, results.json, metrics, checkpoints, W&B run).",
-        "Re-running with the same name=... continues a stopped run.",
+        "Re-running with the same name=... (or --resume RUN_DIR) continues a stopped run",
+        "from its last checkpoint, inside a task too; the result is the same as a run that",
+        "never stopped.",
         "",
         "components (see `retain list`; a component's options: `retain list strategy replay`):",
         "  model.name=gpt  scenario.name=text-domains  strategy=naive | strategy=[replay,distill]",
@@ -185,6 +215,8 @@ def run_help() -> str:
         format_fields(TrainerConfig, "trainer."),
         "wandb options:",
         format_fields(WandbConfig, "wandb."),
+        "checkpoint options (a run checkpoints after every task; Ctrl-C saves one and stops):",
+        format_fields(CheckpointConfig, "checkpoint."),
     ])
 
 

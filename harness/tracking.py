@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import netrc
 import os
-import warnings
 from pathlib import Path
 
 
@@ -31,26 +30,74 @@ def _logged_in() -> bool:
         return False
 
 
+INIT_TIMEOUT_S = 30.0  # a bounded wait for the W&B server; RETAIN_WANDB_INIT_TIMEOUT overrides
+
+
 class Tracker:
-    """Logs a run's config, per-step metrics, score matrices and summary to W&B."""
+    """Logs a run's config, per-step metrics, score matrices and summary to W&B.
+
+    W&B trouble never stops a run: an online start that fails or takes longer than
+    ``INIT_TIMEOUT_S`` falls back to offline mode, an offline start that fails disables
+    logging, and an error while logging disables logging for the rest of the run; each with a
+    warning on stderr. A resumed run logs to the same W&B run (its id is kept in the run dir).
+    """
 
     def __init__(self, cfg, run_dir: Path, config_dict: dict, group: str):
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self.logger, self.mode = None, wandb_mode(cfg.wandb.mode)
+        for attempt, mode in enumerate(dict.fromkeys([self.mode, "offline"])):
+            try:
+                # a failed online start keeps its id busy in the W&B service: take a new one
+                run_id = _run_id(Path(run_dir), fresh=attempt > 0)
+                self.logger = self._start(cfg, Path(run_dir), group, mode, run_id)
+                self.logger.log_hyperparams(config_dict)
+                self.mode = mode
+                return
+            except Exception as err:
+                self._abandon()
+                then = "switching to offline mode" if mode == "online" else "W&B logging is off"
+                _warn(f"W&B could not start in {mode} mode ({_first_line(err)}); {then}")
+
+    @staticmethod
+    def _start(cfg, run_dir: Path, group: str, mode: str, run_id: str):
+        import wandb
         from lightning.pytorch.loggers import WandbLogger
 
-        mode = wandb_mode(cfg.wandb.mode)
-        os.environ.setdefault("WANDB_SILENT", "true")
-        self.logger = WandbLogger(
+        timeout = float(os.environ.get("RETAIN_WANDB_INIT_TIMEOUT", INIT_TIMEOUT_S))
+        return WandbLogger(
             project=cfg.wandb.project, entity=cfg.wandb.entity, name=run_dir.name,
             save_dir=str(run_dir), group=cfg.wandb.group or group, tags=list(cfg.wandb.tags),
-            mode=mode, dir=str(run_dir),
+            mode=mode, dir=str(run_dir), id=run_id, resume="allow",
+            settings=wandb.Settings(init_timeout=timeout),
         )
-        self.mode = mode
-        self.logger.log_hyperparams(config_dict)
+
+    def _abandon(self) -> None:
+        self.logger = None
+        try:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.run.finish(exit_code=1)
+        except Exception:
+            pass
+
+    def _guard(self, what: str, call) -> None:
+        if self.logger is None:
+            return
+        try:
+            call()
+        except Exception as err:
+            _warn(f"W&B failed while {what} ({_first_line(err)}); W&B logging is off from now "
+                  "on, the run goes on")
+            self._abandon()
 
     def log_metrics(self, step: int, metrics: dict) -> None:
-        self.logger.log_metrics(metrics, step=step)
+        self._guard("logging metrics", lambda: self.logger.log_metrics(metrics, step=step))
 
     def log_results(self, results: dict, step: int) -> None:
+        self._guard("logging results", lambda: self._log_results(results, step))
+
+    def _log_results(self, results: dict, step: int) -> None:
         names = results["task_names"]
         for metric, R in results["matrices"].items():
             rows = [[f"after {i + 1}: {names[i]}", *row] for i, row in enumerate(R)]
@@ -61,10 +108,37 @@ class Tracker:
 
     def finish(self, status: str = "complete") -> str | None:
         """Close the W&B run; returns the local run directory for `wandb sync`."""
+        if self.logger is None:
+            return None
         try:
             run_dir = getattr(self.logger.experiment, "dir", None)
             self.logger.experiment.finish(exit_code=0 if status == "complete" else 1)
             return str(Path(run_dir).parent) if run_dir else None
         except Exception as err:  # a broken W&B must never lose the results
-            warnings.warn(f"W&B could not finish cleanly: {err}", stacklevel=2)
+            _warn(f"W&B could not finish cleanly: {_first_line(err)}")
             return None
+
+
+def _run_id(run_dir: Path, fresh: bool = False) -> str:
+    """The W&B run id of this run directory, created once, so a resume continues that run."""
+    import secrets
+
+    path = run_dir / ".wandb-id"
+    if not fresh and path.is_file():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(4)
+    from harness.results import atomic_write_text
+
+    atomic_write_text(path, run_id)
+    return run_id
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _warn(message: str) -> None:
+    from harness.console import say
+
+    say(f"warning: {message}")
