@@ -62,14 +62,15 @@ def bigram_ce(train: np.ndarray, test: np.ndarray, prior: float = 10.0) -> float
 
 
 def test_default_domains_are_distinguishable():
-    """A bigram model fit on one default domain is clearly worse on each of the others."""
+    """Each domain's test text is predicted clearly best by the bigram model fit on that domain
+    (compared column-wise: the domains differ in entropy, so rows are not comparable)."""
     s = build(TextDomainsConfig(seq_len=64, train_tokens=65_536, val_tokens=0,
-                                test_tokens=4_096), 0)
+                                test_tokens=8_192), 0)
     train = [s.train_data(i).x.flatten().numpy() for i in range(3)]
     test = [s.test_data(i).x.flatten().numpy() for i in range(3)]
     ce = np.array([[bigram_ce(train[i], test[j]) for j in range(3)] for i in range(3)])
-    for i in range(3):
-        assert ce[i, i] + 0.3 < np.delete(ce[i], i).min(), ce.round(2)
+    for j in range(3):
+        assert ce[j, j] + 0.4 < np.delete(ce[:, j], j).min(), ce.round(2)
 
 
 def test_order_and_count():
@@ -99,7 +100,7 @@ def test_bad_configs():
 
 def test_python_domain_reads_pinned_stdlib_files():
     files = text_sources.domain("python").files()
-    assert len(files) > 100
+    assert len(files) > 80
     assert all(f.suffix == ".py" and not f.name.startswith("test") for f in files)
 
 
