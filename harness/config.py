@@ -174,6 +174,10 @@ def _parse_overrides(overrides) -> dict:
         key, sep, _ = item.partition("=")
         if not sep or not key.strip() or key != key.strip():
             raise UserError(f"override '{raw}' is not of the form key=value")
+        if key in COMPONENTS and not item[len(key) + 1:].lstrip().startswith("{"):
+            # `strategy=replay strategy.replay.mem_size=5`: a later dotted key must not
+            # replace the shorthand with a mapping that has no name
+            item = f"{key}.name={item[len(key) + 1:]}"
         items.append(item)
     try:
         return OmegaConf.to_container(OmegaConf.from_dotlist(items))
