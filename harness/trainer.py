@@ -9,13 +9,15 @@ stream-wide step and writes its own checkpoints.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 
 import lightning as L
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from harness.config import TrainerConfig
+from harness.distributed import FAULT_ENV, fault_point, make_strategy
 
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
               "lightning.fabric.utilities.seed", "lightning.pytorch.utilities.distributed"):
@@ -39,13 +41,24 @@ class TaskProgressBar(TQDMProgressBar):
             f"{self.label} epoch {trainer.current_epoch + 1}/{self.max_epochs}")
 
 
+class FaultHook(Callback):
+    """``RETAIN_RANK_FAULT`` (tests only): fail one rank at the first batch of one task."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 0 and trainer.current_epoch == 0 and pl_module.ctx is not None:
+            fault_point(pl_module.ctx.task_id)
+
+
 def make_trainer(cfg: TrainerConfig, label: str, uses_gpu: bool) -> L.Trainer:
     deterministic = cfg.deterministic and ("warn" if uses_gpu else True)
     # Bars only on a terminal: in CI logs and files they are thousands of carriage returns.
     bars = cfg.progress and sys.stderr.isatty()
     callbacks = [TaskProgressBar(label, cfg.max_epochs)] if bars else []
+    if os.environ.get(FAULT_ENV):
+        callbacks.append(FaultHook())
     return L.Trainer(
-        accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy=make_strategy(cfg),
         precision=cfg.precision, max_epochs=cfg.max_epochs, max_steps=cfg.max_steps,
         gradient_clip_val=cfg.grad_clip or None,
         accumulate_grad_batches=cfg.accumulate_grad_batches, deterministic=deterministic,
