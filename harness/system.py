@@ -47,10 +47,13 @@ class ContinualSystem(L.LightningModule):
                 if name in terms:
                     raise RuntimeError(f"two strategies return a loss term named '{name}'")
                 terms[name] = value
-        loss = torch.stack([v.float() for v in terms.values()]).sum()
+        loss = sum(v.float() for v in terms.values()) if len(terms) > 1 else terms["task"]
         self._check_finite(loss, terms)
-        self.log("loss", loss, prog_bar=True, logger=False)
-        if self.on_metrics and self.stream_step % self.trainer_cfg.log_every_n_steps == 0:
+        logging_step = self.stream_step % self.trainer_cfg.log_every_n_steps == 0
+        if logging_step and self.trainer.progress_bar_callback is not None:
+            # Lightning's self.log costs more than a small model's step: log at intervals.
+            self.log("loss", loss.detach(), prog_bar=True, logger=False)
+        if self.on_metrics and logging_step:
             metrics = {f"loss/{k}": v.item() for k, v in terms.items()}
             metrics.update({"loss/total": loss.item(), "task": self.ctx.task_id})
             self.on_metrics(self.stream_step, metrics)
