@@ -20,10 +20,15 @@ Strategy pairs (Avalanche -> retain):
         eps=0.1)                             (Avalanche: lambda/2 and a 0.001 cap)
     AGEM(patterns_per_exp=40, sample 64)   agem patterns_per_experience=40 sample_size=64
 
+Avalanche 0.6's SI is inactive on CPU (its importances stay 0, see PAIRS); ``si-fixed`` runs it
+with that fixed, which is the comparison that tests retain's SI.
+
 Both sides are timed end to end: benchmark construction, training, and the evaluation on
 every test experience after every experience (retain also evaluates the untrained network
-and writes a checkpoint per experience). Accuracy is the mean over the 5 test experiences
-after the last one; forgetting as in ``harness.metrics``.
+and writes a checkpoint per experience). Both use one torch thread by default: on a busy
+machine, multi-threaded kernels of this size wait for cores and the timings become noise.
+Accuracy is the mean over the 5 test experiences after the last one; forgetting as in
+``harness.metrics``.
 
     python bench/avalanche_parity.py                       # all strategies, seeds 0 1 2
     python bench/avalanche_parity.py --strategies naive ewc --seeds 0
@@ -32,6 +37,7 @@ after the last one; forgetting as in ``harness.metrics``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import statistics
@@ -69,6 +75,12 @@ PAIRS = {
     "si": (("SynapticIntelligence", {"si_lambda": SI_LAMBDA, "eps": SI_EPS}),
            ["strategy.name=[si]", f"strategy.si.c={SI_LAMBDA / 2}", f"strategy.si.xi={SI_EPS}",
             "strategy.si.max_importance=0.001"]),
+    # Avalanche 0.6's SI does nothing on CPU: extract_weights keeps ``param.cpu().flatten()``,
+    # a view of the parameter, so the step's change it integrates is always zero and every
+    # importance is 0 (it copies on GPU). "si-fixed" runs it with copies (see fixed_si).
+    "si-fixed": (("SynapticIntelligence", {"si_lambda": SI_LAMBDA, "eps": SI_EPS}),
+                 ["strategy.name=[si]", f"strategy.si.c={SI_LAMBDA / 2}",
+                  f"strategy.si.xi={SI_EPS}", "strategy.si.max_importance=0.001"]),
     "agem": (("AGEM", {"patterns_per_exp": 40, "sample_size": 64}),
              ["strategy.name=[agem]", "strategy.agem.patterns_per_experience=40",
               "strategy.agem.sample_size=64"]),
@@ -108,7 +120,33 @@ def avalanche_benchmark():
     return with_task_labels(bench)
 
 
+@contextlib.contextmanager
+def fixed_si(active: bool):
+    """Avalanche's SI plugin storing copies of weights and gradients instead of views."""
+    from avalanche.training.plugins.synaptic_intelligence import SynapticIntelligencePlugin as SI
+
+    def copy_into(model, target, excluded, read):
+        for name, param in SI.allowed_parameters(model, excluded):
+            target[name].data = read(param).detach().cpu().flatten().clone()
+
+    saved = SI.extract_weights, SI.extract_grad
+    if active:
+        SI.extract_weights = staticmethod(torch.no_grad()(
+            lambda model, target, excluded: copy_into(model, target, excluded, lambda p: p)))
+        SI.extract_grad = staticmethod(torch.no_grad()(
+            lambda model, target, excluded: copy_into(model, target, excluded, lambda p: p.grad)))
+    try:
+        yield
+    finally:
+        SI.extract_weights, SI.extract_grad = saved
+
+
 def run_avalanche(name: str, seed: int) -> dict:
+    with fixed_si(name == "si-fixed"):
+        return _run_avalanche(name, seed)
+
+
+def _run_avalanche(name: str, seed: int) -> dict:
     import avalanche.training as training
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
@@ -149,7 +187,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--strategies", nargs="+", default=list(PAIRS), choices=list(PAIRS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads for both (1: steady on a shared machine)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     import avalanche  # noqa: F401  (imported once, outside the timings)
     import lightning  # noqa: F401
 

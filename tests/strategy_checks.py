@@ -2,9 +2,9 @@
 
 ``context`` builds the ``Context`` a strategy hook receives, around a bare network, so a hook
 can be called without a Trainer. ``resume_matches`` runs a Split-Digits stream uninterrupted,
-then again stopped after the second experience and resumed from its checkpoint, and checks
-that both give the same score matrices, which holds only if the strategy's ``state_dict``
-round-trips everything it uses.
+then again stopped after the second experience, and again crashed inside the third, each
+resumed from its checkpoint, and checks that all give the same score matrices, which holds
+only if the strategy's ``state_dict`` round-trips everything it uses.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import quick
 
-from harness import config
+from harness import config, faults
 from harness.data import BatchLoader, TaskData
 from harness.distributed import DIST
 from harness.models.base import DataSpec
@@ -77,10 +77,12 @@ def digits_run(tmp_path, *overrides: str, epochs: int = 1) -> dict:
 
 
 def resume_matches(tmp_path, monkeypatch, *overrides: str) -> dict:
-    """Uninterrupted vs stopped-after-task-2-and-resumed: identical matrices."""
+    """An uninterrupted run's matrices equal those of the same run stopped and resumed, both
+    between tasks (after the second) and inside one (a crash after the 6th step of the third,
+    resumed from a checkpoint taken every 4 steps, which does not change the results)."""
     base = quick(*DIGITS, "trainer.max_epochs=1", *overrides)
-    full = run(config.load(None, [*base, f"out_dir={tmp_path / 'a'}", "name=full"]))
-    cut = config.load(None, [*base, f"out_dir={tmp_path / 'b'}", "name=cut"])
+    full = run(config.load(None, [*base, f"out_dir={tmp_path / 'full'}", "name=full"]))
+
     original = TaskLoop.train_task
 
     def stop_at_third(self, i, tests):
@@ -88,10 +90,24 @@ def resume_matches(tmp_path, monkeypatch, *overrides: str) -> dict:
             raise RuntimeError("simulated stop")
         original(self, i, tests)
 
+    between = config.load(None, [*base, f"out_dir={tmp_path / 'between'}", "name=r"])
     monkeypatch.setattr(TaskLoop, "train_task", stop_at_third)
     with pytest.raises(RuntimeError, match="simulated stop"):
-        run(cut)
+        run(between)
     monkeypatch.setattr(TaskLoop, "train_task", original)
-    resumed = run(cut, RunDir(tmp_path / "b" / "cut"))
+    resumed = run(between, RunDir(tmp_path / "between" / "r"))
+    assert resumed["matrices"] == full["matrices"]
+
+    steps_before = sum(t["steps"] for t in full["per_task"][:2])
+    inside = config.load(None, [*base, "checkpoint.every_n_steps=4",
+                                f"out_dir={tmp_path / 'inside'}", "name=r"])
+    faults._counts.clear()
+    monkeypatch.setenv("RETAIN_FAULT", f"step:{steps_before + 6}")
+    monkeypatch.setenv("RETAIN_FAULT_MODE", "raise")
+    with pytest.raises(faults.SimulatedCrash):
+        run(inside)
+    monkeypatch.delenv("RETAIN_FAULT")
+    resumed = run(inside, RunDir(tmp_path / "inside" / "r"))
+    assert resumed["resumes"][-1]["task"] == 2 and resumed["resumes"][-1]["batch"] > 0
     assert resumed["matrices"] == full["matrices"]
     return full

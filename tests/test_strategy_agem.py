@@ -26,6 +26,7 @@ def test_hook_projects_the_step_gradient_against_the_memory_gradient():
     ctx = context(net, tasks, 1)
     agem.before_task(ctx)
     params = [p for _, p in trainable(net)]
+    agem.reference_gradient(ctx, params)  # creates the sampling generator, as the hook would
     for step in range(20):
         agem.gen.manual_seed(step)
         ref = agem.reference_gradient(ctx, params)
@@ -46,6 +47,6 @@ def test_memory_grows_by_patterns_per_experience():
     assert agem.buffer.fields["task"].bincount().tolist() == [10, 10, 10]
 
 
-def test_resume_between_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_between_and_inside_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     resume_matches(tmp_path, monkeypatch, "strategy.name=[agem]",
                    "strategy.agem.patterns_per_experience=30")

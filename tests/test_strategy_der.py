@@ -45,5 +45,5 @@ def test_half_precision_logits_halve_their_cost():
     assert der.buffer.fields["logits"].dtype == torch.float16
 
 
-def test_resume_between_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_between_and_inside_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     resume_matches(tmp_path, monkeypatch, "strategy.name=[der]", "strategy.der.mem_size=60")

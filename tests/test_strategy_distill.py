@@ -62,6 +62,6 @@ def test_language_model_kl_ignores_padded_positions():
     assert soft_kl(at_targets(student, y), at_targets(teacher, y), 2.0).item() > 0
 
 
-def test_resume_between_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_between_and_inside_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     resume_matches(tmp_path, monkeypatch, "strategy.name=[replay,distill]",
                    "strategy.replay.mem_size=50")

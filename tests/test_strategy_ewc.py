@@ -72,6 +72,6 @@ def test_fisher_uses_the_configured_number_of_batches():
         EWC(EWCConfig(mode="both"))
 
 
-def test_resume_between_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_between_and_inside_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     resume_matches(tmp_path, monkeypatch, "strategy.name=[ewc]", "strategy.ewc.lam=100",
                    "strategy.ewc.fisher_batches=4")

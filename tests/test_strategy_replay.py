@@ -104,6 +104,6 @@ def test_replay_and_der_beat_naive_on_split_digits_by_a_wide_margin(tmp_path):
     assert scores["der"] > scores["naive"] + 0.4
 
 
-def test_resume_between_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_between_and_inside_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     resume_matches(tmp_path, monkeypatch, "strategy.name=[replay]", "strategy.replay.mem_size=60",
                    "strategy.replay.policy=class_balanced")

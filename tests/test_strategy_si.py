@@ -62,5 +62,5 @@ def test_cap_bounds_the_importance():
     assert max(v.max().item() for v in si.importance.values()) <= 1e-4
 
 
-def test_resume_between_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_between_and_inside_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     resume_matches(tmp_path, monkeypatch, "strategy.name=[si]", "strategy.si.c=0.5")
