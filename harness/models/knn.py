@@ -58,6 +58,9 @@ class KNNConfig:
         default=True, metadata={"help": "keep the store on reset_memory() (across tasks)"}
     )
     lambda_knn: float = field(default=0.0, metadata={"help": "kNN-LM mixture weight (0 = off)"})
+    tie_weights: bool = field(default=True, metadata={"help": "tie LM head to the embedding"})
+    knn_lm_layer: int = field(default=1, metadata={
+        "help": "kNN-LM keys: the input of this block (0 = token embeddings)"})
     knn_temperature: float = field(
         default=0.1, metadata={"help": "kNN-LM softmax temperature over cosine similarities"}
     )
@@ -144,6 +147,8 @@ class KNN(SequenceModel):
             raise UserError(f"write must be one of {', '.join(WRITES)}, not '{cfg.write}'")
         if not -cfg.n_layer <= cfg.knn_layer < cfg.n_layer or cfg.top_k < 1 or cfg.seg_len < 1:
             raise UserError("knn needs -n_layer <= knn_layer < n_layer, top_k >= 1, seg_len >= 1")
+        if not 0 <= cfg.knn_lm_layer <= cfg.n_layer or not 0 <= cfg.lambda_knn < 1:
+            raise UserError("knn needs 0 <= knn_lm_layer <= n_layer and 0 <= lambda_knn < 1")
         self.cfg, self.hidden_size = cfg, cfg.d_model
         self.knn_index = cfg.knn_layer % cfg.n_layer
         self.embed = nn.Embedding(spec.vocab_size, cfg.d_model)
@@ -153,6 +158,9 @@ class KNN(SequenceModel):
             else Block(cfg.d_model, cfg.n_head, cfg.dropout) for i in range(cfg.n_layer)
         )
         self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, spec.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.head.weight = self.embed.weight
         self.apply(init_weights)
         store = dict(eviction=cfg.eviction, index=cfg.index, seed=cfg.seed)
         dh = cfg.d_model // cfg.n_head
@@ -160,6 +168,7 @@ class KNN(SequenceModel):
         self.lm_store = None
         if cfg.capacity and cfg.lambda_knn > 0:
             self.lm_store = KVStore(cfg.capacity, cfg.d_model, (), torch.long, **store)
+        self._lm_query: tuple[Tensor, Tensor] | None = None  # (hidden, kNN-LM keys) of last call
 
     def stores(self) -> list[KVStore]:
         return [s for s in (self.attn_store, self.lm_store) if s is not None]
@@ -168,36 +177,47 @@ class KNN(SequenceModel):
         for store in self.stores():
             store.commit()  # the previous call's entries become searchable now
         doc_k = doc_v = None
-        outs = []
+        outs, lm_keys = [], []
         for seg in x.split(self.cfg.seg_len, dim=1):
             h = self.drop(self.embed(seg))
             for i, block in enumerate(self.blocks):
+                if i == self.cfg.knn_lm_layer:
+                    lm_keys.append(h)
                 if i == self.knn_index:
                     h, k, v = block(h, doc_k, doc_v, self.attn_store)
                 else:
                     h = block(h)
             doc_k = k if doc_k is None else torch.cat([doc_k, k], dim=1)
             doc_v = v if doc_v is None else torch.cat([doc_v, v], dim=1)
+            if self.cfg.knn_lm_layer == len(self.blocks):
+                lm_keys.append(h)
             outs.append(self.ln_f(h))
         h = torch.cat(outs, dim=1)
-        if self.cfg.write in ("both", "train" if self.training else "eval"):
-            self.write(x, h, doc_k, doc_v)
+        if self.lm_store is not None:
+            # The kNN-LM searches with a lower layer's states: the last layer's drift most when
+            # a later task is trained (they collapse towards the new task's outputs), so keys
+            # written during an old task would no longer be found from them.
+            lm_keys = F.normalize(torch.cat(lm_keys, dim=1).float(), dim=-1)
+            self._lm_query = (h, lm_keys)
+            if x.shape[1] > 1 and self.writing():
+                self.lm_store.write(lm_keys[:, :-1].flatten(0, 1), x[:, 1:].flatten())
+        if self.attn_store is not None and self.writing():
+            self.attn_store.write(doc_k.flatten(0, 1), doc_v.flatten(0, 1))
         return h
 
-    def write(self, x: Tensor, h: Tensor, keys: Tensor, values: Tensor) -> None:
-        if self.attn_store is not None:
-            self.attn_store.write(keys.flatten(0, 1), values.flatten(0, 1))
-        if self.lm_store is not None and x.shape[1] > 1:
-            self.lm_store.write(F.normalize(h[:, :-1].float(), dim=-1).flatten(0, 1),
-                                x[:, 1:].flatten())
+    def writing(self) -> bool:
+        return self.cfg.write in ("both", "train" if self.training else "eval")
 
     def lm_logits(self, hidden: Tensor) -> Tensor:
-        logits = F.linear(hidden, self.embed.weight)  # tied with the input embedding
+        logits = self.head(hidden)
         store = self.lm_store
         if store is None or not int(store.count):
             return logits
+        if self._lm_query is None or hidden is not self._lm_query[0]:
+            raise RuntimeError("knn: lm_logits needs the hidden states of the latest forward "
+                               "call (the kNN-LM searches with that call's lower-layer states)")
         # kNN-LM: a softmax over the neighbours' similarities, spread onto their next tokens.
-        q = F.normalize(hidden.float(), dim=-1).flatten(0, -2)
+        q = self._lm_query[1].flatten(0, -2)
         idx = store.search(q, self.cfg.top_k)
         sims = (q.unsqueeze(1) * store.keys[idx]).sum(-1) / self.cfg.knn_temperature
         p_knn = torch.zeros(len(q), logits.shape[-1], device=q.device)

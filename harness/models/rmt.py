@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from harness.errors import UserError
 from harness.models.base import DataSpec, SequenceModel
-from harness.models.xl import Block, check_tokens, init_weights
+from harness.models.xl import Block, check_tokens
 from harness.registry import register_model
 
 
@@ -59,9 +59,15 @@ class RMT(SequenceModel):
             Block(cfg.d_model, cfg.n_head, cfg.dropout) for _ in range(cfg.n_layer)
         )
         self.ln_f = nn.LayerNorm(cfg.d_model)
-        self.apply(init_weights)
-        # The first segment of a document reads this learned memory.
-        self.mem_init = nn.Parameter(torch.randn(cfg.n_mem_tokens, cfg.d_model) * 0.02)
+        # Written memory is layer-normed: the raw residual stream grows with depth and training,
+        # and a memory whose scale drifts from segment to segment trains poorly through BPTT.
+        self.mem_norm = nn.LayerNorm(cfg.d_model)
+        # Linear layers keep PyTorch's default init (std ~ 1/sqrt(d)), not GPT-2's 0.02: the
+        # memory path is two attention hops deep (write in segment k, read in k+1), and with
+        # tiny weights their product starts near zero and training stalls on that plateau.
+        nn.init.normal_(self.embed.weight, std=0.02)
+        # The first segment of a document reads this learned memory (unit scale, like mem_norm).
+        self.mem_init = nn.Parameter(torch.randn(cfg.n_mem_tokens, cfg.d_model))
         # (B, n_mem_tokens, D) kept between calls when carry_memory is on; transient state
         # whose batch size varies, so checkpoints do not carry it.
         self.register_buffer("memory", None, persistent=False)
@@ -87,9 +93,7 @@ class RMT(SequenceModel):
         h = torch.cat([mem, self.drop(self.embed(tokens)), mem], dim=1)
         for block in self.blocks:
             h = block(h)  # causal over [read; segment; write]
-        # The raw residual stream at the write slots is the next memory: it lives in the same
-        # space as the token embeddings it is concatenated with.
-        return self.ln_f(h[:, m : m + S]), h[:, m + S :]
+        return self.ln_f(h[:, m : m + S]), self.mem_norm(h[:, m + S :])
 
     def lm_logits(self, hidden: Tensor) -> Tensor:
         return F.linear(hidden, self.embed.weight)  # tied with the input embedding
