@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"unknown command '{command}'; valid commands: run, list, sweep, "
                         "compare, report")
     except UserError as err:
-        print(f"retain: error: {err}", file=sys.stderr)
+        print(f"retain: error: {_printable(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("retain: interrupted", file=sys.stderr)
@@ -68,8 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + err.signum
 
 
+def _printable(message: str) -> str:
+    """One line whatever the user typed: control characters shown as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def cmd_run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="retain run", allow_abbrev=False, add_help=False,
         description="Train on a task stream and print the score matrix.")
     parser.add_argument("experiment", nargs="?", help="experiment YAML (optional)")
@@ -109,6 +114,13 @@ def cmd_run(argv: list[str]) -> int:
         if env.get("exactly_reproducible") is False:
             print(f"note: not exactly reproducible: {env.get('reproducibility_note')}")
     return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as a UserError: one line, exit code 2."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (one experiment file at most; overrides are key=value)")
 
 
 def _resumable(cfg, resume_dir: Path | None):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,8 @@ def _component_names(layers: list[dict]) -> dict:
             raise UserError(f"{comp}.name must be one name, not {names[comp]!r}")
     if not isinstance(names["strategy"], list) or not names["strategy"]:
         raise UserError("strategy must name at least one strategy")
+    if not all(isinstance(n, str) for n in names["strategy"]):
+        raise UserError(f"strategy names must be names, not {names['strategy']!r}")
     if len(set(names["strategy"])) != len(names["strategy"]):
         raise UserError(f"strategy lists a name twice: {names['strategy']}")
     return names
@@ -273,8 +276,18 @@ def _check_choices(cfg) -> None:
         section, attr = key.split(".")
         if getattr(getattr(cfg, section), attr) < 1:
             raise UserError(f"'{key}' must be at least 1")
-    if cfg.checkpoint.every_n_steps < 0:
-        raise UserError("'checkpoint.every_n_steps' must be 0 (off) or more")
+    t = cfg.trainer
+    for key, ok, rule in (
+        ("seed", 0 <= cfg.seed < 2**32, "an integer from 0 to 2**32 - 1"),
+        ("trainer.lr", math.isfinite(t.lr) and t.lr > 0, "a finite number above 0"),
+        ("trainer.momentum", 0 <= t.momentum < math.inf, "a finite number >= 0"),
+        ("trainer.weight_decay", 0 <= t.weight_decay < math.inf, "a finite number >= 0"),
+        ("trainer.grad_clip", 0 <= t.grad_clip < math.inf, "a finite number >= 0 (0: off)"),
+        ("trainer.max_steps", t.max_steps == -1 or t.max_steps >= 1, "-1 (no cap) or >= 1"),
+        ("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps >= 0, "0 (off) or more"),
+    ):
+        if not ok:
+            raise UserError(f"'{key}' must be {rule}")
 
 
 def _describe(err: Exception) -> str:
