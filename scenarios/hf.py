@@ -64,13 +64,14 @@ def fetch_documents(cfg: HFConfig, spec: str, needed_bytes: int) -> list[str]:
                                        revision=cfg.revision or None)
     except Exception as err:  # the Hub, the network, a wrong name: all the user's to fix
         raise UserError(f"could not load dataset '{spec}' split '{cfg.split}': {err}") from None
-    docs, have = [], 0
+    docs, have, seen = [], 0, set()  # repeated documents could straddle two splits
     for row in stream:
         if cfg.text_field not in row:
             raise UserError(f"dataset '{spec}' has no column '{cfg.text_field}' "
                             f"(columns: {sorted(row)}); set scenario.text_field")
         text = row[cfg.text_field]
-        if isinstance(text, str) and text.strip():
+        if isinstance(text, str) and text.strip() and text not in seen:
+            seen.add(text)
             docs.append(text)
             have += len(text.encode("utf-8")) + 1
         # twice the need leaves the document shuffle something to choose from

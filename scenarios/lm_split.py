@@ -45,16 +45,30 @@ def assign_documents(lengths: list[int], needed: dict[str, int], seed: int,
     return out
 
 
-def split_and_pack(docs: list[str], seq_len: int, tokens: dict[str, int], seed: int,
-                   what: str) -> dict[str, np.ndarray]:
-    """Arrays ``<split>`` (N, seq_len + 1) uint16 windows and ``<split>_docs`` document ids."""
+def split_documents(docs: list[str], seq_len: int, tokens: dict[str, int], seed: int,
+                    what: str) -> dict[str, np.ndarray]:
+    """Document indices of each split, sized in bytes for ``tokens[split] // seq_len`` rows."""
     n_seqs = {s: n_sequences(tokens.get(s, 0), seq_len) for s in SPLITS}
     needed = {s: n * seq_len + 1 if n else 0 for s, n in n_seqs.items()}
-    lengths = [len(d.encode("utf-8")) for d in docs]
-    parts = assign_documents(lengths, needed, seed, what)
+    return assign_documents([len(d.encode("utf-8")) for d in docs], needed, seed, what)
+
+
+def split_and_pack(docs: list[str], seq_len: int, tokens: dict[str, int], seed: int,
+                   what: str, join=None) -> dict[str, np.ndarray]:
+    """Arrays ``<split>`` (N, seq_len + 1) windows and ``<split>_docs`` document ids.
+
+    With the byte tokenizer (``join=None``) every split has exactly ``tokens // seq_len`` rows.
+    A custom ``join`` (documents -> id stream, e.g. a BPE) packs every full window it gets.
+    """
+    parts = split_documents(docs, seq_len, tokens, seed, what)
     arrays = {}
     for split in SPLITS:
         idx = parts[split]
-        arrays[split] = pack(join_documents([docs[i] for i in idx]), seq_len, n_seqs[split])
+        picked = [docs[i] for i in idx]
+        if join is None:
+            arrays[split] = pack(join_documents(picked), seq_len,
+                                 n_sequences(tokens.get(split, 0), seq_len))
+        else:
+            arrays[split] = pack(join(picked), seq_len)
         arrays[f"{split}_docs"] = idx.astype(np.int32)
     return arrays

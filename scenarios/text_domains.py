@@ -25,12 +25,13 @@ from harness.errors import UserError
 from harness.models.base import DataSpec
 from harness.registry import register_scenario
 from scenarios.base import Scenario, lm_task_data
-from scenarios.cache import file_fingerprint, prepare
-from scenarios.lm_split import split_and_pack
+from scenarios.bpe import BPE, PAD_ID, train_bpe
+from scenarios.cache import file_fingerprint, fingerprint, prepare
+from scenarios.lm_split import split_and_pack, split_documents
 from scenarios.text_sources import domain
 from scenarios.tokenize import PAD, VOCAB_SIZE
 
-FORMAT_VERSION = 1  # bump when the arrays this module writes change meaning
+FORMAT_VERSION = 2  # bump when the arrays this module writes change meaning
 
 
 @dataclass
@@ -49,6 +50,10 @@ class TextDomainsConfig:
     test_tokens: int = field(default=20_480, metadata={"help": "test tokens per domain"})
     split_seed: int = field(default=0, metadata={
         "help": "document shuffle for the splits; fixed so every run tests on the same text"})
+    tokenizer: str = field(default="byte", metadata={
+        "help": "byte | bpe (HF tokenizers, trained on the stream's training documents; "
+                "*_tokens then count bytes of text, splits are equalised after encoding)"})
+    bpe_vocab_size: int = field(default=2048, metadata={"help": "BPE vocabulary incl. specials"})
     cache: bool = field(default=True, metadata={"help": "store prepared arrays on disk"})
     cache_dir: str = field(default="", metadata={
         "help": "prep cache folder ('' = $RETAIN_CACHE or ~/.cache/retain)"})
@@ -68,32 +73,72 @@ def domain_order(cfg: TextDomainsConfig, seed: int) -> list[str]:
     return names[: cfg.n_experiences]
 
 
-def prepare_domain(cfg: TextDomainsConfig, name: str):
-    """Packed windows of one domain, from the prep cache when possible."""
-    src = domain(name)
-    files = src.files()
-    if not files:
-        raise UserError(f"text domain '{name}' found no source files")
+def sizes(cfg: TextDomainsConfig) -> dict[str, int]:
     tokens = {"train": cfg.train_tokens, "val": cfg.val_tokens, "test": cfg.test_tokens}
     if min(tokens.values()) < 0 or cfg.train_tokens < cfg.seq_len or cfg.test_tokens < cfg.seq_len:
         raise UserError("scenario train_tokens and test_tokens must be at least seq_len")
+    return tokens
+
+
+def source_files(name: str):
+    files = domain(name).files()
+    if not files:
+        raise UserError(f"text domain '{name}' found no source files")
+    return files
+
+
+def prepare_domain(cfg: TextDomainsConfig, name: str, bpe=None, bpe_id: str = ""):
+    """Packed windows of one domain, from the prep cache when possible."""
+    src, files, tokens = domain(name), source_files(name), sizes(cfg)
     key = {"domain": name, "seq_len": cfg.seq_len, "tokens": tokens,
-           "split_seed": cfg.split_seed, "version": FORMAT_VERSION}
+           "split_seed": cfg.split_seed, "version": FORMAT_VERSION, "bpe": bpe_id}
     return prepare("text-domains", key, file_fingerprint(files),
-                   lambda: split_and_pack(src.documents(files), cfg.seq_len, tokens,
-                                          cfg.split_seed, f"text domain '{name}'"),
+                   lambda: split_and_pack(src.read(files), cfg.seq_len, tokens,
+                                          cfg.split_seed, f"text domain '{name}'",
+                                          bpe.join_documents if bpe else None),
                    cfg.cache_dir, cfg.cache)
+
+
+def prepare_bpe(cfg: TextDomainsConfig, names: list[str]):
+    """The stream's BPE, trained on the training documents of its domains (cached)."""
+    tokens = sizes(cfg)
+    key = {"domains": sorted(names), "seq_len": cfg.seq_len, "tokens": tokens,
+           "split_seed": cfg.split_seed, "vocab": cfg.bpe_vocab_size, "version": FORMAT_VERSION}
+    source = fingerprint(*(file_fingerprint(source_files(n)) for n in sorted(names)))
+
+    def train() -> dict[str, np.ndarray]:
+        texts = []
+        for n in sorted(names):
+            docs = domain(n).read(source_files(n))
+            parts = split_documents(docs, cfg.seq_len, tokens, cfg.split_seed, f"domain '{n}'")
+            texts += [docs[i] for i in parts["train"]]
+        return {"tokenizer": np.frombuffer(train_bpe(texts, cfg.bpe_vocab_size).encode(),
+                                           dtype=np.uint8)}
+
+    prep = prepare("text-domains-bpe", key, source, train, cfg.cache_dir, cfg.cache)
+    return BPE(bytes(prep.arrays["tokenizer"]).decode()), fingerprint(
+        bytes(prep.arrays["tokenizer"]))
+
+
+def equalise(prepared, split: str) -> list[np.ndarray]:
+    """Every domain's windows of one split cut to the shortest (BPE compresses unevenly)."""
+    n = min(len(p.arrays[split]) for p in prepared)
+    return [p.arrays[split][:n] for p in prepared]
 
 
 @register_scenario("text-domains", config=TextDomainsConfig)
 def build(cfg: TextDomainsConfig, seed: int) -> Scenario:
     start = time.perf_counter()
+    if cfg.tokenizer not in ("byte", "bpe"):
+        raise UserError(f"scenario.tokenizer must be byte or bpe, got '{cfg.tokenizer}'")
     names = domain_order(cfg, seed)
-    prepared = [prepare_domain(cfg, n) for n in names]
-    splits = {s: [lm_task_data(p.arrays[s], i) for i, p in enumerate(prepared)]
+    bpe, bpe_id = prepare_bpe(cfg, names) if cfg.tokenizer == "bpe" else (None, "")
+    prepared = [prepare_domain(cfg, n, bpe, bpe_id) for n in names]
+    pad = PAD_ID if bpe else PAD
+    splits = {s: [lm_task_data(w, i, pad) for i, w in enumerate(equalise(prepared, s))]
               for s in ("train", "val", "test")}
-    spec = DataSpec(kind="tokens", task="lm", vocab_size=VOCAB_SIZE, seq_len=cfg.seq_len,
-                    pad_id=PAD)
+    spec = DataSpec(kind="tokens", task="lm", vocab_size=bpe.vocab_size if bpe else VOCAB_SIZE,
+                    seq_len=cfg.seq_len, pad_id=pad)
     info = {"prep_s": time.perf_counter() - start,
             "cache_hits": sum(p.hit for p in prepared),
             "bytes": sum(p.nbytes for p in prepared),

@@ -51,6 +51,11 @@ class Domain:
     files: Callable[[], list[Path]]
     documents: Callable[[list[Path]], list[str]]
 
+    def read(self, files: list[Path]) -> list[str]:
+        """Distinct documents, in order. The chatbot corpus repeats whole conversations; a
+        repeat in another split would let the test set be memorised."""
+        return list(dict.fromkeys(d for d in self.documents(files) if d.strip()))
+
 
 def package_dir(module: str, pip_name: str, domain: str) -> Path:
     """Install folder of ``module`` without importing it; a UserError naming the pip package."""

@@ -107,3 +107,32 @@ def test_python_domain_reads_pinned_stdlib_files():
 def test_prepare_is_cached():
     cfg = TextDomainsConfig(domains=["docs"], n_experiences=1, **SMALL)
     assert not prepare_domain(cfg, "docs").hit and prepare_domain(cfg, "docs").hit
+
+
+def test_bpe_option_trains_only_on_training_documents(monkeypatch):
+    pytest.importorskip("tokenizers")
+    import scenarios.text_domains as td
+
+    seen = []
+    real = td.train_bpe
+    monkeypatch.setattr(td, "train_bpe", lambda texts, n: seen.extend(texts) or real(texts, n))
+    cfg = TextDomainsConfig(domains=["bible", "dialogue"], n_experiences=2, tokenizer="bpe",
+                            bpe_vocab_size=400, **SMALL)
+    s = build(cfg, 0)
+    assert s.spec.vocab_size == 400 and s.spec.pad_id == 0
+    assert len(s.train_data(0)) == len(s.train_data(1)) > 0  # equalised after encoding
+    for i, name in enumerate(["bible", "dialogue"]):
+        docs = text_sources.domain(name).read(text_sources.domain(name).files())
+        held_out = prepare_domain(cfg, name).arrays  # byte split: same documents
+        for split in ("val", "test"):
+            assert not {docs[j] for j in held_out[f"{split}_docs"]} & set(seen)
+        assert (s.test_data(i).x < 400).all()
+    assert build(cfg, 0).info["cache_hits"] == 2
+
+
+def test_bpe_without_tokenizers_names_the_package(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tokenizers" else real(name, *a))
+    with pytest.raises(UserError, match="pip install tokenizers"):
+        build(TextDomainsConfig(tokenizer="bpe", **SMALL), 0)
