@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from harness.config import config_hash, strategy_names, to_dict, to_yaml
 from harness.console import say
 from harness.data import BatchLoader
 from harness.distributed import DIST, WATCHDOG, launch_rank, on_failure
+from harness.environment import environment
 from harness.errors import UserError
 from harness.evaluate import evaluate
 from harness.metrics import LOWER_IS_BETTER, summarize
@@ -194,7 +194,8 @@ class TaskLoop:
         self.per_task.append({
             "task": i, "name": name, "steps": self.system.stream_step - step0,
             "train_time_s": t1 - t0, "eval_time_s": time.time() - t1,
-            "peak_rss_mb": _peak_rss_mb(), "peak_gpu_mb": _peak_gpu_mb(),
+            "peak_rss_mb": _peak_rss_mb(), "peak_gpu_mb": _peak_gpu_mb(), "rss_mb": _rss_mb(),
+            "strategy_memory_bytes": sum(s.memory_bytes() for s in self.system.strategies),
         })
         self.position = i + 1
         self._save_checkpoint()
@@ -309,53 +310,6 @@ def default_name(cfg) -> str:
     return f"{cfg.scenario.name}-{strategies}-{cfg.model.name}-s{cfg.seed}-{stamp}"
 
 
-def environment(cfg, device: torch.device) -> dict:
-    """What a reader needs to reproduce the run, and whether it can be reproduced exactly."""
-    from importlib import metadata
-
-    env = {"python": platform.python_version(), "host": platform.node(),
-           "platform": platform.platform(), "cuda": torch.version.cuda,
-           "device": str(device), "torch_threads": torch.get_num_threads()}
-    for package in ("torch", "lightning", "avalanche-lib", "numpy", "omegaconf", "wandb",
-                    "scikit-learn"):
-        try:
-            env[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            env[package] = None
-    env.update(_git_state())
-    exact, why = _reproducibility(cfg, device)
-    env["deterministic"], env["exactly_reproducible"] = cfg.trainer.deterministic, exact
-    env["reproducibility_note"] = why
-    return env
-
-
-def _reproducibility(cfg, device: torch.device) -> tuple[bool, str]:
-    if not cfg.trainer.deterministic:
-        return False, "trainer.deterministic=false: kernels may differ from run to run"
-    if device.type == "cuda":
-        return False, ("GPU run: some CUDA kernels (scatter_add, index_put, atomics) are "
-                       "non-deterministic; scores may differ in the last digits between runs")
-    if cfg.trainer.devices > 1:
-        return False, "several processes: all-reduce order may change the last digits"
-    return True, "CPU, deterministic: the same config and seed give identical results"
-
-
-def _git_state() -> dict:
-    here = Path(__file__).resolve().parent
-    state: dict = {"git_commit": None, "git_dirty": None}
-    try:
-        state["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=here).stdout.strip() or None
-        if state["git_commit"]:
-            state["git_dirty"] = bool(subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                text=True, timeout=5, cwd=here).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return state
-
-
 def _eval_sets(tests):
     """The test sets, one at a time, with a fault point before each (see harness.faults)."""
     for data in tests:
@@ -390,6 +344,15 @@ def _metrics_sink(run_dir: RunDir, tracker):
 def _peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _rss_mb() -> float | None:
+    """The resident set size now (Linux), unlike ru_maxrss which only ever grows."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf(
+            "SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _peak_gpu_mb() -> float | None:
