@@ -3,7 +3,10 @@ ever looks complete.
 
 Every file is written to a temporary name and renamed into place (atomic on POSIX), and
 ``results.json`` is written last, only when the run finished: a folder without it is a run
-that is still going, crashed, or failed (``status.json`` says which).
+that is still going, crashed, failed or was interrupted (``status.json`` says which:
+``running`` with the writer's pid and host, ``failed`` with the error, ``interrupted`` after a
+Ctrl-C or SIGTERM, ``complete``). A full disk or an unwritable folder is a one-line
+``UserError``, and whatever was there before stays as it was.
 """
 
 from __future__ import annotations
