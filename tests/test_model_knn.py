@@ -1,0 +1,127 @@
+"""The knn model's long-term store: capacity, eviction, write modes, persistence, backends."""
+
+import pytest
+import torch
+
+from harness.errors import UserError
+from harness.models.base import DataSpec
+from harness.models.knn import KNN, KNNConfig
+from harness.models.knn_memory import KVStore
+
+SPEC = DataSpec("tokens", "lm", vocab_size=40, seq_len=16)
+
+
+def model(**overrides):
+    torch.manual_seed(0)
+    cfg = dict(d_model=32, n_head=4, n_layer=2, seg_len=8, capacity=100, top_k=4)
+    return KNN(KNNConfig(**{**cfg, **overrides}), SPEC)
+
+
+def tokens(n=2, T=16, seed=0):
+    return torch.randint(40, (n, T), generator=torch.Generator().manual_seed(seed))
+
+
+def store_of(rows, **kwargs):
+    store = KVStore(capacity=4, key_dim=2, value_shape=(), value_dtype=torch.long, **kwargs)
+    for ids in rows:
+        ids = torch.as_tensor(ids)
+        store.write(torch.randn(len(ids), 2), ids)
+        store.commit()
+    return store
+
+
+def test_fifo_evicts_the_oldest():
+    store = store_of([[1, 2, 3], [4, 5]])
+    assert sorted(store.values.tolist()) == [2, 3, 4, 5]
+    assert int(store.count) == 4 and int(store.seen) == 5
+
+
+@pytest.mark.parametrize("eviction", ["random", "reservoir"])
+def test_random_evictions_stay_within_capacity(eviction):
+    store = store_of([list(range(i, i + 3)) for i in range(0, 30, 3)], eviction=eviction)
+    assert int(store.count) == 4 and len(set(store.values.tolist())) == 4
+    assert int(store.seen) == 30
+
+
+def test_writes_are_searchable_only_after_commit():
+    store = KVStore(capacity=8, key_dim=2)
+    store.write(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.zeros(2))
+    assert store.search(torch.tensor([[1.0, 0.0]]), k=1).shape == (1, 0)
+    store.commit()
+    assert store.search(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), k=1).tolist() == [[0], [1]]
+
+
+def test_faiss_matches_exact_search():
+    pytest.importorskip("faiss")
+    keys, queries = torch.randn(50, 8), torch.randn(10, 8)
+    found = []
+    for index in ("exact", "faiss"):
+        store = KVStore(capacity=64, key_dim=8, index=index)
+        store.write(keys, torch.zeros(50))
+        store.commit()
+        found.append(store.search(queries, k=5))
+    assert torch.equal(found[0], found[1])
+
+
+def test_faiss_missing_is_a_user_error(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` fail
+    with pytest.raises(UserError, match="pip install faiss-cpu"):
+        KVStore(capacity=4, key_dim=2, index="faiss")
+
+
+@pytest.mark.parametrize("write, train_writes, eval_writes", [
+    ("train", True, False), ("eval", False, True), ("both", True, True), ("none", False, False)])
+def test_write_modes(write, train_writes, eval_writes):
+    m = model(write=write)
+    m.train()(tokens())
+    assert (m.memory_stats()["entries"] > 0) == train_writes
+    m.attn_store.clear()
+    m.eval()(tokens())
+    assert (m.memory_stats()["entries"] > 0) == eval_writes
+
+
+def test_store_is_bounded_persists_and_checkpoints():
+    m = model(lambda_knn=0.5).train()
+    for seed in range(5):
+        m(tokens(seed=seed))
+    stats = m.memory_stats()
+    assert stats["entries"] == 200 and stats["lm_entries"] == 100  # capacity per store
+    assert stats["bytes"] > 0 and stats["searches"] > 0 and stats["retrieval_s"] > 0
+    m.reset_memory()  # persist=True: the store survives (e.g. between tasks)
+    assert m.memory_stats()["entries"] == 200
+    fresh = model(lambda_knn=0.5)
+    fresh.load_state_dict(m.state_dict())
+    assert torch.equal(fresh.attn_store.keys, m.attn_store.keys)
+    assert torch.equal(fresh.lm_store.values, m.lm_store.values)
+    assert fresh.memory_stats()["entries"] == 200
+    cleared = model(persist=False).train()
+    cleared(tokens())
+    cleared.reset_memory()
+    assert cleared.memory_stats()["entries"] == 0
+
+
+def test_the_store_changes_outputs():
+    m = model()
+    x = tokens(seed=5)
+    m.eval()
+    with torch.no_grad():
+        empty = m(x)
+    m.train()(tokens(seed=1))
+    m.eval()
+    with torch.no_grad():
+        assert not torch.allclose(m(x), empty)
+
+
+def test_knn_lm_never_retrieves_its_own_next_token():
+    m = model(lambda_knn=0.9, knn_lm_layer=0).train()
+    x = tokens(seed=3)
+    h = m(x)
+    # This call's (state, next token) pairs are staged, not searchable: the LM alone answers.
+    torch.testing.assert_close(m.lm_logits(h), m.head(h))
+    h = m(x)  # the first call's entries are searchable now
+    mixed = m.lm_logits(h)
+    assert not torch.allclose(mixed, m.head(h).log_softmax(-1))
+    torch.testing.assert_close(mixed.exp().sum(-1), torch.ones(2, 16))  # a distribution
+    with pytest.raises(RuntimeError, match="latest forward"):
+        m.lm_logits(h.clone())
