@@ -14,13 +14,14 @@ A group's capacity is ``mem_size // n_groups``, the remainder going to the lowes
 or a fixed ``per_group`` (A-GEM's patterns per experience). Since keys never change, shrinking
 a group keeps the examples it would have kept had the capacity always been that small.
 
-Under DDP each rank inserts only its shard of the experience (examples ``rank::world_size``)
-and draws keys from its own generator; the ranks then exchange the (group, key) pairs of their
-candidates and each keeps those above the global per-group threshold. The union over ranks is
-therefore exactly the policy's sample of the global stream and holds at most ``mem_size``
-examples, though one rank may hold a few more than another. Each rank draws replay batches
-from its own part. A checkpoint gathers every rank's part; a run resumed with another number
-of processes re-partitions the union.
+Under DDP each rank inserts only its shard of the experience (examples ``rank::world_size``);
+keys are drawn per experience from the run seed, so an example has the same key whatever rank
+holds it. The ranks exchange the (group, key) pairs of their candidates and each keeps those
+above the global per-group threshold. The union over ranks is therefore exactly the memory a
+single process would keep (the policy's sample of the global stream), bounded by ``mem_size``
+in total, though one rank may hold a few more examples than another. Each rank draws its
+share of a replay batch from its own part. A checkpoint gathers every rank's part; a run
+resumed with another number of processes re-partitions the union.
 
 Inputs may be feature vectors with class labels or token sequences with next-token targets;
 extra per-example fields (DER's logits) are stored beside them.
@@ -75,10 +76,12 @@ class Buffer:
         self._claim()
         rank, world = self.dist.rank, self.dist.world_size
         shard = torch.arange(len(data))[rank::world]
-        gen = torch.Generator().manual_seed((seed * 1_000_003 + task * 10_007 + rank) % 2**63)
+        # One key per example of the experience, the same on every rank: the ranks' union is
+        # then exactly the memory a single process would keep.
+        gen = torch.Generator().manual_seed((seed * 1_000_003 + task * 10_007) % 2**63)
+        keys = torch.rand(len(data), dtype=torch.float64, generator=gen)
         new = {"x": data.x[shard], "y": data.y[shard], "t": data.t[shard],
-               "task": torch.full((len(shard),), task, dtype=torch.long),
-               "key": torch.rand(len(shard), dtype=torch.float64, generator=gen)}
+               "task": torch.full((len(shard),), task, dtype=torch.long), "key": keys[shard]}
         n_old = len(self.fields["key"]) if self.fields else 0
         cand = {k: torch.cat([self.fields[k], new[k]]) if n_old else new[k] for k in CORE}
         groups = self.groups(cand["y"], cand["task"])
@@ -222,3 +225,8 @@ class MemoryStream:
     def load_state_dict(self, state: dict) -> None:
         self.gen.set_state(state["gen"])
         self._order = list(state["order"])
+
+
+def per_rank(global_size: int, dist: Dist) -> int:
+    """A rank's share of a global batch size (rounded up, at least 1)."""
+    return max(-(-global_size // dist.world_size), 1)

@@ -15,6 +15,8 @@ in one batch; here the memory batch has its own forward, which gives the same gr
 networks without batch statistics, and the current examples' loss stays the task loss.
 Logits are matched over all classes (unmasked in task-IL) or, for language models, over the
 vocabulary at non-ignored positions; ``logits_dtype=float16`` halves what they cost to keep.
+Under DDP each of W ranks draws ``batch_size_mem / W`` examples from its own part of the
+memory, whose union over ranks is what one process would keep (``strategies.buffer``).
 
     retain run scenario.name=split-digits model.name=mlp strategy=der \\
         strategy.der.mem_size=200 strategy.der.alpha=0.1 strategy.der.beta=0.5
@@ -32,7 +34,7 @@ from harness.data import Batch
 from harness.errors import UserError
 from harness.registry import register_strategy
 from strategies.base import Context, Strategy
-from strategies.buffer import Buffer, MemoryStream, check_policy
+from strategies.buffer import Buffer, MemoryStream, check_policy, per_rank
 from strategies.distill import at_targets, full_logits
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -47,7 +49,7 @@ class DERConfig:
     policy: str = field(default="reservoir", metadata={
         "help": "reservoir | class_balanced (Avalanche's DER) | task_balanced"})
     batch_size_mem: int = field(default=0, metadata={
-        "help": "memory examples per step (0: the training batch size)"})
+        "help": "memory examples per (global) step (0: the training batch size)"})
     logits_dtype: str = field(default="float32", metadata={
         "help": "storage type of the logits: float32 | float16 | bfloat16"})
 
@@ -78,8 +80,8 @@ class DER(Strategy):
             return {}
         if self.stream is None:  # first step of the task: inside fit, the group exists
             seed = (ctx.seed * 7_919 + ctx.task_id) * 1_009 + ctx.dist.rank
-            self.stream = MemoryStream(self.buffer, self.cfg.batch_size_mem or ctx.batch_size,
-                                       seed, drop_last=True)
+            size = per_rank(self.cfg.batch_size_mem or ctx.batch_size, ctx.dist)
+            self.stream = MemoryStream(self.buffer, size, seed, drop_last=True)
             if self._stream_state is not None:
                 self.stream.load_state_dict(self._stream_state)
                 self._stream_state = None

@@ -9,8 +9,9 @@ stream, class-balanced or experience-balanced; see ``strategies.buffer``), and n
 than ``mem_size`` examples. It stores feature vectors with labels or token sequences with
 next-token targets alike.
 
-Under DDP each rank keeps examples of its own shard; the union over ranks is the policy's
-sample of the global stream (``strategies.buffer``), and each rank replays from its part.
+Under DDP each rank keeps examples of its own shard; the union over ranks is the memory one
+process would keep (``strategies.buffer``). Like ``trainer.batch_size``, ``batch_size_mem`` is
+global: each of W ranks adds ``batch_size_mem / W`` (rounded up) examples from its own part.
 
     retain run scenario.name=split-digits model.name=mlp strategy=replay \\
         strategy.replay.mem_size=200 strategy.replay.policy=class_balanced
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from harness.data import Batch
 from harness.registry import register_strategy
 from strategies.base import Context, Strategy
-from strategies.buffer import Buffer, MemoryStream, check_policy
+from strategies.buffer import Buffer, MemoryStream, check_policy, per_rank
 
 
 @dataclass
@@ -32,7 +33,7 @@ class ReplayConfig:
     policy: str = field(default="reservoir", metadata={
         "help": "reservoir (uniform over the stream) | class_balanced | task_balanced"})
     batch_size_mem: int = field(default=0, metadata={
-        "help": "memory examples added to each mini-batch (0: the training batch size)"})
+        "help": "memory examples added to each (global) mini-batch (0: the training batch size)"})
 
 
 @register_strategy("replay", config=ReplayConfig)
@@ -85,8 +86,9 @@ class ReplayLoader:
 
     def __iter__(self):
         if self.stream is None:  # inside fit: the process group (if any) exists now
-            self.stream = MemoryStream(self.buffer, self.batch_size_mem,
-                                       self.seed * 1_009 + self.buffer.dist.rank)
+            dist = self.buffer.dist
+            self.stream = MemoryStream(self.buffer, per_rank(self.batch_size_mem, dist),
+                                       self.seed * 1_009 + dist.rank)
         for batch in self.loader:
             index = self.stream.next()
             yield batch if index is None else Batch.cat([batch, self.buffer.batch(index)])
