@@ -26,11 +26,12 @@ match the labels found.
     retain run scenario.name=files scenario.path=all.jsonl scenario.task=classification \\
         scenario.n_classes=4
 
-Each task's documents are split into train / validation / test by document (never one document
-in two splits) and packed into ``seq_len`` byte windows; classification examples are split by
-example and truncated or padded to ``seq_len`` bytes. Bad input (missing path, empty task, not
-UTF-8, a bad JSON line, a missing field, a task smaller than one batch, labels that do not
-match ``n_classes``) is a one-line error naming the file and line, before training starts.
+Each task's documents (exact repeats dropped) are split into train / validation / test by
+document (never one document in two splits) and packed into ``seq_len`` byte windows;
+classification examples are split by example and truncated or padded to ``seq_len`` bytes.
+Bad input (missing path, empty task, not UTF-8, a bad JSON line, a missing field, a task
+smaller than one batch, labels that do not match ``n_classes``) is a one-line error naming the
+file and line, before training starts.
 Prepared arrays are cached, keyed by the files' contents and the data options.
 """
 
@@ -51,7 +52,7 @@ from scenarios.cache import file_fingerprint, prepare
 from scenarios.files_reader import load_tasks, source_files
 from scenarios.tokenize import PAD, VOCAB_SIZE, encode, join_documents, pack, pad_to
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SPLITS = ("train", "val", "test")
 
 
@@ -137,6 +138,18 @@ def label_ids(tasks: dict) -> tuple[dict, list]:
     return {v: i for i, v in enumerate(found)}, found
 
 
+def distinct(records: list, labelled: bool) -> list:
+    """Records without exact repeats (same text, and same label when labelled): a repeat that
+    landed in another split would put test text in the training set."""
+    seen, out = set(), []
+    for r in records:
+        key = (r.text, r.label) if labelled else r.text
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
 def build_arrays(root: Path, cfg: FilesConfig) -> dict[str, np.ndarray]:
     """Per task ``<i>_<split>`` windows (lm) or ``<i>_<split>_x`` / ``_y`` (classification),
     and ``meta``: task names, labels and where each label first occurs, as JSON bytes."""
@@ -148,6 +161,7 @@ def build_arrays(root: Path, cfg: FilesConfig) -> dict[str, np.ndarray]:
     ids, names = label_ids(tasks) if labelled else ({}, [])
     arrays, first_where = {}, {}
     for i, (task, records) in enumerate(tasks.items()):
+        records = distinct(records, labelled)
         parts = split_indices(len(records), cfg, rng, f"task '{task}' ({records[0].where})")
         for split, idx in parts.items():
             picked = [records[j] for j in idx]

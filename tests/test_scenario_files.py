@@ -185,3 +185,10 @@ def test_txt_cannot_carry_labels(tmp_path):
 def test_unknown_task_name(tmp_path):
     with pytest.raises(UserError, match="no task named"):
         lm(DATA / "files_folder", tasks=["nope"])
+
+
+def test_repeated_documents_are_kept_once(tmp_path):
+    write(tmp_path / "a.jsonl", jsonl([{"text": f"document {i % 4} " * 8} for i in range(12)]))
+    s = lm(tmp_path, test_fraction=0.25)
+    docs = [_docs(split_stream(s, split, 0)) for split in ("train", "test")]
+    assert sorted(docs[0] + docs[1]) == [f"document {i} " * 8 for i in range(4)]
