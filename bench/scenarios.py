@@ -20,16 +20,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-OFFLINE = ["text-domains", "text-topics", "mqar", "passkey", "split-digits", "permuted-digits",
-           "split-mnist", "files"]
+OFFLINE = ["text-domains", "text-domains/bpe", "text-topics", "mqar", "passkey", "split-digits",
+           "permuted-digits", "split-mnist", "files"]
 OVERRIDES = {"files": {"path": str(ROOT / "tests" / "data" / "files_folder"),
-                       "min_train_examples": 1, "seq_len": 64}}
+                       "min_train_examples": 1, "seq_len": 64},
+             "text-domains/bpe": {"tokenizer": "bpe"}}
 
 
 def build(name: str):
     from harness.registry import SCENARIOS
 
-    entry = SCENARIOS.get(name)
+    entry = SCENARIOS.get(name.split("/")[0])  # "name/variant": the scenario with OVERRIDES
     cfg = entry.config(**OVERRIDES.get(name, {}))
     start = time.perf_counter()
     scenario = entry.cls(cfg, 0)
