@@ -113,6 +113,9 @@ class Tracker:
         try:
             run_dir = getattr(self.logger.experiment, "dir", None)
             self.logger.experiment.finish(exit_code=0 if status == "complete" else 1)
+            import wandb
+
+            wandb.teardown()  # waits for the writer: the offline run is complete on disk now
             return str(Path(run_dir).parent) if run_dir else None
         except Exception as err:  # a broken W&B must never lose the results
             _warn(f"W&B could not finish cleanly: {_first_line(err)}")
