@@ -152,13 +152,22 @@ def on_failure(err: BaseException) -> BaseException:
         return err
     if not WATCHDOG.procs:
         return err
-    failure = WATCHDOG.peer_failure(wait_s=0 if isinstance(err, KeyboardInterrupt) else 5.0)
+    quick = isinstance(err, KeyboardInterrupt) or "timed out" in str(err).lower()
+    failure = WATCHDOG.peer_failure(wait_s=0 if quick else 5.0)
+    alive = [i + 1 for i, p in enumerate(WATCHDOG.procs) if p.poll() is None]
     WATCHDOG.stop_ranks()
     stopped = not isinstance(err, Exception) or type(err).__name__ == "Interrupted"
-    if failure is None or stopped or isinstance(err, RankFailure):
+    if stopped or isinstance(err, RankFailure):
         return err
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return RankFailure(f"{failure} (rank 0 then failed with {type(err).__name__}: {first})")
+    if failure is not None:
+        return RankFailure(f"{failure} (rank 0 then failed with {type(err).__name__}: {first})")
+    if alive and "timed out" in first.lower():
+        ranks = ", ".join(map(str, alive))
+        return RankFailure(f"rank(s) {ranks} did not join a collective within "
+                           f"trainer.ddp_timeout_s={WATCHDOG.timeout_s:g} s and were stopped "
+                           f"(rank 0: {type(err).__name__}: {first})")
+    return err
 
 
 class Watchdog:
@@ -176,6 +185,7 @@ class Watchdog:
         self.procs: list[subprocess.Popen] = []
         self.failure: str | None = None
         self.grace_s = 30.0
+        self.timeout_s = 1800.0
         self.errors_dir: str | None = None
         self.on_fatal: list = []
         self._stopping = False
@@ -270,7 +280,8 @@ def make_strategy(cfg):
                         "path integral, step counts) is lost; use trainer.strategy=ddp")
     if name != "ddp" and not (name == "auto" and cfg.devices * getattr(cfg, "num_nodes", 1) > 1):
         return name
-    WATCHDOG.grace_s = min(30.0, float(cfg.ddp_timeout_s))
+    WATCHDOG.timeout_s = float(cfg.ddp_timeout_s)
+    WATCHDOG.grace_s = min(30.0, WATCHDOG.timeout_s)
     return _watched_ddp_class()(timeout=timedelta(seconds=cfg.ddp_timeout_s))
 
 
