@@ -59,9 +59,10 @@ STRATEGIES = {
     "agem": ["strategy.name=[agem]", "strategy.agem.patterns_per_experience=30"],
 }
 EXPERIMENTS = {name: DIGITS + o for name, o in STRATEGIES.items()} | {"knn": TEXT + KNN}
-# Two processes see the same global batches, but sum floats in another order, and memories
-# draw their examples per rank: final accuracies agree to a few test examples.
-TOLERANCE = {"accuracy": 0.05, "perplexity": 0.05}  # absolute; perplexity relative
+# Two processes see the same global batches and keep the same memories, but sum floats in
+# another order and draw replay batches per rank: final accuracies agree to a test example or
+# two (measured: 0 for naive/joint/ewc/si/distill/knn, 0.005 for replay/der/agem).
+TOLERANCE = {"accuracy": 0.03, "perplexity": 0.02}  # absolute; perplexity relative
 
 
 def _env(tmp: Path, **extra) -> dict:
@@ -189,17 +190,15 @@ def _replay_batch_sizes(strategy_name: str) -> tuple[int, int]:
     return 16, strategy.stream.batch_size
 
 
-@pytest.mark.xfail(strict=True, reason="strategies/buffer.py draws each rank's keys from its "
-                   "own generator: the union is a sample of the same policy, not the same sample")
-def test_memory_union_is_the_single_process_memory():
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("policy", ["reservoir", "class_balanced", "task_balanced"])
+def test_memory_union_is_the_single_process_memory(world, policy):
     tasks = _stream()
-    one = _fill(1, 37, "class_balanced", tasks)[0].fields["x"][:, 0].long()
-    two = _union([b.fields for b in _fill(2, 37, "class_balanced", tasks)])["x"][:, 0].long()
-    assert set(two.tolist()) == set(one.tolist())
+    one = _fill(1, 37, policy, tasks)[0].fields["x"][:, 0].long()
+    many = _union([b.fields for b in _fill(world, 37, policy, tasks)])["x"][:, 0].long()
+    assert sorted(many.tolist()) == sorted(one.tolist())
 
 
-@pytest.mark.xfail(strict=True, reason="strategies/replay.py and der.py: batch_size_mem is "
-                   "taken per rank, so W ranks replay W times the memory examples of one process")
 @pytest.mark.parametrize("name", ["replay", "der"])
 def test_memory_batch_is_split_over_ranks_like_the_current_batch(name):
     current, memory = _replay_batch_sizes(name)
@@ -236,7 +235,8 @@ def two_procs(tmp_path_factory):
     runs = [[*overrides, *DDP, f"name={name}", f"out_dir={tmp / 'runs'}", "logger=none",
              "trainer.progress=false"] for name, overrides in EXPERIMENTS.items()]
     spec = tmp / "spec.json"
-    spec.write_text(json.dumps({"runs": runs}))
+    spec.write_text(json.dumps({"runs": runs, "eval_ids": [0, 1, 31, 397],
+                                "eval_ids_out": str(tmp / "eval_ids.json")}))
     started = time.time()
     proc = subprocess.run([PY, str(ROOT / "tests" / "test_ddp_driver.py"), str(spec)],
                           cwd=tmp, env=_env(tmp), capture_output=True, text=True, timeout=900)
@@ -261,6 +261,15 @@ def one_proc(tmp_path_factory):
     return get
 
 
+@pytest.mark.slow
+def test_two_processes_score_every_test_example_exactly_once(two_procs):
+    seen = json.loads((two_procs.parent / "eval_ids.json").read_text())
+    for n, got in seen.items():
+        assert got["world_size"] == 2
+        assert sorted(got["ids"]) == list(range(int(n)))  # none missing, none twice
+        assert sum(got["per_rank"]) == int(n)
+
+
 def _results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
@@ -272,13 +281,8 @@ def _close(metric: str, got: list, want: list) -> float:
     return max(abs(a - b) for a, b in zip(got, want))
 
 
-MEMORY_BATCH_BUG = pytest.mark.xfail(strict=True, reason="strategies/replay.py: each rank "
-                                     "replays batch_size_mem examples (W times one process's)")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [pytest.param(n, marks=MEMORY_BATCH_BUG) if n == "replay"
-                                  else n for n in EXPERIMENTS])
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_two_processes_match_one(name, two_procs, one_proc):
     two, one = _results(two_procs / name), one_proc(name)
     metric = one["metric"]
@@ -372,6 +376,21 @@ def test_a_crash_on_one_rank_fails_the_run_with_its_error(crashed):
 
 
 @pytest.mark.slow
+def test_a_hung_rank_fails_the_run_after_the_ddp_timeout(tmp_path):
+    out = tmp_path / "runs"
+    cmd = [PY, "-m", "harness", "run", *EXPERIMENTS["naive"], *DDP, f"out_dir={out}",
+           "logger=none", "trainer.progress=false", "trainer.ddp_timeout_s=10"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env=_env(tmp_path, RETAIN_RANK_FAULT="rank=1,task=2,mode=hang"))
+    assert proc.returncode not in (0, -9, 137)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "rank(s) 1 did not join a collective within trainer.ddp_timeout_s=10 s" in last
+    (run_dir,) = out.iterdir()
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "failed" and "ddp_timeout_s=10" in status["error"]
+
+
+@pytest.mark.slow
 def test_knn_store_is_global(two_procs, one_proc):
     """Every rank's writes reach the store: as many entries written as by one process."""
     one = checkpoint.load(Path(one_proc("knn")["run_dir"]) / "checkpoints" / "last.ckpt")
@@ -396,8 +415,10 @@ def test_a_checkpoint_of_two_ranks_resumes_on_one(crashed, one_proc):
     union = _check_parts(parts["buffer"]["ranks"], _train_sets("replay"), 1)
     assert torch.bincount(union["y"], minlength=10).tolist() == [10] * 10
     # The first row was computed by two processes, the second by one: close to one process's.
-    assert _close("accuracy", results["matrices"]["accuracy"][-1],
-                  one_proc("replay")["matrices"]["accuracy"][-1]) <= TOLERANCE["accuracy"]
+    diff = _close("accuracy", results["matrices"]["accuracy"][-1],
+                  one_proc("replay")["matrices"]["accuracy"][-1])
+    print(f"replay resumed on 1 process after task 1 on 2: final row differs by {diff:.4f}")
+    assert diff <= TOLERANCE["accuracy"]
 
 
 # -- mixed precision, accumulation and clipping with every strategy --------------------------

@@ -23,7 +23,33 @@ def main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     for overrides in spec["runs"]:
         run(config.load(None, overrides))
+    if spec.get("eval_ids"):
+        eval_ids(spec["eval_ids"], spec["eval_ids_out"])
     return 0
+
+
+def eval_ids(sizes: list[int], out: str) -> None:
+    """Which examples each rank scores, gathered over the live process group.
+
+    The test set is sharded exactly as ``harness.evaluate`` shards it; rank 0 writes, per
+    size, every example id scored by any rank (duplicates included) and the count per rank.
+    """
+    import torch
+
+    from harness.data import BatchLoader, TaskData
+    from harness.distributed import DIST
+
+    seen = {}
+    for n in sizes:
+        data = TaskData(torch.arange(n, dtype=torch.float32)[:, None],
+                        torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long))
+        loader = BatchLoader(data, 16, shuffle=False, rank=DIST.rank, world_size=DIST.world_size)
+        mine = torch.cat([b.x[:, 0].long() for b in loader] or [torch.empty(0, dtype=torch.long)])
+        counts = DIST.all_gather_object(len(mine))
+        seen[n] = {"ids": DIST.all_gather_cat(mine).tolist(), "per_rank": counts,
+                   "world_size": DIST.world_size}
+    if DIST.rank == 0:
+        Path(out).write_text(json.dumps(seen))
 
 
 if __name__ == "__main__":
