@@ -134,6 +134,8 @@ def config_hash(cfg) -> str:
     for key in ("name", "out_dir", "logger", "wandb", "checkpoint"):
         d.pop(key, None)
     d["trainer"].pop("progress", None)
+    for key in ("cache", "cache_dir"):  # where prepared data is kept, not what it is
+        d["scenario"].pop(key, None)
     # Where it runs, not what it computes: trainer.batch_size is the global batch, so a run
     # resumes on another number of processes or machines (--resume ... trainer.devices=1).
     for key in ("devices", "num_nodes", "strategy", "ddp_timeout_s"):
