@@ -18,7 +18,9 @@ What is distilled:
   Avalanche does for multi-head models; the student's logits of those heads are read unmasked.
 
 As in Avalanche there is no T^2 factor (alpha absorbs it). The teacher is part of the
-checkpoint. ``full_logits``, ``at_targets`` and ``soft_kl`` are reused by DER.
+checkpoint, so a run resumed from inside an experience keeps that experience's teacher instead
+of snapshotting the half-trained network. ``full_logits``, ``at_targets`` and ``soft_kl`` are
+reused by DER.
 
     retain run scenario.name=split-digits model.name=mlp strategy=distill \\
         strategy.distill.alpha=1 strategy.distill.temperature=2

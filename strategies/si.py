@@ -15,7 +15,9 @@ an experience carries the running integral, so a resumed experience continues it
 ``SynapticIntelligencePlugin`` the gradient is that of the total loss, and ``Omega`` can be
 capped (``max_importance``; Avalanche caps it at 0.001). Unlike Avalanche, ``Omega`` is also
 clamped at zero: a negative importance would reward moving away from the anchor. Avalanche
-writes the penalty as ``lambda / 2 * sum ...``, so its ``si_lambda`` is ``2 c`` here.
+writes the penalty as ``lambda / 2 * sum ...``, so its ``si_lambda`` is ``2 c`` here. (Avalanche
+0.6's plugin is inactive on CPU: it keeps ``param.cpu().flatten()``, a view of the parameter,
+as the "old" weights, so every step's change reads as zero; bench/avalanche_parity.py.)
 
 Under DDP the gradients are already averaged over ranks when the hook runs, so every rank
 accumulates the same importance.
