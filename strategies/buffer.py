@@ -153,9 +153,9 @@ class Buffer:
         return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
 
     def nbytes(self) -> int:
-        """Bytes of what the memory stores for replay (inputs, targets, labels, extras)."""
+        """Bytes this rank's memory holds: examples, labels, extras and selection keys."""
         self._claim()
-        return sum(v.numel() * v.element_size() for k, v in self.fields.items() if k != "key")
+        return sum(v.numel() * v.element_size() for v in self.fields.values())
 
     # -- checkpoints ----------------------------------------------------------------------
 

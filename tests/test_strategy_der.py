@@ -15,7 +15,7 @@ def test_memory_stores_the_logits_of_the_network_at_the_end_of_the_experience():
     assert stored.shape == (20, 4) and stored.dtype == torch.float32
     with torch.no_grad():
         assert torch.allclose(stored, net(der.buffer.fields["x"], None).logits)
-    assert der.memory_bytes() == 20 * (8 * 4 + 8 * 3 + 4 * 4)
+    assert der.memory_bytes() == 20 * (8 * 4 + 8 * 4 + 4 * 4)  # x; y, t, task, key; logits
 
 
 def test_terms_are_named_and_logit_matching_is_zero_until_the_network_moves():

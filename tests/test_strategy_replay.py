@@ -61,7 +61,7 @@ def test_token_sequences_are_stored_and_class_balance_needs_labels():
     buf = Buffer(10, "reservoir")
     buf.add(data, 0, seed=0)
     assert buf.batch(torch.arange(len(buf))).x.shape == (10, 12)
-    assert buf.nbytes() == 10 * 12 * 8 * 2 + 10 * 8 * 2  # x, y, t, task (int64)
+    assert buf.nbytes() == 10 * 12 * 8 * 2 + 10 * 8 * 3  # x, y; t, task, key (8 bytes)
     with pytest.raises(UserError):
         Buffer(10, "class_balanced").add(data, 0, seed=0)
 
@@ -83,7 +83,7 @@ def test_replay_concatenates_a_memory_batch_to_every_batch():
     first_pass = torch.cat([b.x[16:] for b in batches[:3]])
     assert len(first_pass.unique(dim=0)) == 20
     assert all((b.t[16:] == 0).all() and (b.t[:16] == 1).all() for b in batches)
-    assert replay.memory_bytes() == 20 * (8 * 4 + 8 * 3)
+    assert replay.memory_bytes() == 20 * (8 * 4 + 8 * 4)  # x; y, t, task, key
 
 
 def test_state_dict_loads_back_with_weights_only(tmp_path):
