@@ -139,10 +139,17 @@ def _resumable(cfg, resume_dir: Path | None):
     if status.get("config_hash") not in (None, config_hash(cfg)):
         raise UserError(f"{resume_dir} holds a run with a different configuration; choose "
                         "another name or out_dir")
-    if status.get("status") == "running" and _alive(status):
+    if status.get("status") == "running" and _alive(status) and _rank_zero():
         raise UserError(f"{resume_dir} is being written by a running process "
                         f"(pid {status['pid']}); stop it first")
     return run_dir
+
+
+def _rank_zero() -> bool:
+    """Other DDP ranks re-run this command while rank zero writes the run: they join it."""
+    from harness.distributed import launch_rank
+
+    return launch_rank() == 0
 
 
 def _alive(status: dict) -> bool:
