@@ -1,0 +1,177 @@
+"""Throughput, memory and size of every language model, at two sizes.
+
+For each model and size: parameters, training tokens/s (forward, LM head, cross-entropy,
+backward, AdamW step), evaluation tokens/s (forward and LM head without gradients) and peak
+memory. On CPU peak memory is the peak RSS of a fresh process that only builds and runs that
+model (so it includes PyTorch itself, ~300 MB); on CUDA it is ``max_memory_allocated``.
+With CUDA the models also run in bf16 autocast, and ``gpt`` reports model FLOPs utilisation
+(6 x non-embedding parameters + 12 x layers x d_model x context per token, over the card's
+dense bf16 peak).
+
+Sizes: ``small`` d_model 128, 2 layers, 256-token sequences of 64-token segments, batch 16;
+``medium`` d_model 256, 4 layers, 512-token sequences of 128-token segments, batch 8. The
+memory models attend within a segment (plus their memory); ``gpt`` attends over the whole
+sequence; ``knn`` writes its store while training (capacity 16,384).
+
+    python -m bench models
+    python -m bench.models --models xl knn --sizes small --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import machine, print_table  # noqa: E402
+
+MODELS = ["gpt", "xl", "rmt", "knn", "lstm"]
+SIZES = {
+    "small": dict(d_model=128, n_layer=2, n_head=4, seq_len=256, seg_len=64, batch=16),
+    "medium": dict(d_model=256, n_layer=4, n_head=8, seq_len=512, seg_len=128, batch=8),
+}
+VOCAB = 258  # byte-level, like the built-in text scenarios
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+
+def build(name: str, size: dict, device: str):
+    import torch
+
+    from harness.models.base import DataSpec
+    from harness.registry import MODELS as REGISTRY
+
+    entry = REGISTRY.get(name)
+    fields = {f.name for f in dataclasses.fields(entry.config)}
+    extra = dict(mem_len=size["seg_len"], n_mem_tokens=8)
+    cfg = entry.config(**{k: v for k, v in {**size, **extra}.items() if k in fields})
+    spec = DataSpec("tokens", "lm", vocab_size=VOCAB, seq_len=size["seq_len"])
+    torch.manual_seed(0)
+    return entry.cls(cfg, spec).to(device)
+
+
+def measure(name: str, size_name: str, steps: int, device: str, bf16: bool) -> dict:
+    """One model at one size; run in a fresh process so that peak RSS is its own."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(torch.get_num_threads())
+    size = SIZES[size_name]
+    model = build(name, size, device)
+    B, T = size["batch"], size["seq_len"]
+    x = torch.randint(VOCAB, (B, T + 1), device=device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ctx = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if bf16 else _no_context
+
+    def train_step():
+        with ctx():
+            logits = model.lm_logits(model(x[:, :-1]))
+        loss = F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    @torch.no_grad()
+    def eval_step():
+        with ctx():
+            model.lm_logits(model(x[:, :-1]))
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    model.train()
+    train_s = _timed(train_step, steps, device)
+    model.eval()
+    eval_s = _timed(eval_step, steps, device)
+    params = sum(p.numel() for p in model.parameters())
+    row = {"model": name, "size": size_name, "precision": "bf16" if bf16 else "fp32",
+           "params": f"{params / 1e6:.2f}M",
+           "train_tok/s": f"{B * T / train_s:,.0f}", "eval_tok/s": f"{B * T / eval_s:,.0f}"}
+    if device == "cuda":
+        row["peak_mem_MB"] = f"{torch.cuda.max_memory_allocated() / 2**20:,.0f}"
+    else:
+        row["peak_rss_MB"] = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f}"
+    if hasattr(model, "memory_stats"):
+        stats = model.memory_stats()
+        row["memory"] = f"{stats['entries']} entries, {stats['bytes'] / 2**20:.1f} MB"
+    if name == "gpt" and device == "cuda" and bf16:
+        row["MFU"] = _mfu(model, size, B * T / train_s)
+    return row
+
+
+def _mfu(model, size: dict, tokens_per_s: float) -> str:
+    import torch
+
+    peak = next((v for k, v in PEAK_BF16.items() if k in torch.cuda.get_device_name(0)), None)
+    if peak is None:
+        return "unknown peak"
+    embedding = sum(p.numel() for n, p in model.named_parameters() if "embed" in n)
+    n = sum(p.numel() for p in model.parameters()) - embedding
+    flops_per_token = 6 * n + 12 * size["n_layer"] * size["d_model"] * size["seq_len"]
+    return f"{100 * flops_per_token * tokens_per_s / peak:.1f}%"
+
+
+def _timed(step, steps: int, device: str) -> float:
+    """Seconds per step, after two warm-up steps."""
+    import torch
+
+    for _ in range(2):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+class _no_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _run(args) -> dict:
+    name, size, steps, device, bf16 = args
+    try:
+        return measure(name, size, steps, device, bf16)
+    except Exception as err:  # e.g. gpt not there yet: report it, keep the other rows
+        return {"model": name, "size": size, "precision": "bf16" if bf16 else "fp32",
+                "params": f"unavailable: {type(err).__name__}: {err}"[:80]}
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
+    args = parser.parse_args(argv)
+    import torch
+
+    runs = [(m, s, args.steps, "cpu", False) for s in args.sizes for m in args.models]
+    if torch.cuda.is_available():
+        runs += [(m, s, 4 * args.steps, "cuda", bf16) for bf16 in (False, True)
+                 for s in args.sizes for m in args.models]
+    rows = []
+    spawn = mp.get_context("spawn")
+    for run in runs:
+        with spawn.Pool(1) as pool:  # a fresh process per measurement: its own peak memory
+            rows.append(pool.apply(_run, (run,)))
+    columns = list(dict.fromkeys(k for row in rows for k in row))  # every row, every column
+    rows = [{c: row.get(c, "") for c in columns} for row in rows]
+    load = os.getloadavg()[0]
+    print_table(f"Models: throughput and memory ({machine()}, load {load:.1f})", rows)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
