@@ -190,6 +190,7 @@ def _parse_overrides(overrides) -> dict:
 
 def _normalise(layer: dict, source: str) -> dict:
     """Expand component shorthands: ``strategy: replay`` -> ``strategy: {name: [replay]}``."""
+    _refuse_interpolation(layer, source)
     layer = dict(layer)
     for comp in COMPONENTS:
         value = layer.get(comp)
@@ -203,6 +204,19 @@ def _normalise(layer: dict, source: str) -> dict:
     if isinstance(strat, dict) and isinstance(strat.get("name"), str):
         strat["name"] = [n.strip() for n in strat["name"].split("+")]  # "replay+distill"
     return layer
+
+
+def _refuse_interpolation(value, source: str, key: str = "") -> None:
+    """OmegaConf would resolve ``${oc.env:SECRET}`` into config.yaml and W&B: refuse it."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_interpolation(v, source, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for v in value:
+            _refuse_interpolation(v, source, key)
+    elif isinstance(value, str) and "${" in value:
+        raise UserError(f"'{key}' in {source} contains '${{': interpolations are not allowed "
+                        "in retain configs")
 
 
 def _component_names(layers: list[dict]) -> dict:

@@ -57,6 +57,7 @@ def test_component_options_become_typed_fields():
     ("model.hidden=5", "expected a list"),
     ("strategy.joint.x=1", "not among strategy.name"),
     ("justtext", "not of the form key=value"),
+    ("name=${oc.env:HOME}", "interpolations are not allowed"),
 ])
 def test_bad_overrides_name_the_problem(override, fragment):
     with pytest.raises(UserError, match=None) as err:
