@@ -68,7 +68,7 @@ class KVStore(nn.Module):
     def commit(self) -> None:
         for keys, values in self.pending:
             keys, values = keys[-self.capacity:], values[-self.capacity:]  # newest win
-            slots = self._slots(len(keys))
+            slots = self._slots(len(keys)).to(self.keys.device)
             keep = slots >= 0  # reservoir sampling may decline an entry
             self.keys[slots[keep]] = keys[keep].to(self.keys.device)
             self.values[slots[keep]] = values[keep].to(self.values.device)

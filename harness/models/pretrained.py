@@ -146,7 +146,7 @@ class SmolLM2(SequenceModel):
 
     def forward(self, x: Tensor) -> Tensor:
         ids = x if self.token_of is None else self.token_of[x]
-        return self.lm.model(input_ids=ids).last_hidden_state  # after the final norm
+        return self.lm.base_model(input_ids=ids).last_hidden_state  # after the final norm
 
     def lm_logits(self, hidden: Tensor) -> Tensor:
         weight = self.lm.get_output_embeddings().weight
