@@ -125,3 +125,27 @@ def test_knn_lm_never_retrieves_its_own_next_token():
     torch.testing.assert_close(mixed.exp().sum(-1), torch.ones(2, 16))  # a distribution
     with pytest.raises(RuntimeError, match="latest forward"):
         m.lm_logits(h.clone())
+
+
+def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    store = KVStore(capacity=8, key_dim=2, eviction="random", seed=0)
+    for step in range(3):  # ranks write different numbers of rows; 15 in all > capacity
+        n = 2 + rank + step
+        store.write(torch.full((n, 2), 10.0 * rank + step), torch.full((n,), float(rank)))
+        store.commit()
+    torch.save(store.state_dict(), f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ddp_writes_are_gathered_so_ranks_hold_one_global_memory(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert int(a["count"]) == 8 and int(a["seen"]) == 2 + 3 + 3 + 4 + 4 + 5
+    for key in a:
+        assert torch.equal(a[key], b[key])
+    assert set(a["values"].tolist()) == {0.0, 1.0}  # both ranks' entries are in the memory

@@ -67,7 +67,9 @@ class KVStore(nn.Module):
     @torch.no_grad()
     def commit(self) -> None:
         for keys, values in self.pending:
-            keys, values = keys[-self.capacity:], values[-self.capacity:]  # newest win
+            dropped = max(0, len(keys) - self.capacity)  # more than the store holds: newest win
+            keys, values = keys[dropped:], values[dropped:]
+            self.seen += dropped
             slots = self._slots(len(keys)).to(self.keys.device)
             keep = slots >= 0  # reservoir sampling may decline an entry
             self.keys[slots[keep]] = keys[keep].to(self.keys.device)
