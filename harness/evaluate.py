@@ -15,7 +15,7 @@ import torch
 
 from harness.data import BatchLoader, TaskData
 from harness.distributed import DIST
-from harness.metrics import classification_scores
+from harness.metrics import confusion_scores
 from harness.network import IGNORE, Network
 
 
@@ -71,8 +71,7 @@ def _score_classes(net: Network, loader, device) -> dict[str, float]:
     DIST.all_reduce_(loss)
     pred = DIST.all_gather_cat(torch.cat(preds) if preds else torch.empty(0, dtype=torch.long))
     true = DIST.all_gather_cat(torch.cat(labels) if labels else torch.empty(0, dtype=torch.long))
-    scores = classification_scores(true.numpy(), pred.numpy(), net.spec.n_classes)
-    scores.pop("confusion")
+    scores = confusion_scores(true, pred, net.spec.n_classes)
     scores["loss"] = (loss[0] / loss[1].clamp_min(1)).item()
     return scores
 

@@ -76,6 +76,29 @@ def classification_scores(y_true, y_pred, n_classes: int) -> dict:
     }
 
 
+def confusion_scores(y_true, y_pred, n_classes: int) -> dict:
+    """Accuracy and macro-F1 from a torch confusion matrix: what evaluation calls per task.
+
+    Same definitions as scikit-learn's ``accuracy_score`` and ``f1_score(average="macro")``
+    (macro over the labels present in ``y_true`` or ``y_pred``, an undefined F1 counting as 0;
+    a test checks they agree), at a fraction of a millisecond instead of ~10 ms of input
+    validation per call, which dominated evaluation on small streams.
+    """
+    import torch
+
+    y_true, y_pred = torch.as_tensor(y_true).long(), torch.as_tensor(y_pred).long()
+    if y_true.numel() == 0:
+        return {"accuracy": float("nan"), "macro_f1": float("nan")}
+    cm = torch.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes)
+    cm = cm.reshape(n_classes, n_classes).double()
+    tp = cm.diag()
+    support, predicted = cm.sum(1), cm.sum(0)
+    present = (support + predicted) > 0
+    denom = support + predicted  # 2tp + fp + fn
+    f1 = torch.where(denom > 0, 2 * tp / denom.clamp_min(1), torch.zeros_like(tp))
+    return {"accuracy": (tp.sum() / cm.sum()).item(), "macro_f1": f1[present].mean().item()}
+
+
 def _mean(values) -> float:
     values = [v for v in values if v is not None and not math.isnan(v)]
     return sum(values) / len(values) if values else float("nan")

@@ -49,6 +49,12 @@ class Network(nn.Module):
             logits = logits.masked_fill(~self.task_mask[t], torch.finfo(logits.dtype).min)
         return Outputs(logits, hidden)
 
+    def unmasked_logits(self, x: Tensor, outputs: Outputs) -> Tensor:
+        """Logits of every class, also those a task-incremental mask hides (for distillation)."""
+        if self.classifier is None or not self.task_mask.numel():
+            return outputs.logits
+        return self.classifier(self._pool(x, outputs.hidden))
+
     def _pool(self, x: Tensor, hidden: Tensor) -> Tensor:
         if hidden.dim() == 2:  # vector models already return one vector per example
             return hidden

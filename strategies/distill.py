@@ -49,9 +49,7 @@ class DistillConfig:
 
 def full_logits(net: Network, x: Tensor, outputs: Outputs) -> Tensor:
     """The logits of every class, also those a task-incremental head masked out."""
-    if net.classifier is None or not net.task_mask.numel():
-        return outputs.logits
-    return net.classifier(net._pool(x, outputs.hidden))
+    return net.unmasked_logits(x, outputs)
 
 
 def at_targets(logits: Tensor, y: Tensor) -> Tensor:

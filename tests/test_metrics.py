@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from harness import metrics
@@ -65,3 +66,16 @@ def test_classification_scores_from_sklearn():
     assert scores["confusion"] == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
     # per-class F1: class0 2/3, class1 0.8, class2 0 -> macro over 3 labels
     assert scores["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 0.0) / 3)
+
+
+def test_torch_confusion_scores_agree_with_sklearn():
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(0)
+    for n_classes, n in ((10, 397), (3, 7), (5, 1)):
+        y_true = rng.integers(0, n_classes, n)
+        y_pred = np.where(rng.random(n) < 0.6, y_true, rng.integers(0, n_classes, n))
+        fast = metrics.confusion_scores(y_true, y_pred, n_classes)
+        assert fast["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+        assert fast["macro_f1"] == pytest.approx(
+            f1_score(y_true, y_pred, average="macro", zero_division=0))
