@@ -113,7 +113,7 @@ class RankFailure(RuntimeError):
 
 
 def fault_point(task: int) -> None:
-    """Fail on purpose where ``RETAIN_FAULT`` says (tests of the failure handling only).
+    """Fail on purpose where ``RETAIN_RANK_FAULT`` says (tests of the failure handling only).
 
     ``task`` is 0-based; the variable names it 1-based, as the log lines do.
     """
@@ -196,7 +196,15 @@ class Watchdog:
         self._thread = threading.Thread(target=self._loop, name="retain-rank-watchdog",
                                         daemon=True)
         self._thread.start()
-        atexit.register(self.stop_ranks)
+        atexit.register(self._at_exit)
+
+    def _at_exit(self, wait_s: float = 10.0) -> None:
+        """Rank zero is exiting: let the other ranks finish (they end with it), then stop any
+        that are left, so that no process outlives the run."""
+        deadline = time.monotonic() + wait_s
+        while any(p.poll() is None for p in self.procs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.stop_ranks()
 
     def _loop(self) -> None:
         while not self._stopping:
