@@ -3,6 +3,7 @@
     python bench/ddp.py                          # CPU (gloo): 1 and 2 processes
     python bench/ddp.py --accelerator gpu --devices 1 2 4   # GPUs (NCCL)
     python bench/ddp.py --workloads digits --epochs 5
+    python bench/ddp.py --threads 1              # one torch thread per process (OMP_NUM_THREADS)
 
 Each row is one real ``python -m harness run`` (naive strategy, no logger, no initial
 evaluation). Throughput is training examples (and, for the text scenario, tokens) per second
@@ -13,6 +14,11 @@ trains on the same batches; N processes each take batch_size / N of them.
 
 Workloads: ``digits`` (split-digits, MLP 64-256-10, 5 tasks) and ``text`` (the default
 text-domains scenario, shrunk: 3 domains x 64k training bytes, the default GPT).
+
+Threads: by default one process uses every core for its torch ops, while Lightning gives each
+of N DDP processes cores / N threads. On a machine shared with other jobs the single process's
+threads then contend more; ``--threads 1`` fixes one thread per process for a like-for-like
+comparison of the processes alone.
 """
 
 from __future__ import annotations
@@ -44,12 +50,14 @@ def one_run(workload: str, devices: int, args, out: Path) -> dict:
            f"trainer.strategy={'ddp' if devices > 1 else 'auto'}", "eval_init=false",
            "logger=none", "trainer.progress=false", f"out_dir={out / name}"]
     env = dict(os.environ, RETAIN_CACHE=str(args.cache), WANDB_MODE="disabled")
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
     started = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.time() - started
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
-    (run_dir,) = (out / name).iterdir()  # no name=: see docs/distributed.md, open problems
+    (run_dir,) = (out / name).iterdir()
     results = json.loads((run_dir / "results.json").read_text())
     tasks = results["per_task"]
     later = tasks[1:] or tasks
@@ -71,6 +79,8 @@ def main(argv=None) -> int:
     p.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per process (OMP_NUM_THREADS; 0: the defaults)")
     p.add_argument("--cache", default=os.environ.get("RETAIN_CACHE",
                                                      str(Path.home() / ".cache" / "retain")))
     args = p.parse_args(argv)
@@ -84,7 +94,8 @@ def main(argv=None) -> int:
                       file=sys.stderr)
     load1 = os.getloadavg()[0]
     print(f"retain DDP throughput, accelerator={args.accelerator}, global batch "
-          f"{args.batch_size}, {args.epochs} epochs/task, {os.cpu_count()} CPUs, "
+          f"{args.batch_size}, {args.epochs} epochs/task, {os.cpu_count()} CPUs, threads/process "
+          f"{args.threads or 'default'}, "
           f"load average {load0:.1f} -> {load1:.1f}")
     print(f"{'workload':<8} {'procs':>5} {'examples/s':>11} {'tokens/s':>10} {'speed-up':>8} "
           f"{'steps':>6} {'fit s':>7} {'start-up s':>10} {'wall s':>7}")

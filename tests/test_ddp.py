@@ -205,8 +205,6 @@ def test_memory_batch_is_split_over_ranks_like_the_current_batch(name):
     assert memory == current  # batch_size_mem=0 means "the training batch size", globally
 
 
-@pytest.mark.xfail(strict=True, reason="harness/cli.py _resumable: the 'being written by a "
-                   "running process' check must only run on rank zero")
 def test_other_ranks_join_a_named_run_that_rank_zero_is_writing(tmp_path, monkeypatch):
     """Lightning re-runs ``retain run name=x ...`` for rank 1 while rank 0 writes runs/x."""
     import platform
@@ -349,11 +347,11 @@ def test_agem_memory_keeps_its_patterns_per_experience_over_all_ranks(two_procs)
 
 @pytest.fixture(scope="module")
 def crashed(tmp_path_factory):
-    """Two processes, replay; rank 1 raises at its first batch of task 2."""
+    """Two processes, replay, a named run; rank 1 raises at its first batch of task 2."""
     tmp = tmp_path_factory.mktemp("crash")
     out = tmp / "runs"
     cmd = [PY, "-m", "harness", "run", *EXPERIMENTS["replay"], *DDP, f"out_dir={out}",
-           "logger=none", "trainer.progress=false", "trainer.ddp_timeout_s=60"]
+           "name=crashed", "logger=none", "trainer.progress=false", "trainer.ddp_timeout_s=60"]
     started = time.time()
     proc = subprocess.run(cmd, cwd=tmp, env=_env(tmp, RETAIN_RANK_FAULT="rank=1,task=2"),
                           capture_output=True, text=True, timeout=600)
