@@ -1,9 +1,10 @@
 """Throughput, memory and size of every language model, at two sizes.
 
 For each model and size: parameters, training tokens/s (forward, LM head, cross-entropy,
-backward, AdamW step), evaluation tokens/s (forward and LM head without gradients) and peak
-memory. On CPU peak memory is the peak RSS of a fresh process that only builds and runs that
-model (so it includes PyTorch itself, ~300 MB); on CUDA it is ``max_memory_allocated``.
+backward, AdamW step), evaluation tokens/s (forward and LM head without gradients), each the
+best of three timing windows, and peak memory. On CPU peak memory is the peak RSS of a fresh
+process that only builds and runs that model (so it includes PyTorch itself, ~300 MB); on
+CUDA it is ``max_memory_allocated``.
 With CUDA the models also run in bf16 autocast, and ``gpt`` reports model FLOPs utilisation
 (6 x non-embedding parameters + 12 x layers x d_model x context per token, over the card's
 dense bf16 peak).
@@ -99,7 +100,9 @@ def measure(name: str, size_name: str, steps: int, device: str, bf16: bool) -> d
         row["peak_rss_MB"] = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f}"
     if hasattr(model, "memory_stats"):
         stats = model.memory_stats()
-        row["memory"] = f"{stats['entries']} entries, {stats['bytes'] / 2**20:.1f} MB"
+        search_ms = 1000 * stats["retrieval_s"] / max(1, stats["searches"])
+        row["memory"] = (f"{stats['entries']} entries, {stats['bytes'] / 2**20:.1f} MB, "
+                         f"{search_ms:.1f} ms/search")
     if name == "gpt" and device == "cuda" and bf16:
         row["MFU"] = _mfu(model, size, B * T / train_s)
     return row
@@ -117,20 +120,24 @@ def _mfu(model, size: dict, tokens_per_s: float) -> str:
     return f"{100 * flops_per_token * tokens_per_s / peak:.1f}%"
 
 
-def _timed(step, steps: int, device: str) -> float:
-    """Seconds per step, after two warm-up steps."""
+def _timed(step, steps: int, device: str, repeats: int = 3) -> float:
+    """Seconds per step: the best of ``repeats`` windows of ``steps`` steps, after two warm-up
+    steps. The minimum is the figure least disturbed by other work on a shared machine."""
     import torch
 
     for _ in range(2):
         step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    best = float("inf")
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - start) / steps)
+    return best
 
 
 class _no_context:
@@ -154,7 +161,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per window")
     args = parser.parse_args(argv)
     import torch
 
