@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.config import NON_RESULT_KEYS
 from harness.errors import UserError
 from harness.stats import ALPHA, Paired, Summary, holm, paired_test, summarize
 
@@ -25,8 +26,8 @@ COLUMNS = [("{m}/avg", "{m}"), ("{m}/bwt", "BWT"), ("{m}/fwt", "FWT"),
            ("{m}/forgetting", "forgetting"), ("wall_time_s", "wall s"),
            ("peak_rss_mb", "peak MB"), ("strategy_memory_bytes", "strategy mem")]
 # Config keys that never split a row: those harness.config.config_hash leaves out, and seeds.
-IGNORED_KEYS = {"seed", "name", "out_dir", "logger", "trainer.progress"}
-IGNORED_PREFIXES = ("wandb.",)
+IGNORED_KEYS = {"seed", *NON_RESULT_KEYS}
+IGNORED_PREFIXES = tuple(f"{key}." for key in NON_RESULT_KEYS)
 
 
 @dataclass

@@ -128,18 +128,23 @@ def to_yaml(cfg) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg)))
 
 
+# Where and how a run is kept or placed, not what it computes: the config hash (resume, sweep
+# skipping) and `retain compare`'s grouping both leave these out. trainer.batch_size is the
+# global batch, so a run resumes on another number of processes or machines.
+NON_RESULT_KEYS = ("name", "out_dir", "logger", "wandb", "checkpoint", "trainer.progress",
+                   "scenario.cache", "scenario.cache_dir", "trainer.devices",
+                   "trainer.num_nodes", "trainer.strategy", "trainer.ddp_timeout_s")
+
+
 def config_hash(cfg) -> str:
     """Stable hash of what determines a run's results (not its name, folder or logging)."""
     d = to_dict(cfg)
-    for key in ("name", "out_dir", "logger", "wandb", "checkpoint"):
-        d.pop(key, None)
-    d["trainer"].pop("progress", None)
-    for key in ("cache", "cache_dir"):  # where prepared data is kept, not what it is
-        d["scenario"].pop(key, None)
-    # Where it runs, not what it computes: trainer.batch_size is the global batch, so a run
-    # resumes on another number of processes or machines (--resume ... trainer.devices=1).
-    for key in ("devices", "num_nodes", "strategy", "ddp_timeout_s"):
-        d["trainer"].pop(key, None)
+    for key in NON_RESULT_KEYS:
+        *parents, last = key.split(".")
+        section = d
+        for part in parents:
+            section = section.get(part, {})
+        section.pop(last, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
