@@ -100,7 +100,10 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--sequences", type=int, default=640)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     net, data, cfg = build(args.d_model, args.seq_len, args.sequences)
     tokens = args.sequences * args.seq_len
     plain_epoch(net, data, args.batch_size)  # warm-up: allocator, kernels
@@ -121,7 +124,8 @@ def main(argv=None) -> list[dict]:
          "value": f"{eval_seconds(net, data, 128):.3f} s"},
     ]
     print_table(f"Overhead over a plain loop (gpt d={args.d_model}, {args.sequences}x"
-                f"{args.seq_len} tokens, batch {args.batch_size}, median of {args.repeats})", rows)
+                f"{args.seq_len} tokens, batch {args.batch_size}, {torch.get_num_threads()} "
+                f"threads, median of {args.repeats})", rows)
     return rows
 
 
