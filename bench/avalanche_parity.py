@@ -56,6 +56,9 @@ from harness import config  # noqa: E402
 from harness.metrics import forgetting  # noqa: E402
 
 EXPERIMENT = ROOT / "configs" / "experiments" / "split_digits.yaml"
+# --workload mnist: the larger workload of the performance suite (split-mnist, 784-256-10,
+# more epochs), where per-step costs outweigh fixed ones.
+WORKLOAD = {"name": "digits", "epochs": 5, "input_dim": 64}
 SI_LAMBDA, SI_EPS = 1000.0, 0.1
 
 # name -> (Avalanche class name and arguments, retain overrides)
@@ -91,7 +94,10 @@ def run_retain(name: str, seed: int) -> dict:
     from harness.run import run
 
     overrides = PAIRS[name][1] + [f"seed={seed}", "logger=none", "trainer.progress=false",
-                                  "trainer.accelerator=cpu", f"out_dir={tempfile.mkdtemp()}"]
+                                  "trainer.accelerator=cpu", f"out_dir={tempfile.mkdtemp()}",
+                                  f"trainer.max_epochs={WORKLOAD['epochs']}"]
+    if WORKLOAD["name"] == "mnist":
+        overrides.append("scenario.name=split-mnist")
     t0 = time.perf_counter()
     results = run(config.load(str(EXPERIMENT), overrides))
     wall = time.perf_counter() - t0
@@ -108,7 +114,16 @@ def avalanche_benchmark():
 
     from scenarios.split_digits import class_groups, digits_split
 
-    x_tr, y_tr, x_te, y_te = digits_split()
+    if WORKLOAD["name"] == "mnist":
+        from sklearn.model_selection import train_test_split
+
+        from scenarios.split_mnist import load_mnist_5k
+
+        x, y = load_mnist_5k()  # the split scenarios/split_mnist.py makes
+        x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=1000, stratify=y,
+                                                  random_state=0)
+    else:
+        x_tr, y_tr, x_te, y_te = digits_split()
     groups = class_groups(list(range(10)), 5, 10, 0, False)
 
     def stream(x, y):
@@ -156,12 +171,12 @@ def _run_avalanche(name: str, seed: int) -> dict:
     np.random.seed(seed)
     t0 = time.perf_counter()
     bench = avalanche_benchmark()
-    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(),
+    model = torch.nn.Sequential(torch.nn.Linear(WORKLOAD["input_dim"], 256), torch.nn.ReLU(),
                                 torch.nn.Linear(256, 10))
     cls_name, kwargs = PAIRS[name][0]
     strategy = getattr(training, cls_name)(
         model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-        criterion=torch.nn.CrossEntropyLoss(), train_mb_size=32, train_epochs=5,
+        criterion=torch.nn.CrossEntropyLoss(), train_mb_size=32, train_epochs=WORKLOAD["epochs"],
         eval_mb_size=128, device="cpu",
         evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]), **kwargs)
     matrix = []
@@ -189,8 +204,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", help="also write the numbers to this file")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads for both (1: steady on a shared machine)")
+    parser.add_argument("--workload", choices=["digits", "mnist"], default="digits")
+    parser.add_argument("--epochs", type=int, default=0, help="epochs per experience "
+                        "(default: 5 on digits, 10 on mnist)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    WORKLOAD.update(name=args.workload, input_dim=784 if args.workload == "mnist" else 64,
+                    epochs=args.epochs or (10 if args.workload == "mnist" else 5))
     import avalanche  # noqa: F401  (imported once, outside the timings)
     import lightning  # noqa: F401
 
