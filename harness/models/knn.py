@@ -87,7 +87,7 @@ class KNNAttention(nn.Module):
         self.q = nn.Linear(d_model, d_model, bias=False)
         self.kv = nn.Linear(d_model, 2 * self.head_dim, bias=False)
         self.proj = nn.Linear(d_model, d_model, bias=False)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))  # cosine -> logit scale
+        self.log_scale = nn.Parameter(torch.tensor(math.log(20.0)))  # cosine -> logit scale
         self.gate = nn.Parameter(torch.zeros(n_head))  # sigmoid(0) = half memory, half local
 
     def forward(self, x: Tensor, doc_k: Tensor | None, doc_v: Tensor | None,
