@@ -1,4 +1,5 @@
-"""The SequenceModel protocol for xl, rmt, knn and lstm: shapes, causality, memory, checkpoints."""
+"""The SequenceModel protocol for gpt, xl, rmt, knn and lstm: shapes, causality, memory,
+checkpoints."""
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from harness.registry import MODELS
 
 SPEC = DataSpec("tokens", "lm", vocab_size=40, seq_len=24)
 SMALL = {
+    "gpt": dict(d_model=32, n_head=4, n_layer=2),
     "xl": dict(d_model=32, n_head=4, n_layer=2, seg_len=8, mem_len=8),
     "rmt": dict(d_model=32, n_head=4, n_layer=2, seg_len=8, n_mem_tokens=2),
     "knn": dict(d_model=32, n_head=4, n_layer=2, seg_len=8, capacity=64, top_k=4,

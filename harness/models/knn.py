@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from harness.errors import UserError
 from harness.models.base import DataSpec, SequenceModel
 from harness.models.knn_memory import KVStore
-from harness.models.xl import Block, check_tokens, init_weights, rope
+from harness.models.layers import Block, check_tokens, init_weights, rope
 from harness.registry import register_model
 
 WRITES = ("train", "eval", "both", "none")

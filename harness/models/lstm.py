@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.models.base import DataSpec, SequenceModel
-from harness.models.xl import check_tokens
+from harness.models.layers import check_tokens
 from harness.registry import register_model
 
 

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from harness.errors import UserError
 from harness.models.base import DataSpec, SequenceModel
-from harness.models.xl import check_tokens
+from harness.models.layers import check_tokens
 from harness.registry import register_model
 
 INSTALL = "pip install 'retain[pretrained]'"

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from harness.errors import UserError
 from harness.models.base import DataSpec, SequenceModel
-from harness.models.xl import Block, check_tokens
+from harness.models.layers import Block, check_tokens
 from harness.registry import register_model
 
 
