@@ -210,7 +210,8 @@ def format_fields(cls, prefix: str = "") -> str:
             default = f.default_factory()
         else:
             default = "(required)"
-        if f.name in ("model", "scenario", "strategy") or dataclasses.is_dataclass(default):
+        component = not prefix and f.name in ("model", "scenario", "strategy")
+        if component or dataclasses.is_dataclass(default):
             continue
         help_text = f.metadata.get("help", "")
         lines.append(f"  {prefix + f.name:<34} {default!s:<12} {help_text}")

@@ -108,3 +108,4 @@ def test_help_and_list_do_not_import_torch():
                          timeout=60).stdout
     assert "IMPORTED []" in out
     assert "naive" in out and "split-digits" in out and "trainer.max_epochs" in out
+    assert "trainer.strategy" in out and "checkpoint.every_n_steps" in out
