@@ -147,3 +147,18 @@ def test_bad_settings_are_user_errors():
         build("knn", write="sometimes")
     with pytest.raises(UserError):
         build("knn", eviction="lru")
+
+
+def test_gpt_with_learned_positions_is_causal_and_position_aware():
+    model = build("gpt", positions="learned", max_len=24).eval()
+    x = tokens(T=24)
+    x2 = x.clone()
+    x2[:, 12:] = (x2[:, 12:] + 1) % SPEC.vocab_size
+    with torch.no_grad():
+        a, b = model(x), model(x2)
+        torch.testing.assert_close(a[:, :12], b[:, :12])
+        same = torch.full((1, 6), 5)
+        h = model(same)
+    assert not torch.allclose(h[0, 0], h[0, 5])  # equal tokens, different positions
+    with pytest.raises(ValueError, match="max_len"):
+        model(tokens(T=30))
