@@ -50,13 +50,15 @@ def run(cfg, resume: RunDir | None = None) -> dict:
     """Train on the whole stream and return the results dict (also written to the run dir)."""
     started = time.time()
     L.seed_everything(cfg.seed, verbose=False)
+    # Strategies first: their option errors need no data, so they come before the scenario
+    # (and Avalanche's import) is paid for.
+    names = strategy_names(cfg)
+    strategies = [STRATEGIES.get(n).cls(getattr(cfg.strategy, n)) for n in names]
     scenario = SCENARIOS.get(cfg.scenario.name).cls(cfg.scenario, cfg.seed)
     spec = scenario.spec
     model = MODELS.get(cfg.model.name).cls(cfg.model, spec)
     task_classes = scenario.classes_per_task if scenario.setting == "task-il" else None
     net = Network(model, spec, task_classes)
-    names = strategy_names(cfg)
-    strategies = [STRATEGIES.get(n).cls(getattr(cfg.strategy, n)) for n in names]
     main = launch_rank() == 0
     # Every rank reads the checkpoint it resumes from; only rank zero writes the run dir.
     run_dir = (resume or RunDir.create(cfg.out_dir, cfg.name or default_name(cfg))) if main \

@@ -14,6 +14,7 @@ benchmark whose datasets were replaced or subset falls back to the generic, slow
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,8 +77,12 @@ class Scenario:
                     classes_per_task: list[list[int]] | None = None,
                     info: dict | None = None) -> Scenario:
         """Build the Avalanche benchmark from per-experience tensors (one TaskData each)."""
-        from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-        from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+        with warnings.catch_warnings():
+            # Avalanche imports qpsolvers for GEM, which warns on stderr when no QP solver is
+            # installed; retain uses no QP, and the warning broke one-line error output.
+            warnings.filterwarnings("ignore", message="no QP solver found")
+            from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+            from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 
         streams = {"train": train, "test": test}
         if val is not None:
