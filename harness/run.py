@@ -193,6 +193,7 @@ class TaskLoop:
                        self.cfg.trainer.precision)
         for metric, scores in row.items():
             self.rows.setdefault(metric, []).append(scores)
+        self._log_row(i, row)
         self.per_task.append({
             "task": i, "name": name, "steps": self.system.stream_step - step0,
             "train_time_s": t1 - t0, "eval_time_s": time.time() - t1,
@@ -203,6 +204,20 @@ class TaskLoop:
         self._save_checkpoint()
         faults.point("task")
         self.stop.check()
+
+    def _log_row(self, i: int, row: dict[str, list[float]]) -> None:
+        """Each task's scores after training task i, as metrics: per-task curves over the
+        stream in W&B (and metrics.jsonl), next to the matrices logged as tables at the end."""
+        if self.system.on_metrics is None:
+            return
+        names = self.scenario.task_names
+        metrics = {f"eval/{metric}/{names[j]}": value
+                   for metric, scores in row.items() for j, value in enumerate(scores)}
+        metrics.update({f"eval/{metric}/average_seen": sum(scores[: i + 1]) / (i + 1)
+                        for metric, scores in row.items()})
+        # At the task's last training step: a resume from the task's checkpoint (taken at
+        # stream_step) keeps lines below that step, so this row is neither lost nor repeated.
+        self.system.on_metrics(max(self.system.stream_step - 1, 0), {**metrics, "task": i})
 
     def _fit(self, i: int, loader, start: dict | None, t0: float, step0: int) -> None:
         """Lightning's fit on task i, from its start or from a checkpoint inside it."""

@@ -112,8 +112,11 @@ def test_same_config_and_seed_give_identical_results_and_record_the_environment(
 def test_resume_mid_task_drops_repeated_metric_lines(monkeypatch):
     overrides = [*CASES["naive"], "trainer.log_every_n_steps=1"]
     results = crash_then_resume(overrides, "m", ["step:7"], monkeypatch)
-    steps = [json.loads(line)["step"] for line in Path("runs/m/metrics.jsonl").open()]
+    lines = [json.loads(line) for line in Path("runs/m/metrics.jsonl").open()]
+    steps = [line["step"] for line in lines if "loss/task" in line]
     assert steps == list(range(sum(t["steps"] for t in results["per_task"])))
+    evals = [line["task"] for line in lines if "eval/accuracy/average_seen" in line]
+    assert evals == list(range(len(results["per_task"])))  # one row per task, none repeated
 
 
 def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(monkeypatch):

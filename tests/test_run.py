@@ -28,7 +28,10 @@ def test_tiny_run_writes_a_complete_run_directory():
     assert all(len(row) == 5 for row in saved["matrices"]["accuracy"])
     assert saved["summary"]["accuracy/avg"] == pytest.approx(results["summary"]["accuracy/avg"])
     assert (root / "config.yaml").read_text().startswith("name: tiny")
-    assert (root / "metrics.jsonl").read_text().count("loss/task") >= 1
+    logged_steps = (root / "metrics.jsonl").read_text()
+    assert logged_steps.count("loss/task") >= 1
+    # one evaluation row per task, per test experience, for the curves over the stream
+    assert logged_steps.count('"eval/accuracy/digits 0+1"') == 5
     state = checkpoint.load(root / "checkpoints" / "last.ckpt")
     assert state["position"] == 5
     # The W&B offline run holds the per-step losses and the summary metrics.
