@@ -54,10 +54,11 @@ class TaskData:
 
     @staticmethod
     def from_dataset(dataset) -> TaskData:
-        """Materialise any map-style dataset of ``(x, y, t)`` items (e.g. an AvalancheDataset)."""
-        fast = getattr(dataset, "task_data", None)  # retain's own datasets keep their tensors
-        if isinstance(fast, TaskData):
-            return fast
+        """Materialise any map-style dataset of ``(x, y, t)`` items, one item at a time.
+
+        Scenarios built by retain keep their tensors and skip this (``scenarios.base.materialise``
+        checks that they still match what the experience holds).
+        """
         items = [dataset[i] for i in range(len(dataset))]
         if not items:
             return TaskData(torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0))

@@ -63,13 +63,6 @@ class Dist:
         tdist.all_gather_object(out, obj)
         return out
 
-    def broadcast_object(self, obj, src: int = 0):
-        if not (self.active and self.world_size > 1):
-            return obj
-        box = [obj]
-        tdist.broadcast_object_list(box, src=src)
-        return box[0]
-
     def all_gather_cat(self, tensor: Tensor) -> Tensor:
         """Concatenate a tensor of possibly different lengths (dim 0) from every rank."""
         if not (self.active and self.world_size > 1):

@@ -63,19 +63,6 @@ def summarize(matrices: dict, baseline: dict | None) -> dict:
     return out
 
 
-def classification_scores(y_true, y_pred, n_classes: int) -> dict:
-    """Accuracy, macro-F1 and the confusion matrix, computed by scikit-learn."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
-
-    labels = list(range(n_classes))
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro",
-                                   zero_division=0)),
-        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-    }
-
-
 def confusion_scores(y_true, y_pred, n_classes: int) -> dict:
     """Accuracy and macro-F1 from a torch confusion matrix: what evaluation calls per task.
 

@@ -122,8 +122,8 @@ def avalanche_dataset(data: TaskData, classification: bool):
     if classification:
         attributes.append(DataAttribute(data.y.tolist(), "targets"))
     dataset = AvalancheDataset([_Pairs(data.x, data.y)], data_attributes=attributes)
-    # harness.data.TaskData.from_dataset takes this fast path; subsets and concatenations made
-    # later by Avalanche are new objects without it and are materialised item by item.
+    # materialise() takes this fast path; subsets and concatenations made later by Avalanche
+    # are new objects without it and are materialised item by item.
     dataset.task_data = data
     return dataset
 
@@ -133,20 +133,7 @@ def materialise(dataset) -> TaskData:
     kept = getattr(dataset, "task_data", None)
     if isinstance(kept, TaskData) and _matches(kept, dataset):
         return kept
-    return TaskData.from_dataset(_NoFastPath(dataset))
-
-
-class _NoFastPath:
-    """Hides ``task_data`` so TaskData.from_dataset reads items one by one."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        return self.dataset[i]
+    return TaskData.from_dataset(dataset)
 
 
 def _matches(data: TaskData, dataset) -> bool:

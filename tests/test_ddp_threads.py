@@ -59,9 +59,6 @@ class ThreadDist:
     def all_gather_object(self, obj) -> list:
         return self._exchange(obj)
 
-    def broadcast_object(self, obj, src: int = 0):
-        return self._exchange(obj)[src]
-
     def all_gather_cat(self, tensor):
         return torch.cat(self._exchange(tensor.cpu())).to(tensor.device)
 

@@ -30,12 +30,7 @@ RUN = ["scenario.name=split-digits", "scenario.n_experiences=2", "model.name=mlp
        "strategy=[replay,ewc,distill]", "strategy.replay.mem_size=100"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def retain(*args: str, **env: str) -> subprocess.CompletedProcess:

@@ -30,13 +30,7 @@ SMALL = dict(d_model=64, n_head=4, n_layer=2, seg_len=SEG)
 CHANCE = 1 / N_VAL
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: threads cost more than they give, and tests may share the machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def passkey(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

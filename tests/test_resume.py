@@ -12,7 +12,6 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import quick
 
 from harness import checkpoint, config, faults
@@ -38,13 +37,7 @@ CASES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models on a busy machine: one thread is ~10x faster, and the same in every run.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def crash(overrides: list[str], name: str, spec: str, monkeypatch) -> bool:

@@ -36,7 +36,7 @@ def test_scenario_streams_and_fast_path():
     x, y, t = exp.dataset[3]  # Avalanche items are (x, y, t)
     assert torch.equal(x, tiny(12, 1).x[3]) and int(y) == 3 and t == 1
     assert s.train_data(1) is s.train_data(1)  # materialised once
-    assert TaskData.from_dataset(exp.dataset) is s.train_data(1)  # the harness's fast path
+    assert materialise(exp.dataset) is s.train_data(1)  # kept tensors, checked, reused
 
 
 def test_materialise_falls_back_for_derived_datasets():
