@@ -17,9 +17,11 @@ one's parameters live under ``strategy.<name>.*``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,9 @@ class TrainerConfig:
     devices: int = field(default=1, metadata={"help": "processes / GPUs per machine"})
     num_nodes: int = field(default=1, metadata={"help": "machines (torchrun / SLURM)"})
     strategy: str = field(default="auto", metadata={"help": "Lightning strategy: auto | ddp"})
+    engine: str = field(default="auto", metadata={
+        "help": "auto | lean | lightning (auto: retain's lean loop for one process, "
+                "Lightning's Trainer for DDP)"})
     ddp_timeout_s: int = field(default=1800, metadata={
         "help": "DDP: seconds a collective waits for a stuck rank before the run fails"})
     precision: str = field(default="32-true", metadata={"help": "32-true | bf16-mixed | 16-mixed"})
@@ -95,6 +100,7 @@ CHOICES = {
     "trainer.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
     "trainer.strategy": ("auto", "ddp", "ddp_spawn"),
     "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
+    "trainer.engine": ("auto", "lean", "lightning"),
     "wandb.mode": (None, "online", "offline", "disabled"),
 }
 
@@ -106,7 +112,7 @@ def load(experiment: str | None = None, overrides: list[str] = ()):
     layers = [_normalise(_read_yaml(experiment), experiment)] if experiment else []
     layers.append(_normalise(_parse_overrides(overrides), "the command line"))
     names = _component_names(layers)
-    schema = OmegaConf.structured(_schema(names))
+    schema = _structured_schema(names["model"], names["scenario"], tuple(names["strategy"]))
     for layer in layers:
         _check_keys(layer, schema)
     try:
@@ -123,9 +129,11 @@ def to_dict(cfg) -> dict:
 
 
 def to_yaml(cfg) -> str:
-    from omegaconf import OmegaConf
+    import yaml
 
-    return OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg)))
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present: 10x faster
+    return yaml.dump(to_dict(cfg), Dumper=dumper, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True)
 
 
 # Where and how a run is kept or placed, not what it computes: the config hash (resume, sweep
@@ -133,7 +141,8 @@ def to_yaml(cfg) -> str:
 # global batch, so a run resumes on another number of processes or machines.
 NON_RESULT_KEYS = ("name", "out_dir", "logger", "wandb", "checkpoint", "trainer.progress",
                    "scenario.cache", "scenario.cache_dir", "trainer.devices",
-                   "trainer.num_nodes", "trainer.strategy", "trainer.ddp_timeout_s")
+                   "trainer.num_nodes", "trainer.strategy", "trainer.ddp_timeout_s",
+                   "trainer.engine")
 
 
 def config_hash(cfg) -> str:
@@ -243,6 +252,16 @@ def _component_names(layers: list[dict]) -> dict:
     return names
 
 
+@functools.lru_cache(maxsize=64)
+def _structured_schema(model: str, scenario: str, strategies: tuple[str, ...]):
+    """The OmegaConf schema for one choice of components, built once per process (merging
+    copies it, so it is never changed): a sweep loads hundreds of configs."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.structured(_schema({"model": model, "scenario": scenario,
+                                         "strategy": list(strategies)}))
+
+
 def _schema(names: dict) -> RunConfig:
     from harness.registry import MODELS, SCENARIOS, STRATEGIES
 
@@ -282,6 +301,31 @@ def _is_open_mapping(schema, key) -> bool:
     return OmegaConf.is_dict(schema[key]) if schema[key] is not None else False
 
 
+LEAN_PRECISIONS = ("32-true", "32", "bf16-mixed")  # what harness.loop implements
+
+
+def engine_for(cfg: TrainerConfig) -> str:
+    """``lean`` or ``lightning``: what ``trainer.engine`` asks for, or what ``auto`` picks.
+
+    The lean loop (``harness.loop``) runs one process on the CPU or one GPU; DDP, MPS and the
+    other precisions go through Lightning's Trainer.
+    """
+    processes = cfg.devices * cfg.num_nodes * int(os.environ.get("WORLD_SIZE", "1"))
+    why_not = (
+        f"trainer.devices={cfg.devices}, trainer.num_nodes={cfg.num_nodes}" if processes > 1
+        else f"trainer.strategy={cfg.strategy}" if cfg.strategy != "auto"
+        else f"trainer.precision={cfg.precision}" if cfg.precision not in LEAN_PRECISIONS
+        else f"trainer.accelerator={cfg.accelerator}" if cfg.accelerator == "mps"
+        else None)
+    if cfg.engine == "lightning" or (cfg.engine == "auto" and why_not):
+        return "lightning"
+    if why_not:
+        raise UserError(f"trainer.engine=lean runs one process on the CPU or one GPU in "
+                        f"{' | '.join(LEAN_PRECISIONS)} precision, not with {why_not}; "
+                        "use trainer.engine=auto or lightning")
+    return "lean"
+
+
 def _check_choices(cfg) -> None:
     for key, choices in CHOICES.items():
         obj = cfg
@@ -309,6 +353,7 @@ def _check_choices(cfg) -> None:
     ):
         if not ok:
             raise UserError(f"'{key}' must be {rule}")
+    engine_for(t)
 
 
 def _describe(err: Exception) -> str:

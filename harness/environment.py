@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from pathlib import Path
@@ -11,17 +12,10 @@ import torch
 
 def environment(cfg, device: torch.device) -> dict:
     """What a reader needs to reproduce the run, and whether it can be reproduced exactly."""
-    from importlib import metadata
-
     env = {"python": platform.python_version(), "host": platform.node(),
            "platform": platform.platform(), "cuda": torch.version.cuda,
            "device": str(device), "torch_threads": torch.get_num_threads()}
-    for package in ("torch", "lightning", "avalanche-lib", "numpy", "omegaconf", "wandb",
-                    "scikit-learn"):
-        try:
-            env[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            env[package] = None
+    env.update(_versions())
     env.update(_git_state())
     exact, why = _reproducibility(cfg, device)
     env["deterministic"], env["exactly_reproducible"] = cfg.trainer.deterministic, exact
@@ -40,6 +34,23 @@ def _reproducibility(cfg, device: torch.device) -> tuple[bool, str]:
     return True, "CPU, deterministic: the same config and seed give identical results"
 
 
+# Looked up once per process (a sweep runs many experiments in one): the packages and the
+# code that were imported cannot change under a running process.
+@functools.cache
+def _versions() -> dict:
+    from importlib import metadata
+
+    versions = {}
+    for package in ("torch", "lightning", "avalanche-lib", "numpy", "omegaconf", "wandb",
+                    "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+@functools.cache
 def _git_state() -> dict:
     here = Path(__file__).resolve().parent
     state: dict = {"git_commit": None, "git_dirty": None}

@@ -8,7 +8,7 @@ task exactly as the first attempt did (``before_task``, loaders), then
 
 * ``FastForward`` replays the loader's first ``epoch`` passes and ``batch`` batches without
   training on them, so shuffles and replay-memory streams are where they were;
-* ``StepCheckpoint.on_train_start`` loads the optimizer state and the RNG states,
+* ``StepCheckpoint.on_start`` loads the optimizer state and the RNG states,
 
 and the first trained batch is the one the interrupted run would have trained next.
 
@@ -111,50 +111,75 @@ def resumed_trainer_cfg(cfg, start: dict):
     return dataclasses.replace(cfg, max_epochs=cfg.max_epochs - start["epoch"], max_steps=steps)
 
 
-class StepCheckpoint(Callback):
-    """Restores a task's optimizer and RNG on resume; checkpoints every n optimizer steps."""
+class StepCheckpoint:
+    """Restores a task's optimizer and RNG on resume; checkpoints every n optimizer steps.
+
+    Engine-neutral: the lean loop (``harness.loop``) calls it directly, Lightning's Trainer
+    through ``LightningStepCheckpoint``.
+    """
 
     def __init__(self, save, loader, trainer_cfg, every: int, stop: StopSignals,
                  start: dict | None = None):
         self.save, self.loader, self.cfg = save, loader, trainer_cfg
         self.every, self.stop = every, stop
         self.start = start or {"epoch": 0, "batch": 0, "steps": 0}
-        self.last_step, self.n_batches = 0, 0
+        self.n_batches = 0
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_start(self, optimizer, scaler=None) -> None:
         self.n_batches = len(self.loader)  # under DDP the shard is known only now
         if self.start.get("optimizer") is not None:
-            trainer.optimizers[0].load_state_dict(self.start["optimizer"])
-        scaler = getattr(trainer.precision_plugin, "scaler", None)
+            optimizer.load_state_dict(self.start["optimizer"])
         if scaler is not None and self.start.get("scaler"):
             scaler.load_state_dict(self.start["scaler"])
         if self.start.get("rng") is not None:
             checkpoint.set_rng_state(self.start["rng"])
 
+    def after_step(self, step: int, epoch: int, batch_idx: int, optimizer, scaler,
+                   device: torch.device, stream_step: int) -> bool:
+        """After optimizer step ``step`` of this fit (epoch and batch counted within the fit);
+        ``stream_step`` counts this step. Returns whether training must stop now."""
+        faults.point("step")
+        stop = self.stop.requested(device)
+        steps = self.start["steps"] + step
+        if stop or (self.every and steps % self.every == 0):
+            self.save(self.position(epoch, batch_idx, steps, optimizer, scaler, stream_step))
+        return stop
+
+    def position(self, epoch: int, batch_idx: int, steps: int, optimizer, scaler,
+                 stream_step: int) -> dict:
+        """Where the next batch is, with everything needed to train it as if never stopped."""
+        batch = batch_idx + 1 + (self.start["batch"] if epoch == 0 else 0)
+        epoch = self.start["epoch"] + epoch
+        if batch >= self.n_batches:
+            epoch, batch = epoch + 1, 0
+        return {
+            "epoch": epoch, "batch": batch, "steps": steps,
+            "trained": epoch >= self.cfg.max_epochs or 0 < self.cfg.max_steps <= steps,
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "stream_step": stream_step,
+        }
+
+
+class LightningStepCheckpoint(Callback):
+    """``StepCheckpoint`` as a callback of Lightning's Trainer."""
+
+    def __init__(self, steps: StepCheckpoint):
+        self.steps, self.last_step = steps, 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.steps.on_start(trainer.optimizers[0], _scaler(trainer))
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.last_step:  # accumulating gradients: no step yet
             return
         self.last_step = trainer.global_step
-        faults.point("step")
-        stop = self.stop.requested(pl_module.device)
-        steps = self.start["steps"] + trainer.global_step
-        if stop or (self.every and steps % self.every == 0):
-            self.save(self.position(trainer, pl_module, batch_idx, steps))
-        if stop:
+        # the module's own on_train_batch_end (which counts this batch) runs after ours
+        if self.steps.after_step(trainer.global_step, trainer.current_epoch, batch_idx,
+                                 trainer.optimizers[0], _scaler(trainer), pl_module.device,
+                                 pl_module.stream_step + 1):
             trainer.should_stop = True
 
-    def position(self, trainer, pl_module, batch_idx: int, steps: int) -> dict:
-        """Where the next batch is, with everything needed to train it as if never stopped."""
-        epoch = self.start["epoch"] + trainer.current_epoch
-        batch = batch_idx + 1 + (self.start["batch"] if trainer.current_epoch == 0 else 0)
-        if batch >= self.n_batches:
-            epoch, batch = epoch + 1, 0
-        scaler = getattr(trainer.precision_plugin, "scaler", None)
-        return {
-            "epoch": epoch, "batch": batch, "steps": steps,
-            "trained": epoch >= self.cfg.max_epochs or 0 < self.cfg.max_steps <= steps,
-            "optimizer": trainer.optimizers[0].state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            # the module's own on_train_batch_end (which counts this batch) runs after ours
-            "stream_step": pl_module.stream_step + 1,
-        }
+
+def _scaler(trainer):
+    return getattr(trainer.precision_plugin, "scaler", None)

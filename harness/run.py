@@ -2,7 +2,8 @@
 
 For each experience of the scenario's stream::
 
-    before_task hooks -> Lightning fit on that experience -> after_task hooks
+    before_task hooks -> fit on that experience (harness.loop, or Lightning's Trainer under DDP)
+      -> after_task hooks
       -> evaluate on every test experience -> one row of the score matrix -> checkpoint
 
 Inside a task a checkpoint is also written every ``checkpoint.every_n_steps`` optimizer steps
@@ -23,13 +24,14 @@ import lightning as L
 import torch
 
 from harness import checkpoint, faults
-from harness.config import config_hash, strategy_names, to_dict, to_yaml
+from harness.config import config_hash, engine_for, strategy_names, to_dict, to_yaml
 from harness.console import say
 from harness.data import BatchLoader
 from harness.distributed import DIST, WATCHDOG, launch_rank, on_failure
 from harness.environment import environment
 from harness.errors import UserError
 from harness.evaluate import evaluate
+from harness.loop import LeanLoop
 from harness.metrics import LOWER_IS_BETTER, summarize
 from harness.network import Network
 from harness.registry import MODELS, SCENARIOS, STRATEGIES
@@ -37,6 +39,7 @@ from harness.results import RunDir
 from harness.resume import (
     FastForward,
     Interrupted,
+    LightningStepCheckpoint,
     StepCheckpoint,
     StopSignals,
     resumed_trainer_cfg,
@@ -119,6 +122,7 @@ class TaskLoop:
         self.cfg, self.scenario, self.system, self.run_dir = cfg, scenario, system, run_dir
         self.n = scenario.n_experiences
         self.device = _run_device(cfg)
+        self.engine = engine_for(cfg.trainer)
         self.stop = stop or StopSignals()
         self.position = 0  # next experience to train
         self.partial: dict | None = None  # how far into task `position` a checkpoint was taken
@@ -220,7 +224,7 @@ class TaskLoop:
         self.system.on_metrics(max(self.system.stream_step - 1, 0), {**metrics, "task": i})
 
     def _fit(self, i: int, loader, start: dict | None, t0: float, step0: int) -> None:
-        """Lightning's fit on task i, from its start or from a checkpoint inside it."""
+        """Fit task i, from its start or from a checkpoint inside it, with the run's engine."""
         trainer_cfg = self.cfg.trainer
         if start is not None:
             trainer_cfg = resumed_trainer_cfg(trainer_cfg, start)
@@ -231,12 +235,14 @@ class TaskLoop:
             position.update(task_start_step=step0, train_time_s=time.time() - t0)
             self._save_checkpoint(position, stream_step)
 
-        name = self.scenario.task_names[i]
-        trainer = make_trainer(trainer_cfg, f"task {i + 1}/{self.n} ({name})",
-                               self.device.type == "cuda")
-        trainer.callbacks.append(StepCheckpoint(save, loader, self.cfg.trainer,
-                                                self.cfg.checkpoint.every_n_steps, self.stop,
-                                                start))
+        label = f"task {i + 1}/{self.n} ({self.scenario.task_names[i]})"
+        steps = StepCheckpoint(save, loader, self.cfg.trainer, self.cfg.checkpoint.every_n_steps,
+                               self.stop, start)
+        if self.engine == "lean":
+            LeanLoop(trainer_cfg, self.device, label).fit(self.system, loader, steps)
+            return
+        trainer = make_trainer(trainer_cfg, label, self.device.type == "cuda")
+        trainer.callbacks.append(LightningStepCheckpoint(steps))
         trainer.fit(self.system, train_dataloaders=loader)
         self.system.net.to(self.device)  # Lightning's teardown moves the module to CPU
 

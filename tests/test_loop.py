@@ -1,0 +1,93 @@
+"""The lean engine (``harness.loop``) trains exactly as Lightning's Trainer does.
+
+Same config, same seed, CPU: the two engines must give bit-identical score matrices and loss
+curves, with gradient clipping, accumulation (an epoch whose length is not a multiple of the
+window), a step cap, strategies that edit gradients before the optimizer step, and bf16
+autocast; and a run checkpointed inside a task by one engine resumes under the other.
+"""
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+from conftest import quick
+
+from harness import config, faults
+from harness.cli import _resumable
+from harness.errors import UserError
+from harness.loop import LEAN_HOOKS
+from harness.run import run
+from harness.system import ContinualSystem
+
+# 2 tasks x 2 epochs of 11-12 batches: steps on an epoch's last, incomplete window too.
+DIGITS = ["scenario.name=split-digits", "scenario.n_experiences=2", "model.name=mlp",
+          "trainer.max_epochs=2", "trainer.batch_size=64"]
+SETTINGS = {
+    "replay+ewc+distill": ["strategy=[replay,ewc,distill]"],
+    "agem+si, clip, accumulate 3, step cap": [
+        "strategy=[agem,si]", "trainer.grad_clip=0.5", "trainer.accumulate_grad_batches=3",
+        "trainer.max_steps=7", "trainer.optimizer=adamw"],
+    "bf16 autocast": ["strategy=[replay]", "trainer.precision=bf16-mixed"],
+}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def train(engine: str, name: str, *overrides: str) -> tuple[dict, list[dict]]:
+    results = run(config.load(None, quick(*DIGITS, *overrides, f"trainer.engine={engine}",
+                                          f"name={name}")))
+    lines = Path(results["run_dir"], "metrics.jsonl").read_text().splitlines()
+    return results, [json.loads(line) for line in lines]
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_lean_loop_and_lightning_trainer_train_bit_identically(setting):
+    lean, lean_log = train("lean", "lean", *SETTINGS[setting])
+    lightning, lightning_log = train("lightning", "lightning", *SETTINGS[setting])
+    assert lean["matrices"] == lightning["matrices"]
+    assert lean["baseline"] == lightning["baseline"]
+    assert [t["steps"] for t in lean["per_task"]] == [t["steps"] for t in lightning["per_task"]]
+    assert lean_log == lightning_log  # every logged loss term, at the same steps
+    assert any("loss/task" in line for line in lean_log)
+
+
+def test_a_run_checkpointed_inside_a_task_by_one_engine_resumes_under_the_other(monkeypatch):
+    setting = [*SETTINGS["replay+ewc+distill"], "checkpoint.every_n_steps=4"]
+    reference, _ = train("lean", "reference", *setting)
+    monkeypatch.setenv("RETAIN_FAULT_MODE", "raise")
+    monkeypatch.setenv("RETAIN_FAULT", "step:9")
+    faults.reset()
+    cfg = config.load(None, quick(*DIGITS, *setting, "trainer.engine=lightning", "name=moved"))
+    with pytest.raises(faults.SimulatedCrash):
+        run(cfg, _resumable(cfg, None))
+    monkeypatch.delenv("RETAIN_FAULT")
+    cfg = config.load(None, quick(*DIGITS, *setting, "trainer.engine=lean", "name=moved"))
+    resumed = run(cfg, _resumable(cfg, None))
+    assert resumed["resumes"][-1]["task"] == 0 and resumed["resumes"][-1]["steps"] == 8
+    assert resumed["matrices"] == reference["matrices"]
+
+
+def test_the_system_overrides_only_the_hooks_the_lean_loop_calls():
+    """A hook added to ContinualSystem would run under the Trainer and silently not under
+    the lean loop: this fails first."""
+    lightning_names = {n for n in dir(L.LightningModule) if not n.startswith("_")}
+    overridden = {n for cls in ContinualSystem.__mro__
+                  if cls.__module__.startswith("harness.")
+                  for n in vars(cls) if n in lightning_names and callable(vars(cls)[n])}
+    assert overridden - {"forward"} == set(LEAN_HOOKS)
+
+
+@pytest.mark.parametrize("overrides, engine", [
+    ([], "lean"),
+    (["trainer.devices=2"], "lightning"),
+    (["trainer.precision=16-mixed"], "lightning"),
+    (["trainer.engine=lightning"], "lightning"),
+])
+def test_auto_picks_the_lean_loop_for_one_process_only(overrides, engine):
+    assert config.engine_for(config.load(None, overrides).trainer) == engine
+
+
+def test_asking_for_the_lean_loop_where_it_cannot_run_names_the_reason():
+    with pytest.raises(UserError, match="trainer.engine=lean .* trainer.devices=2"):
+        config.load(None, ["trainer.engine=lean", "trainer.devices=2"])
