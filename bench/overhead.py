@@ -1,11 +1,11 @@
 """What the harness costs over a hand-written PyTorch loop.
 
-Same process, same GPT, same token batches, same AdamW: (a) a plain loop — forward,
-cross-entropy, backward, step — and (b) retain's path — a Lightning Trainer fitting the
-ContinualSystem on the task loop's loader, with the naive strategy. The two are timed in
-alternation (ABAB...) and the median is reported, so a busy machine slows both alike.
-Also reported: the fixed cost of one experience (Trainer set-up and teardown) and of
-evaluating one test experience.
+Same process, same GPT, same token batches, same (fused) AdamW: (a) a plain loop — forward,
+cross-entropy, backward, step — and retain's fit of the ContinualSystem on the task loop's
+loader with the naive strategy, (b) on the lean engine (``harness.loop``, the default for one
+process) and (c) on Lightning's Trainer (the DDP engine). They are timed in alternation and
+the median is reported, so a busy machine slows all alike. Also reported: the fixed cost of
+one experience for each engine (set-up, teardown) and of evaluating one test experience.
 
     python -m bench.overhead            # or: python -m bench overhead
 """
@@ -39,8 +39,9 @@ def build(d_model: int, seq_len: int, n_seq: int, seed: int = 0):
 
 
 def plain_epoch(net, data, batch_size: int) -> float:
-    """Hand-written loop over one shuffled epoch; returns seconds."""
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    """Hand-written loop over one shuffled epoch; returns seconds. Same optimizer as retain's
+    (fused AdamW), so the ratio measures the harness, not the optimizer kernel."""
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, fused=True)
     order = torch.randperm(len(data))
     start = time.perf_counter()
     for i in range(0, len(data), batch_size):
@@ -54,35 +55,41 @@ def plain_epoch(net, data, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
-def retain_epoch(net, data, cfg, batch_size: int) -> tuple[float, float]:
-    """retain's Trainer + system on one epoch; returns (seconds in the loop, set-up seconds)."""
-    from lightning.pytorch.callbacks import Callback
-
+def retain_epoch(net, data, cfg, batch_size: int, engine: str) -> tuple[float, float]:
+    """One epoch of retain's fit with ``engine`` (lean loop or Lightning's Trainer), as the
+    task loop runs it; returns (seconds from the first to the last step, set-up seconds)."""
     from harness.distributed import DIST
+    from harness.loop import LeanLoop
+    from harness.resume import LightningStepCheckpoint, StepCheckpoint, StopSignals
     from harness.run import DistLoader
     from harness.system import ContinualSystem
     from harness.trainer import make_trainer
     from strategies.base import Context
     from strategies.naive import Naive, NaiveConfig
 
-    class Clock(Callback):
-        def on_train_epoch_start(self, *_):
-            self.t0 = time.perf_counter()
-
-        def on_train_epoch_end(self, *_):
-            self.t1 = time.perf_counter()
+    class Clock(StepCheckpoint):  # times the steps: from the first one's end to the last's
+        def after_step(self, step, *args):
+            self.times.append(time.perf_counter())
+            return super().after_step(step, *args)
 
     system = ContinualSystem(net, [Naive(NaiveConfig())], cfg)
     loader = DistLoader(data, batch_size, shuffle=True, seed=0)
     system.ctx = Context(system=system, task_id=0, n_tasks=1, train_data=lambda i: data,
                          make_loader=None, batch_size=batch_size, dist=DIST)
-    clock = Clock()
-    t_setup = time.perf_counter()
-    trainer = make_trainer(cfg, "bench", uses_gpu=False)
-    trainer.callbacks.append(clock)
-    trainer.fit(system, train_dataloaders=loader)
-    total = time.perf_counter() - t_setup
-    return clock.t1 - clock.t0, total - (clock.t1 - clock.t0)
+    clock = Clock(lambda position: None, loader, cfg, 0, StopSignals())
+    clock.times = []
+    start = time.perf_counter()
+    if engine == "lean":
+        LeanLoop(cfg, torch.device("cpu"), "bench").fit(system, loader, clock)
+    else:
+        trainer = make_trainer(cfg, "bench", uses_gpu=False)
+        trainer.callbacks.append(LightningStepCheckpoint(clock))
+        trainer.fit(system, train_dataloaders=loader)
+    total = time.perf_counter() - start
+    steps = len(clock.times)
+    # n-1 step intervals, scaled to n steps; the rest of the wall time is fixed cost
+    loop_s = (clock.times[-1] - clock.times[0]) * steps / max(steps - 1, 1)
+    return loop_s, total - loop_s
 
 
 def eval_seconds(net, data, batch_size: int) -> float:
@@ -107,19 +114,27 @@ def main(argv=None) -> list[dict]:
     net, data, cfg = build(args.d_model, args.seq_len, args.sequences)
     tokens = args.sequences * args.seq_len
     plain_epoch(net, data, args.batch_size)  # warm-up: allocator, kernels
-    plain, harness, setup = [], [], []
-    for _ in range(args.repeats):
+    plain, loops, setups = [], {"lean": [], "lightning": []}, {"lean": [], "lightning": []}
+    for _ in range(args.repeats):  # interleaved, so load on the machine hits all alike
         plain.append(plain_epoch(net, data, args.batch_size))
-        loop_s, setup_s = retain_epoch(net, data, cfg, args.batch_size)
-        harness.append(loop_s)
-        setup.append(setup_s)
-    p_med, h_med = statistics.median(plain), statistics.median(harness)
+        for engine in loops:
+            loop_s, setup_s = retain_epoch(net, data, cfg, args.batch_size, engine)
+            loops[engine].append(loop_s)
+            setups[engine].append(setup_s)
+    p_med = statistics.median(plain)
+    lean, trainer = statistics.median(loops["lean"]), statistics.median(loops["lightning"])
     rows = [
         {"figure": "plain PyTorch loop", "value": f"{tokens / p_med:,.0f} tokens/s"},
-        {"figure": "retain (Lightning + naive)", "value": f"{tokens / h_med:,.0f} tokens/s"},
-        {"figure": "ratio retain / plain (target >= 0.95)", "value": f"{p_med / h_med:.3f}"},
-        {"figure": "fixed cost per experience (Trainer set-up + teardown)",
-         "value": f"{statistics.median(setup):.3f} s"},
+        {"figure": "retain, lean engine (default, one process)",
+         "value": f"{tokens / lean:,.0f} tokens/s"},
+        {"figure": "retain, Lightning Trainer engine (DDP)",
+         "value": f"{tokens / trainer:,.0f} tokens/s"},
+        {"figure": "ratio retain lean / plain (target >= 0.95)", "value": f"{p_med / lean:.3f}"},
+        {"figure": "ratio retain Lightning / plain", "value": f"{p_med / trainer:.3f}"},
+        {"figure": "fixed cost per experience, lean engine",
+         "value": f"{statistics.median(setups['lean']):.3f} s"},
+        {"figure": "fixed cost per experience, Lightning Trainer (set-up + teardown)",
+         "value": f"{statistics.median(setups['lightning']):.3f} s"},
         {"figure": f"evaluate one test experience ({args.sequences} sequences)",
          "value": f"{eval_seconds(net, data, 128):.3f} s"},
     ]

@@ -29,6 +29,20 @@ def test_penalty_is_zero_at_the_anchor_and_grows_away_from_it():
     assert large == pytest.approx(4 * small, rel=1e-4)
 
 
+def test_penalty_gradient_is_two_importance_times_the_distance_from_the_anchor():
+    """The penalty's hand-written backward against the gradient written out by hand."""
+    net, tasks = tiny_net(), toy_tasks(2)
+    ewc = EWC(EWCConfig(lam=3.0))
+    ewc.after_task(context(net, tasks, 0))
+    shift(net, 0.05)
+    net.zero_grad()
+    ewc.loss_terms(context(net, tasks, 1), None, None)["ewc"].backward()
+    for name, p in trainable(net):
+        expected = 3.0 * 2 * ewc.importance[name] * (p.detach() - ewc.anchor[name])
+        assert torch.allclose(p.grad, expected, rtol=1e-5, atol=1e-8), name
+    assert any(p.grad.abs().sum() > 0 for p in net.parameters())
+
+
 def test_separate_penalty_equals_the_sum_over_experiences():
     net, tasks = tiny_net(), toy_tasks(3)
     ewc = EWC(EWCConfig(lam=1.0))
