@@ -65,6 +65,9 @@ class Network(nn.Module):
 
     def loss(self, batch: Batch, outputs: Outputs) -> Tensor:
         """Mean cross-entropy over the examples (or non-ignored tokens) of the batch."""
-        logits = outputs.logits.float()
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.y.reshape(-1),
-                               ignore_index=IGNORE)
+        logits, y = outputs.logits, batch.y
+        if logits.dtype != torch.float32:
+            logits = logits.float()
+        if logits.dim() > 2:  # (B, T, V) tokens; classification logits are already (B, C)
+            logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+        return F.cross_entropy(logits, y, ignore_index=IGNORE)

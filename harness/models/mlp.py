@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from harness.errors import UserError
@@ -38,4 +39,6 @@ class MLP(SequenceModel):
         self.hidden_size = width
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.body(x.flatten(1).float())
+        if x.dim() > 2:
+            x = x.flatten(1)
+        return self.body(x if x.dtype == torch.float32 else x.float())
