@@ -60,6 +60,8 @@ def quadratic_penalty(net, importance: dict, anchor: dict) -> Tensor:
             params.append(p)
             weights.append(importance[name])
             anchors.append(anchor[name])
+    if not params:  # nothing trainable has an importance (e.g. those layers were frozen)
+        return torch.zeros(())
     return _Quadratic.apply(weights, anchors, *params)
 
 
