@@ -127,6 +127,21 @@ def test_knn_lm_never_retrieves_its_own_next_token():
         m.lm_logits(h.clone())
 
 
+@pytest.mark.parametrize("eviction", ["random", "reservoir"])
+def test_a_restored_store_evicts_as_the_original_would(eviction):
+    """The eviction generator travels in the state_dict: a store loaded from a checkpoint draws
+    the same slots as the store that kept going."""
+    kept = store_of([[1, 2, 3], [4, 5, 6]], eviction=eviction)
+    restored = KVStore(capacity=4, key_dim=2, value_shape=(), value_dtype=torch.long,
+                       eviction=eviction, seed=123)  # another seed: only the state decides
+    restored.load_state_dict(kept.state_dict())
+    for store in (kept, restored):
+        for start in range(10, 40, 3):
+            store.write(torch.zeros(3, 2), torch.arange(start, start + 3))
+            store.commit()
+    assert torch.equal(kept.values, restored.values)
+
+
 def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
@@ -147,5 +162,8 @@ def test_ddp_writes_are_gathered_so_ranks_hold_one_global_memory(tmp_path):
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert int(a["count"]) == 8 and int(a["seen"]) == 2 + 3 + 3 + 4 + 4 + 5
     for key in a:
-        assert torch.equal(a[key], b[key])
+        if key == "_extra_state":  # the eviction generators drew the same slots
+            assert torch.equal(a[key]["generator"], b[key]["generator"])
+        else:
+            assert torch.equal(a[key], b[key])
     assert set(a["values"].tolist()) == {0.0, 1.0}  # both ranks' entries are in the memory

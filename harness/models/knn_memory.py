@@ -137,6 +137,14 @@ class KVStore(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
         self.pending, self._faiss_dirty = [], True
 
+    # The eviction generator's position is state too: without it, a run resumed inside a task
+    # would draw other slots than the uninterrupted run (random and reservoir eviction).
+    def get_extra_state(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
     def stats(self) -> dict:
         return {"entries": int(self.count), "capacity": self.capacity,
                 "bytes": self.keys.nbytes + self.values.nbytes,
