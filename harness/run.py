@@ -137,7 +137,12 @@ class TaskLoop:
         if found is None:
             return
         state, path = found
-        self.system.net.load_state_dict(state["net"])
+        try:
+            self.system.net.load_state_dict(state["net"])
+        except RuntimeError as err:  # missing / unexpected / mis-shaped tensors
+            raise UserError(f"cannot resume from {path}: its network does not match this "
+                            f"version of retain's model ({str(err).splitlines()[-1].strip()}); "
+                            "start a new run (another name=)") from None
         for strategy, s_state in zip(self.system.strategies, state["strategies"]):
             strategy.load_state_dict(s_state)
         self.position, self.rows = state["position"], state["rows"]

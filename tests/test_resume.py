@@ -143,3 +143,16 @@ def test_cli_resume_and_rerun_continue_then_report_complete(monkeypatch, capsys)
     assert "already complete" in capsys.readouterr().out
     assert main(["run", *args[1:], "trainer.lr=0.5"]) == 2  # same name, other config
     assert "different configuration" in capsys.readouterr().err
+
+
+def test_a_checkpoint_whose_network_does_not_match_is_refused_with_a_clear_error(
+        monkeypatch, capsys):
+    """E.g. written by an older retain whose model had other tensors: exit 2, one line."""
+    assert crash(CASES["naive"], "old", "task:1", monkeypatch)
+    path = Path("runs/old/checkpoints/last.ckpt")
+    state = checkpoint.load(path)
+    state["net"].pop(next(iter(state["net"])))
+    checkpoint.save(path, state)
+    assert main(["run", "--resume", "runs/old"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume from" in err and "Missing key" in err and "Traceback" not in err
