@@ -1,10 +1,10 @@
 """The lean engine: one process trains the ContinualSystem without Lightning's Trainer.
 
 Why: continual-learning benchmarks are mostly small models on short tasks. On Split-Digits
-(an MLP 64-256-10, 45 steps a task) a plain optimizer step costs ~0.2 ms, and the Trainer's
-per-step machinery (closures, hook dispatch, progress tracking, data fetcher) ~1 ms on top;
-a Trainer's set-up adds ~15 ms per experience. For one process this loop drives the same
-LightningModule through the same steps, in the Trainer's order:
+(an MLP 64-256-10, 45 steps a task) a step takes 0.37 ms in this loop and 0.94 ms under the
+Trainer, whose per-step machinery (closures, hook dispatch, progress tracking, data fetcher)
+costs more than the step; a Trainer's set-up adds 9 ms per experience. For one process this
+loop drives the same LightningModule through the same steps, in the Trainer's order:
 
     training_step -> zero_grad (first batch of an accumulation window) -> backward
       -> on_before_optimizer_step -> clip the gradient norm -> optimizer.step

@@ -28,7 +28,7 @@ import torch
 
 from harness.registry import register_strategy
 from strategies.base import Context, Strategy
-from strategies.buffer import Buffer
+from strategies.buffer import Buffer, per_rank, stream_seed
 from strategies.ewc import trainable
 
 
@@ -86,13 +86,13 @@ class AGEM(Strategy):
     def reference_gradient(self, ctx: Context, params) -> torch.Tensor:
         """Gradient of the mean loss on a balanced memory sample, averaged over ranks."""
         if self.gen is None:  # inside fit: rank known
-            seed = (ctx.seed * 7_919 + ctx.task_id) * 1_009 + ctx.dist.rank
-            self.gen = torch.Generator().manual_seed(seed)
+            self.gen = torch.Generator().manual_seed(
+                stream_seed(ctx.seed, ctx.task_id, ctx.dist.rank))
             if self._gen_state is not None:
                 self.gen.set_state(self._gen_state)
                 self._gen_state = None
         device = params[0].device
-        n_local = -(-self.cfg.sample_size // ctx.dist.world_size)
+        n_local = per_rank(self.cfg.sample_size, ctx.dist)
         index = self.buffer.sample_balanced(n_local, self.gen) if len(self.buffer) else None
         flat = torch.zeros(sum(p.numel() for p in params) + 1, device=device)
         if index is not None and len(index):

@@ -227,6 +227,11 @@ class MemoryStream:
         self._order = list(state["order"])
 
 
+def stream_seed(run_seed: int, task_id: int, rank: int) -> int:
+    """Seed of a rank's memory sampling during one task: distinct per task and per rank."""
+    return (run_seed * 7_919 + task_id) * 1_009 + rank
+
+
 def per_rank(global_size: int, dist: Dist) -> int:
     """A rank's share of a global batch size (rounded up, at least 1)."""
     return max(-(-global_size // dist.world_size), 1)

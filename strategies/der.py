@@ -34,7 +34,7 @@ from harness.data import Batch
 from harness.errors import UserError
 from harness.registry import register_strategy
 from strategies.base import Context, Strategy
-from strategies.buffer import Buffer, MemoryStream, check_policy, per_rank
+from strategies.buffer import Buffer, MemoryStream, check_policy, per_rank, stream_seed
 from strategies.distill import at_targets, full_logits
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -79,7 +79,7 @@ class DER(Strategy):
         if self.filled == 0:
             return {}
         if self.stream is None:  # first step of the task: inside fit, the group exists
-            seed = (ctx.seed * 7_919 + ctx.task_id) * 1_009 + ctx.dist.rank
+            seed = stream_seed(ctx.seed, ctx.task_id, ctx.dist.rank)
             size = per_rank(self.cfg.batch_size_mem or ctx.batch_size, ctx.dist)
             self.stream = MemoryStream(self.buffer, size, seed, drop_last=True)
             if self._stream_state is not None:

@@ -85,8 +85,7 @@ class Distill(Strategy):
         self.teacher_task = -1  # the experience after which the teacher was taken
         self.seen: list[int] = []  # classes of the experiences the teacher has learnt
         self._loaded: dict | None = None  # teacher weights from a checkpoint
-        self._teacher_device: torch.device | None = None
-        self._cols: Tensor | None = None  # self.seen as an index tensor, made once per task
+        self._cols = torch.zeros(0, dtype=torch.long)  # self.seen as an index, once per task
 
     def before_task(self, ctx: Context) -> None:
         if ctx.task_id == 0:
@@ -95,15 +94,14 @@ class Distill(Strategy):
         if self._loaded is not None and self.teacher_task == ctx.task_id - 1:
             self.teacher.load_state_dict(self._loaded)
         self.teacher_task, self._loaded = ctx.task_id - 1, None
-        self._teacher_device, self._cols = None, None
+        self._cols = torch.tensor(self.seen, dtype=torch.long)  # seen is fixed during a task
 
     def loss_terms(self, ctx: Context, batch, outputs: Outputs) -> dict[str, Tensor]:
         if self.teacher is None:
             return {}
         net = ctx.system.net
-        if self._teacher_device != batch.x.device:  # once per task: .to() walks every module
-            self.teacher.to(batch.x.device)
-            self._teacher_device = batch.x.device
+        if next(self.teacher.parameters()).device != batch.x.device:  # .to() walks every
+            self.teacher.to(batch.x.device)  # module: only when it is elsewhere (after a restore)
         with torch.no_grad():
             teacher = self.teacher(batch.x, None).logits
         student = full_logits(net, batch.x, outputs)
@@ -116,15 +114,13 @@ class Distill(Strategy):
         if net.task_mask.numel():  # one head per earlier task
             heads = [m.nonzero().squeeze(1) for m in net.task_mask[: self.teacher_task + 1]]
             return torch.stack([soft_kl(student[:, c], teacher[:, c], T) for c in heads]).sum()
-        if self._cols is None or self._cols.device != student.device:
-            self._cols = torch.tensor(self.seen, device=student.device)
+        self._cols = self._cols.to(student.device)  # a no-op after the task's first step
         return soft_kl(student[:, self._cols], teacher[:, self._cols], T)
 
     def after_task(self, ctx: Context) -> None:
         if ctx.system.net.classifier is not None:
             labels = ctx.train_data(ctx.task_id).y.unique().tolist()
             self.seen = sorted(set(self.seen).union(int(c) for c in labels))
-            self._cols = None
 
     def memory_bytes(self) -> int:
         if self.teacher is None:

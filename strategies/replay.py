@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from harness.data import Batch
 from harness.registry import register_strategy
 from strategies.base import Context, Strategy
-from strategies.buffer import Buffer, MemoryStream, check_policy, per_rank
+from strategies.buffer import Buffer, MemoryStream, check_policy, per_rank, stream_seed
 
 
 @dataclass
@@ -50,8 +50,8 @@ class Replay(Strategy):
         if self.filled == 0:
             return loader
         self.buffer.dist = ctx.dist
-        seed = ctx.seed * 7_919 + ctx.task_id
-        return ReplayLoader(loader, self.buffer, self.cfg.batch_size_mem or ctx.batch_size, seed)
+        return ReplayLoader(loader, self.buffer, self.cfg.batch_size_mem or ctx.batch_size,
+                            ctx.seed, ctx.task_id)
 
     def after_task(self, ctx: Context) -> None:
         self.buffer.dist = ctx.dist
@@ -76,9 +76,9 @@ class ReplayLoader:
     The memory stream is seeded per rank and continues across epochs of one experience.
     """
 
-    def __init__(self, loader, buffer: Buffer, batch_size_mem: int, seed: int):
+    def __init__(self, loader, buffer: Buffer, batch_size_mem: int, seed: int, task_id: int):
         self.loader, self.buffer = loader, buffer
-        self.batch_size_mem, self.seed = batch_size_mem, seed
+        self.batch_size_mem, self.seed, self.task_id = batch_size_mem, seed, task_id
         self.stream: MemoryStream | None = None
 
     def __len__(self) -> int:
@@ -88,7 +88,7 @@ class ReplayLoader:
         if self.stream is None:  # inside fit: the process group (if any) exists now
             dist = self.buffer.dist
             self.stream = MemoryStream(self.buffer, per_rank(self.batch_size_mem, dist),
-                                       self.seed * 1_009 + dist.rank)
+                                       stream_seed(self.seed, self.task_id, dist.rank))
         for batch in self.loader:
             index = self.stream.next()
             yield batch if index is None else Batch.cat([batch, self.buffer.batch(index)])
