@@ -100,18 +100,23 @@ class RunDir:
             raise UserError(f"cannot write {self.root / 'metrics.jsonl'}: "
                             f"{err.strerror or err}") from None
 
-    def truncate_metrics(self, step: int) -> None:
-        """On resume: drop lines logged after the checkpoint (steps >= ``step``) and any torn
-        last line, so the resumed run's lines follow on without repeats."""
+    def truncate_metrics(self, step: int, eval_from: int | None = None) -> None:
+        """On resume: drop lines logged after the checkpoint (steps >= ``step``), evaluation
+        rows at steps >= ``eval_from`` (a task's row is logged at its last training step, so
+        one written after a checkpoint inside that task has a step below the checkpoint's) and
+        any torn last line, so the resumed run's lines follow on without repeats."""
         path = self.root / "metrics.jsonl"
         if not path.exists():
             return
+        eval_from = step if eval_from is None else eval_from
         kept = []
         for line in path.read_text().splitlines():
             try:
-                if json.loads(line)["step"] < step:
+                record = json.loads(line)
+                is_eval = any(key.startswith("eval/") for key in record)
+                if record["step"] < (eval_from if is_eval else step):
                     kept.append(line + "\n")
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
         atomic_write_text(path, "".join(kept))
 

@@ -156,8 +156,9 @@ class TaskLoop:
         where = {"task": self.position, **{k: (self.partial or {}).get(k, 0)
                                            for k in ("epoch", "batch", "steps")}}
         self.resumes = [*state["resumes"], {**where, "checkpoint": path.name}]
-        if self.run_dir:
-            self.run_dir.truncate_metrics(self.system.stream_step)
+        if self.run_dir:  # inside a task, its evaluation row (at the step before) is not kept
+            step = self.system.stream_step
+            self.run_dir.truncate_metrics(step, step - 1 if self.partial else None)
         inside = "" if not self.partial else (
             ", after its training" if self.partial["trained"]
             else f", epoch {where['epoch'] + 1}, batch {where['batch']}")

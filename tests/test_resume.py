@@ -112,6 +112,17 @@ def test_resume_mid_task_drops_repeated_metric_lines(monkeypatch):
     assert evals == list(range(len(results["per_task"])))  # one row per task, none repeated
 
 
+def test_a_crash_after_a_tasks_evaluation_does_not_log_its_row_twice(monkeypatch):
+    """Killed in the task checkpoint's write, after the row was logged: the resume starts
+    from the step checkpoint taken after the task's last step and evaluates again."""
+    overrides = [*CASES["naive"], "trainer.max_steps=5", "checkpoint.every_n_steps=5"]
+    results = crash_then_resume(overrides, "e", ["checkpoint:3"], monkeypatch)
+    assert results["resumes"][-1]["steps"] == 5  # from the trained=True step checkpoint
+    lines = [json.loads(line) for line in Path("runs/e/metrics.jsonl").open()]
+    evals = [line["task"] for line in lines if "eval/accuracy/average_seen" in line]
+    assert evals == [0, 1]
+
+
 def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(monkeypatch):
     assert crash(CASES["naive"], "d", "task:1", monkeypatch)  # after task 1's checkpoint
     ckpts = Path("runs/d/checkpoints")
