@@ -32,8 +32,8 @@ def save(path: Path, state: dict) -> None:
     path = Path(path)
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buffer)
-    data = buffer.getvalue()
-    data += MAGIC + hashlib.sha256(data).hexdigest().encode()
+    data = buffer.getbuffer()  # a view: the state's bytes are not copied again
+    footer = MAGIC + hashlib.sha256(data).hexdigest().encode()
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -41,6 +41,7 @@ def save(path: Path, state: dict) -> None:
             f.write(data[:half])
             faults.point("checkpoint")  # a kill here leaves a truncated temp file
             f.write(data[half:])
+            f.write(footer)
             f.flush()
             os.fsync(f.fileno())
         _keep_previous(path)

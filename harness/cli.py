@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as err:
-        from harness.resume import Interrupted
+        from harness.errors import Interrupted  # no torch: a plain exception module
 
         if not isinstance(err, Interrupted):
             raise

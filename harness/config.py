@@ -304,15 +304,21 @@ def _is_open_mapping(schema, key) -> bool:
 LEAN_PRECISIONS = ("32-true", "32", "bf16-mixed")  # what harness.loop implements
 
 
+def processes(cfg: TrainerConfig) -> int:
+    """Training processes the config asks for: devices per machine x machines."""
+    return cfg.devices * cfg.num_nodes
+
+
 def engine_for(cfg: TrainerConfig) -> str:
     """``lean`` or ``lightning``: what ``trainer.engine`` asks for, or what ``auto`` picks.
 
     The lean loop (``harness.loop``) runs one process on the CPU or one GPU; DDP, MPS and the
     other precisions go through Lightning's Trainer.
     """
-    processes = cfg.devices * cfg.num_nodes * int(os.environ.get("WORLD_SIZE", "1"))
+    launched = int(os.environ.get("WORLD_SIZE", "1"))  # by torchrun / SLURM
     why_not = (
-        f"trainer.devices={cfg.devices}, trainer.num_nodes={cfg.num_nodes}" if processes > 1
+        f"trainer.devices={cfg.devices}, trainer.num_nodes={cfg.num_nodes}"
+        if max(processes(cfg), launched) > 1
         else f"trainer.strategy={cfg.strategy}" if cfg.strategy != "auto"
         else f"trainer.precision={cfg.precision}" if cfg.precision not in LEAN_PRECISIONS
         else f"trainer.accelerator={cfg.accelerator}" if cfg.accelerator == "mps"

@@ -30,6 +30,9 @@ import torch
 import torch.distributed as tdist
 from torch import Tensor
 
+from harness.config import processes
+from harness.errors import Interrupted
+
 
 class Dist:
     @property
@@ -149,7 +152,7 @@ def on_failure(err: BaseException) -> BaseException:
     failure = WATCHDOG.peer_failure(wait_s=0 if quick else 5.0)
     alive = [i + 1 for i, p in enumerate(WATCHDOG.procs) if p.poll() is None]
     WATCHDOG.stop_ranks()
-    stopped = not isinstance(err, Exception) or type(err).__name__ == "Interrupted"
+    stopped = not isinstance(err, Exception) or isinstance(err, Interrupted)
     if stopped or isinstance(err, RankFailure):
         return err
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -279,7 +282,7 @@ def make_strategy(cfg):
         raise UserError("trainer.strategy=ddp_spawn is not supported: it runs each task's fit in "
                         "new processes, so what strategies accumulate during training (SI's "
                         "path integral, step counts) is lost; use trainer.strategy=ddp")
-    if name != "ddp" and not (name == "auto" and cfg.devices * getattr(cfg, "num_nodes", 1) > 1):
+    if name != "ddp" and not (name == "auto" and processes(cfg) > 1):
         return name
     WATCHDOG.timeout_s = float(cfg.ddp_timeout_s)
     WATCHDOG.grace_s = min(30.0, WATCHDOG.timeout_s)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from harness.config import processes
+
 
 def environment(cfg, device: torch.device) -> dict:
     """What a reader needs to reproduce the run, and whether it can be reproduced exactly."""
@@ -29,7 +31,7 @@ def _reproducibility(cfg, device: torch.device) -> tuple[bool, str]:
     if device.type == "cuda":
         return False, ("GPU run: some CUDA kernels (scatter_add, index_put, atomics) are "
                        "non-deterministic; scores may differ in the last digits between runs")
-    if cfg.trainer.devices > 1:
+    if processes(cfg.trainer) > 1:
         return False, "several processes: all-reduce order may change the last digits"
     return True, "CPU, deterministic: the same config and seed give identical results"
 

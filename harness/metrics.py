@@ -80,10 +80,10 @@ def confusion_scores(y_true, y_pred, n_classes: int) -> dict:
     cm = cm.reshape(n_classes, n_classes).double()
     tp = cm.diag()
     support, predicted = cm.sum(1), cm.sum(0)
-    present = (support + predicted) > 0
-    denom = support + predicted  # 2tp + fp + fn
-    f1 = torch.where(denom > 0, 2 * tp / denom.clamp_min(1), torch.zeros_like(tp))
-    return {"accuracy": (tp.sum() / cm.sum()).item(), "macro_f1": f1[present].mean().item()}
+    denom = support + predicted  # 2tp + fp + fn; 0 for a label neither true nor predicted
+    present = denom > 0
+    f1 = 2 * tp[present] / denom[present]
+    return {"accuracy": (tp.sum() / cm.sum()).item(), "macro_f1": f1.mean().item()}
 
 
 def _mean(values) -> float:

@@ -65,9 +65,7 @@ class Network(nn.Module):
 
     def loss(self, batch: Batch, outputs: Outputs) -> Tensor:
         """Mean cross-entropy over the examples (or non-ignored tokens) of the batch."""
-        logits, y = outputs.logits, batch.y
-        if logits.dtype != torch.float32:
-            logits = logits.float()
+        logits, y = outputs.logits.float(), batch.y
         if logits.dim() > 2:  # (B, T, V) tokens; classification logits are already (B, C)
             logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
         return F.cross_entropy(logits, y, ignore_index=IGNORE)

@@ -30,17 +30,7 @@ from lightning.pytorch.callbacks import Callback
 from harness import checkpoint, faults
 from harness.console import say
 from harness.distributed import DIST
-
-
-class Interrupted(Exception):
-    """The user (or a scheduler) asked the run to stop; a checkpoint has been written.
-
-    Not a KeyboardInterrupt: Lightning turns that into ``sys.exit(1)`` inside ``fit``.
-    """
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
+from harness.errors import Interrupted
 
 
 class StopSignals:
@@ -73,9 +63,10 @@ class StopSignals:
             return self.signum is not None
         flag = torch.tensor([float(self.signum or 0)], device=device)
         DIST.all_reduce_(flag)
-        if flag.item() and self.signum is None:
+        asked = bool(flag.item())  # one device sync a step
+        if asked and self.signum is None:
             self.signum = signal.SIGTERM
-        return bool(flag.item())
+        return asked
 
     def check(self) -> None:
         if self.signum is not None:

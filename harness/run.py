@@ -29,7 +29,7 @@ from harness.console import say
 from harness.data import BatchLoader
 from harness.distributed import DIST, WATCHDOG, launch_rank, on_failure
 from harness.environment import environment
-from harness.errors import UserError
+from harness.errors import Interrupted, UserError
 from harness.evaluate import evaluate
 from harness.loop import LeanLoop
 from harness.metrics import LOWER_IS_BETTER, summarize
@@ -38,7 +38,6 @@ from harness.registry import MODELS, SCENARIOS, STRATEGIES
 from harness.results import RunDir
 from harness.resume import (
     FastForward,
-    Interrupted,
     LightningStepCheckpoint,
     StepCheckpoint,
     StopSignals,
@@ -118,12 +117,12 @@ class TaskLoop:
     """The state of one pass over the stream: position, score rows, timings."""
 
     def __init__(self, cfg, scenario, system: ContinualSystem, run_dir: RunDir | None,
-                 stop: StopSignals | None = None):
+                 stop: StopSignals):
         self.cfg, self.scenario, self.system, self.run_dir = cfg, scenario, system, run_dir
         self.n = scenario.n_experiences
         self.device = _run_device(cfg)
         self.engine = engine_for(cfg.trainer)
-        self.stop = stop or StopSignals()
+        self.stop = stop
         self.position = 0  # next experience to train
         self.partial: dict | None = None  # how far into task `position` a checkpoint was taken
         self.rows: dict[str, list[list[float]]] = {}

@@ -1,9 +1,10 @@
 """The Lightning system: trains a ``Network`` on one experience at a time.
 
-The task loop (``harness.run``) creates one Trainer per experience and calls ``fit``; this
-module only knows how to take a training step. The loss is written out term by term: the
-task's own cross-entropy plus whatever each strategy's ``loss_terms`` returns, each logged
-under its own name (``loss/task``, ``loss/ewc``, ``loss/distill``, ...).
+The task loop (``harness.run``) fits it on each experience, with the lean loop
+(``harness.loop``) or a Lightning Trainer; this module only knows how to take a training
+step. The loss is written out term by term: the task's own cross-entropy plus whatever each
+strategy's ``loss_terms`` returns, each logged under its own name (``loss/task``,
+``loss/ewc``, ``loss/distill``, ...).
 """
 
 from __future__ import annotations
