@@ -1,10 +1,11 @@
 """HF: domain-incremental language modelling over Hugging Face ``datasets``, one per task.
 
 Optional and online: needs ``pip install datasets`` and access to the Hub (or a local dataset
-folder / HF cache). Nothing else in retain depends on it and no test uses it. Each entry of
-``scenario.datasets`` is ``path`` or ``path:config`` and becomes one experience; documents are
-streamed (only as many as the split sizes need are fetched), then split by document and packed
-exactly like ``text-domains``, so results are comparable across the two.
+folder / HF cache). Nothing else in retain depends on it; its tests use an in-memory fake of
+``datasets`` and never reach the Hub. Each entry of ``scenario.datasets`` is ``path`` or
+``path:config`` and becomes one experience; documents are streamed (only as many as the split
+sizes need are fetched), then split by document and packed exactly like ``text-domains``, so
+results are comparable across the two.
 
     pip install datasets
     retain run scenario.name=hf scenario.datasets=[wikitext:wikitext-2-raw-v1,ptb_text_only]

@@ -19,8 +19,8 @@ What is distilled:
 
 As in Avalanche there is no T^2 factor (alpha absorbs it). The teacher is part of the
 checkpoint, so a run resumed from inside an experience keeps that experience's teacher instead
-of snapshotting the half-trained network. ``full_logits``, ``at_targets`` and ``soft_kl`` are
-reused by DER.
+of snapshotting the half-trained network. ``full_logits`` and ``at_targets`` are reused by
+DER.
 
     retain run scenario.name=split-digits model.name=mlp strategy=distill \\
         strategy.distill.alpha=1 strategy.distill.temperature=2
@@ -85,7 +85,7 @@ class Distill(Strategy):
         self.teacher_task = -1  # the experience after which the teacher was taken
         self.seen: list[int] = []  # classes of the experiences the teacher has learnt
         self._loaded: dict | None = None  # teacher weights from a checkpoint
-        self._cols = torch.zeros(0, dtype=torch.long)  # self.seen as an index, once per task
+        self._heads: list[Tensor] = []  # class indices the KL runs over (before_task)
 
     def before_task(self, ctx: Context) -> None:
         if ctx.task_id == 0:
@@ -94,7 +94,11 @@ class Distill(Strategy):
         if self._loaded is not None and self.teacher_task == ctx.task_id - 1:
             self.teacher.load_state_dict(self._loaded)
         self.teacher_task, self._loaded = ctx.task_id - 1, None
-        self._cols = torch.tensor(self.seen, dtype=torch.long)  # seen is fixed during a task
+        # The classes the teacher answers for, fixed during a task: one index per head
+        # (task-IL, one per earlier task) or the classes seen so far (class-IL).
+        mask = ctx.system.net.task_mask
+        self._heads = ([m.nonzero().squeeze(1).cpu() for m in mask[: ctx.task_id]]
+                       if mask.numel() else [torch.tensor(self.seen, dtype=torch.long)])
 
     def loss_terms(self, ctx: Context, batch, outputs: Outputs) -> dict[str, Tensor]:
         if self.teacher is None:
@@ -111,11 +115,12 @@ class Distill(Strategy):
         T = self.cfg.temperature
         if net.classifier is None:  # next-token distributions
             return soft_kl(at_targets(student, y), at_targets(teacher, y), T)
-        if net.task_mask.numel():  # one head per earlier task
-            heads = [m.nonzero().squeeze(1) for m in net.task_mask[: self.teacher_task + 1]]
-            return torch.stack([soft_kl(student[:, c], teacher[:, c], T) for c in heads]).sum()
-        self._cols = self._cols.to(student.device)  # a no-op after the task's first step
-        return soft_kl(student[:, self._cols], teacher[:, self._cols], T)
+        if self._heads[0].device != student.device:  # once per task
+            self._heads = [c.to(student.device) for c in self._heads]
+        if len(self._heads) == 1:
+            c = self._heads[0]
+            return soft_kl(student[:, c], teacher[:, c], T)
+        return torch.stack([soft_kl(student[:, c], teacher[:, c], T) for c in self._heads]).sum()
 
     def after_task(self, ctx: Context) -> None:
         if ctx.system.net.classifier is not None:

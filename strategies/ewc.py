@@ -99,7 +99,6 @@ class EWC(Strategy):
         self.importance: dict[str, Tensor] = {}  # A (separate) or the decayed Fisher (online)
         self.anchor: dict[str, Tensor] = {}  # mu (separate) or the last parameters (online)
         self.const = 0.0  # c of the closed form, so the logged value equals the full sum
-        self.tasks = 0
 
     def loss_terms(self, ctx: Context, batch, outputs) -> dict[str, Tensor]:
         if not self.importance:
@@ -127,7 +126,6 @@ class EWC(Strategy):
                                      / safe.double()).sum())
                 self.anchor[n] = torch.where(total > 0, (a * mu + f * theta[n]) / safe, theta[n])
                 self.importance[n] = total
-        self.tasks += 1
 
     def fisher(self, ctx: Context) -> dict[str, Tensor]:
         """Mean squared mini-batch gradient over this rank's shard, all-reduced over ranks."""
@@ -164,8 +162,8 @@ class EWC(Strategy):
 
     def state_dict(self) -> dict:
         return {"importance": dict(self.importance), "anchor": dict(self.anchor),
-                "const": self.const, "tasks": self.tasks}
+                "const": self.const}
 
     def load_state_dict(self, state: dict) -> None:
         self.importance, self.anchor = dict(state["importance"]), dict(state["anchor"])
-        self.const, self.tasks = float(state["const"]), int(state["tasks"])
+        self.const = float(state["const"])
