@@ -19,6 +19,7 @@ PARTS = {
     "scenarios": "scenario preparation time and cache size",
     "ddp": "throughput with 1 and 2 processes",
     "growth": "time and peak memory per task over a 20-task stream",
+    "strategy_forgetting": "forgetting of naive vs EWC, SI and distill where they should help",
 }
 
 

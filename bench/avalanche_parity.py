@@ -1,8 +1,9 @@
 """retain's strategies against Avalanche 0.6's own, in one process, on the same data.
 
-Setup (ANCHORS.md "Reference numbers"): Split-Digits (scikit-learn ``load_digits``, the fixed
-1,400/397 split of ``scenarios.split_digits.digits_split``, 5 experiences of 2 classes in
-order 0..9, class-IL), MLP 64-256-10, SGD lr 0.05 momentum 0.9, batch 32, 5 epochs, 3 seeds.
+Setup (the brief's ANCHORS.md, "Reference numbers"): Split-Digits (scikit-learn
+``load_digits``, the fixed 1,400/397 split of ``scenarios.split_digits.digits_split``,
+5 experiences of 2 classes in order 0..9, class-IL), MLP 64-256-10, SGD lr 0.05 momentum 0.9,
+batch 32, 5 epochs, 3 seeds.
 retain runs ``configs/experiments/split_digits.yaml`` through ``harness.run.run``; Avalanche
 runs its strategy classes on a benchmark built from the same tensors. Avalanche's benchmark
 gives every example task label 0, as its class-incremental benchmarks do (this is what makes

@@ -36,7 +36,7 @@ from harness.network import Network  # noqa: E402
 from harness.registry import MODELS, STRATEGIES  # noqa: E402
 from strategies.base import Context  # noqa: E402
 
-STRATEGY_SETTINGS = {  # the parity settings; memories of 200 examples
+STRATEGY_SETTINGS = {  # memories of 200 examples; SI and A-GEM differ from the parity bench
     "naive": {}, "replay": {"mem_size": 200}, "ewc": {"lam": 1000.0},
     "distill": {"alpha": 1.0, "temperature": 2.0}, "der": {"mem_size": 200},
     "si": {"c": 1.0}, "agem": {"patterns_per_experience": 100, "sample_size": 64},

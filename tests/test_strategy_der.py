@@ -40,9 +40,12 @@ def test_terms_are_named_and_logit_matching_is_zero_until_the_network_moves():
 
 def test_half_precision_logits_halve_their_cost():
     net, tasks = tiny_net(), toy_tasks(1)
-    der = DER(DERConfig(mem_size=10, logits_dtype="float16"))
-    der.after_task(context(net, tasks, 0))
-    assert der.buffer.fields["logits"].dtype == torch.float16
+    half, full = (DER(DERConfig(mem_size=10, logits_dtype=d)) for d in ("float16", "float32"))
+    for der in (half, full):
+        der.after_task(context(net, tasks, 0))
+    assert half.buffer.fields["logits"].dtype == torch.float16
+    logit_bytes = full.buffer.fields["logits"].nbytes
+    assert full.memory_bytes() - half.memory_bytes() == logit_bytes // 2
 
 
 def test_resume_between_and_inside_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):

@@ -31,7 +31,6 @@ def test_reservoir_is_a_uniform_sample_of_the_stream_within_its_bound():
     assert counts.sum() == 300 * 30
     per_task = counts.view(3, 100).sum(1) / (300 * 30)
     assert torch.allclose(per_task, torch.full((3,), 1 / 3), atol=0.03)
-    assert counts.mean() == pytest.approx(30.0)
     assert counts.std() < 10  # binomial(300, 0.1): std ~5
 
 
@@ -50,9 +49,12 @@ def test_shrinking_keeps_the_largest_keys_and_extras_stay_aligned():
     for k, data in enumerate(stream(4, 50)):
         buf.add(data, k, seed=0, extra=lambda b: {"twice": b.x * 2})
     assert torch.equal(buf.fields["twice"], buf.fields["x"] * 2)
-    for k in range(4):
-        keys = buf.fields["key"][buf.fields["task"] == k]
-        assert len(keys) == 5
+    for k, data in enumerate(stream(4, 50)):
+        kept = buf.fields["key"][buf.fields["task"] == k]
+        # the keys every example of task k drew when it was offered (Buffer.add)
+        drawn = torch.rand(len(data), dtype=torch.float64,
+                           generator=torch.Generator().manual_seed(k * 10_007))
+        assert torch.equal(kept.sort().values, drawn.topk(5).values.sort().values)
 
 
 def test_token_sequences_are_stored_and_class_balance_needs_labels():
