@@ -1,15 +1,16 @@
-"""The Scenario every builder returns: an Avalanche benchmark plus what the harness needs to use it.
+"""The Scenario every builder returns: a task stream as tensors, and as an Avalanche benchmark.
 
-Builders prepare their splits as tensors (``TaskData``), then ``Scenario.from_splits`` wraps each
-split in an ``AvalancheDataset`` and calls ``benchmark_from_datasets``, so Avalanche users get a
-normal benchmark (``train_stream``, ``test_stream`` and, when built, ``valid_stream``) whose items
-are ``(x, y, t)``.
+Builders prepare their splits as tensors (``TaskData``) and call ``Scenario.from_splits``.
+``scenario.benchmark`` is a normal Avalanche benchmark over those tensors (``train_stream``,
+``test_stream`` and, when built, ``valid_stream``; items are ``(x, y, t)``), built the first
+time it is asked for. The task loop reads the tensors: materialising an experience through
+Avalanche's per-item ``__getitem__`` costs seconds for a few thousand sequences, and building
+the benchmark (and importing Avalanche, 1.4 s) is paid only by code that uses it.
 
-Why keep the tensors: materialising an experience through Avalanche's per-item ``__getitem__``
-costs seconds for a few thousand sequences, and every task loop asks for every split several
-times. ``train_data(i)`` returns the tensors the experience was built from, after checking that
-they still are what the experience holds (length and a few items), and caches the result. A
-benchmark whose datasets were replaced or subset falls back to the generic, slow path.
+Once the benchmark exists, ``train_data(i)`` reads through it: it returns the tensors the
+experience was built from after checking that they still are what the experience holds (length
+and a few items), so a benchmark whose datasets were replaced or subset falls back to the
+generic, slow path. ``Scenario.from_benchmark`` wraps any Avalanche benchmark the same way.
 """
 
 from __future__ import annotations
@@ -31,27 +32,43 @@ STREAMS = {"train": "train_stream", "test": "test_stream", "val": "valid_stream"
 
 @dataclass
 class Scenario:
-    """A task stream: the Avalanche benchmark, its data spec, task names and setting."""
+    """A task stream: its splits (tensors) or Avalanche benchmark, data spec, names, setting."""
 
     name: str
-    benchmark: Any  # avalanche CLScenario with train_stream, test_stream (and valid_stream)
     spec: DataSpec
     task_names: list[str]
     setting: str  # "class-il" | "domain-il" | "task-il"
     classes_per_task: list[list[int]] | None = None  # classification only
     info: dict = field(default_factory=dict)  # preparation facts: seconds, bytes, cache hits
+    # split ("train", "test", "val") -> one TaskData per experience; empty for from_benchmark
+    splits: dict[str, list[TaskData]] = field(default_factory=dict, repr=False)
+    _benchmark: Any = field(default=None, repr=False, compare=False)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         if self.setting not in SETTINGS:
             raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
+        if not self.splits and self._benchmark is None:
+            raise ValueError("a Scenario needs its splits or an Avalanche benchmark")
+        lengths = {k: len(v) for k, v in self.splits.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"streams differ in length: {lengths}")
         if len(self.task_names) != self.n_experiences:
             raise ValueError(f"{len(self.task_names)} task names for "
                              f"{self.n_experiences} experiences")
 
     @property
+    def benchmark(self):
+        """The Avalanche benchmark (CLScenario with train_stream, test_stream, valid_stream)."""
+        if self._benchmark is None:
+            self._benchmark = _avalanche_benchmark(self.splits, self.spec)
+        return self._benchmark
+
+    @property
     def n_experiences(self) -> int:
-        return len(self.benchmark.train_stream)
+        if self._benchmark is None:
+            return len(self.splits["train"])
+        return len(self._benchmark.train_stream)
 
     def train_data(self, i: int) -> TaskData:
         return self._materialise("train", i)
@@ -60,13 +77,17 @@ class Scenario:
         return self._materialise("test", i)
 
     def val_data(self, i: int) -> TaskData | None:
-        if not hasattr(self.benchmark, STREAMS["val"]):
+        if self._benchmark is None:
+            return self.splits["val"][i] if "val" in self.splits else None
+        if not hasattr(self._benchmark, STREAMS["val"]):
             return None
         return self._materialise("val", i)
 
     def _materialise(self, split: str, i: int) -> TaskData:
+        if self._benchmark is None:  # nobody has touched the benchmark: the tensors are it
+            return self.splits[split][i]
         if (split, i) not in self._cache:
-            stream = getattr(self.benchmark, STREAMS[split])
+            stream = getattr(self._benchmark, STREAMS[split])
             self._cache[split, i] = materialise(stream[i].dataset)
         return self._cache[split, i]
 
@@ -76,25 +97,35 @@ class Scenario:
                     val: list[TaskData] | None = None,
                     classes_per_task: list[list[int]] | None = None,
                     info: dict | None = None) -> Scenario:
-        """Build the Avalanche benchmark from per-experience tensors (one TaskData each)."""
-        with warnings.catch_warnings():
-            # Avalanche imports qpsolvers for GEM, which warns on stderr when no QP solver is
-            # installed; retain uses no QP, and the warning broke one-line error output.
-            warnings.filterwarnings("ignore", message="no QP solver found")
-            from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-            from avalanche.benchmarks.scenarios.task_aware import with_task_labels
-
-        streams = {"train": train, "test": test}
+        """A scenario of per-experience tensors (one TaskData each); the benchmark comes later."""
+        splits = {"train": list(train), "test": list(test)}
         if val is not None:
-            streams["valid"] = val
-        lengths = {k: len(v) for k, v in streams.items()}
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f"streams differ in length: {lengths}")
-        bench = benchmark_from_datasets(
-            **{k: [avalanche_dataset(d, classification=spec.task == "classification")
-                   for d in v] for k, v in streams.items()})
-        return cls(name, with_task_labels(bench), spec, list(task_names), setting,
-                   classes_per_task, dict(info or {}))
+            splits["val"] = list(val)
+        return cls(name, spec, list(task_names), setting, classes_per_task, dict(info or {}),
+                   splits)
+
+    @classmethod
+    def from_benchmark(cls, name: str, benchmark, spec: DataSpec, task_names: list[str],
+                       setting: str, classes_per_task: list[list[int]] | None = None,
+                       info: dict | None = None) -> Scenario:
+        """A scenario over an Avalanche benchmark whose items are ``(x, y, t)``."""
+        return cls(name, spec, list(task_names), setting, classes_per_task, dict(info or {}),
+                   _benchmark=benchmark)
+
+
+def _avalanche_benchmark(splits: dict[str, list[TaskData]], spec: DataSpec):
+    with warnings.catch_warnings():
+        # Avalanche imports qpsolvers for GEM, which warns on stderr when no QP solver is
+        # installed; retain uses no QP, and the warning broke one-line error output.
+        warnings.filterwarnings("ignore", message="no QP solver found")
+        from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+        from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+
+    classification = spec.task == "classification"
+    names = {"train": "train", "test": "test", "val": "valid"}
+    bench = benchmark_from_datasets(**{
+        names[k]: [avalanche_dataset(d, classification) for d in v] for k, v in splits.items()})
+    return with_task_labels(bench)
 
 
 class _Pairs(torch.utils.data.Dataset):

@@ -3,6 +3,7 @@
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +38,34 @@ def test_scenario_streams_and_fast_path():
     assert torch.equal(x, tiny(12, 1).x[3]) and int(y) == 3 and t == 1
     assert s.train_data(1) is s.train_data(1)  # materialised once
     assert materialise(exp.dataset) is s.train_data(1)  # kept tensors, checked, reused
+
+
+def test_benchmark_is_built_only_when_asked_for():
+    # The task loop reads tensors: a run pays for Avalanche (import 1.4 s, benchmark
+    # construction) only if something asks for the benchmark.
+    code = (f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            "from test_scenario_base import tiny_scenario; "
+            "s = tiny_scenario(); s.train_data(1); s.test_data(0); s.val_data(0); "
+            "assert 'avalanche' not in sys.modules, 'imported early'; "
+            "assert s.benchmark.train_stream[1].dataset.task_data is s.train_data(1); "
+            "assert 'avalanche' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_scenario_from_an_avalanche_benchmark():
+    bench = tiny_scenario().benchmark
+    spec = DataSpec(kind="vectors", task="classification", input_dim=3, n_classes=4)
+    s = Scenario.from_benchmark("wrapped", bench, spec, ["a", "b"], "class-il")
+    assert s.n_experiences == 2 and s.benchmark is bench
+    assert torch.equal(s.test_data(1).x, tiny(5, 1).x)
+    with pytest.raises(ValueError, match="task names"):
+        Scenario.from_benchmark("wrapped", bench, spec, ["a"], "class-il")
+
+
+def test_streams_of_different_lengths_are_rejected():
+    spec = DataSpec(kind="vectors", task="classification", input_dim=3, n_classes=4)
+    with pytest.raises(ValueError, match="differ in length"):
+        Scenario.from_splits("x", spec, ["a"], "class-il", [tiny(2, 0)], [tiny(2, 0), tiny(2, 1)])
 
 
 def test_materialise_falls_back_for_derived_datasets():
