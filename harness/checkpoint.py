@@ -6,6 +6,9 @@ temporary name, fsynced, then renamed into place. Before the rename the current 
 hard-linked to ``prev.ckpt``, so at every instant ``last.ckpt`` is a complete old or new file
 and ``prev.ckpt`` the one before: an interrupted write never leaves zero good checkpoints.
 
+``Writer`` does the writing in a background thread, so training goes on while the file is
+hashed, written and fsynced; the state is serialised before ``Writer.save`` returns.
+
 Loading checks the footer and uses ``torch.load(weights_only=True)``: a truncated or altered
 file reads as missing (the previous good one is used instead), and a file crafted to run code
 when unpickled is refused with a ``UserError``.
@@ -16,11 +19,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 from pathlib import Path
 
 import torch
 
 from harness import faults
+from harness.devices import cuda_available
 from harness.errors import UserError
 
 FORMAT = 2
@@ -29,10 +34,62 @@ FOOTER = len(MAGIC) + 64
 
 
 def save(path: Path, state: dict) -> None:
-    path = Path(path)
+    """Write ``state`` to ``path`` now, in this thread."""
+    _write(Path(path), _serialise(state))
+
+
+class Writer:
+    """Writes checkpoints in a background thread, in order, one at a time.
+
+    Why: a write is two fsyncs, a hard link and a rename (2.7 ms for a 100 KB MLP checkpoint
+    here, 15 ms of a 150 ms Split-Digits run; seconds for a large model), and training need not
+    wait for it. ``save`` serialises the state in the caller's thread, so the tensors may change
+    as soon as it returns, waits for the previous write, and hands the bytes over: at most one
+    write is pending and two copies are in memory. A crash before the write lands leaves the
+    previous checkpoint, which a resume treats like a crash a little earlier (metric lines past
+    it are dropped). ``flush`` waits and raises a failed write's error (a full disk: a
+    ``UserError``) in the caller's thread; the run flushes before it reports itself complete.
+    """
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, path: Path, state: dict) -> None:
+        data = _serialise(state)
+        self.flush()
+        self._thread = threading.Thread(target=self._write, args=(Path(path), data),
+                                        name="retain-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _write(self, path: Path, data: memoryview) -> None:
+        try:
+            _write(path, data)
+        except BaseException as err:  # re-raised by flush, in the training thread
+            self._error = err
+
+    def flush(self) -> None:
+        """Wait for the pending write; raise its error, if it failed."""
+        err = self.wait()
+        if err is not None:
+            raise err
+
+    def wait(self) -> BaseException | None:
+        """Wait for the pending write; return its error instead of raising it."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        err, self._error = self._error, None
+        return err
+
+
+def _serialise(state: dict) -> memoryview:
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buffer)
-    data = buffer.getbuffer()  # a view: the state's bytes are not copied again
+    return buffer.getbuffer()  # a view: the state's bytes are not copied again
+
+
+def _write(path: Path, data: memoryview) -> None:
     footer = MAGIC + hashlib.sha256(data).hexdigest().encode()
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -113,7 +170,7 @@ def rng_state() -> dict:
 
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": _numpy_state(np.random.get_state())}
-    if torch.cuda.is_available():
+    if cuda_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -128,7 +185,7 @@ def set_rng_state(state: dict) -> None:
     if "numpy" in state:
         name, keys, pos, has_gauss, gauss = state["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and cuda_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 

@@ -27,6 +27,7 @@ from harness import checkpoint, faults
 from harness.config import config_hash, engine_for, strategy_names, to_dict, to_yaml
 from harness.console import say
 from harness.data import BatchLoader
+from harness.devices import cuda_available
 from harness.distributed import DIST, WATCHDOG, launch_rank, on_failure
 from harness.environment import environment
 from harness.errors import Interrupted, UserError
@@ -69,6 +70,7 @@ def run(cfg, resume: RunDir | None = None) -> dict:
     if main:  # if another rank dies and rank zero cannot end by itself (harness.distributed)
         WATCHDOG.on_fatal = [lambda error: run_dir.fail(error, chash)]
     tracker = None
+    writer = checkpoint.Writer()  # rank zero's checkpoints, written in the background
     with StopSignals() as stop:
         try:
             if main:
@@ -78,11 +80,12 @@ def run(cfg, resume: RunDir | None = None) -> dict:
                 tracker = _tracker(cfg, run_dir, "+".join(names))
             sink = _metrics_sink(run_dir, tracker) if main else None
             system = ContinualSystem(net, strategies, cfg.trainer, on_metrics=sink)
-            loop = TaskLoop(cfg, scenario, system, run_dir, stop)
+            loop = TaskLoop(cfg, scenario, system, run_dir, stop, writer)
             loop.restore(resume.checkpoint_dir if resume else None)
             loop.train_all()
             results = loop.results(chash, names, started)
             if main:
+                writer.flush()  # complete only once the last checkpoint is on disk
                 run_dir.finish(results)
                 if tracker:
                     tracker.log_results(results, system.stream_step)
@@ -90,6 +93,9 @@ def run(cfg, resume: RunDir | None = None) -> dict:
             return results
         except BaseException as caught:
             err = on_failure(caught)  # DDP: names a rank that died; stops the other ranks
+            lost = writer.wait()  # the newest checkpoint lands: a resume starts from there
+            if lost is not None:
+                say(f"warning: the last checkpoint was not written ({lost})")
             if main:
                 _record_stop(run_dir, tracker, err, chash, stop.signum)
             if err is not caught:
@@ -117,8 +123,9 @@ class TaskLoop:
     """The state of one pass over the stream: position, score rows, timings."""
 
     def __init__(self, cfg, scenario, system: ContinualSystem, run_dir: RunDir | None,
-                 stop: StopSignals):
+                 stop: StopSignals, writer: checkpoint.Writer):
         self.cfg, self.scenario, self.system, self.run_dir = cfg, scenario, system, run_dir
+        self.writer = writer
         self.n = scenario.n_experiences
         self.device = _run_device(cfg)
         self.engine = engine_for(cfg.trainer)
@@ -185,7 +192,7 @@ class TaskLoop:
         loader = ctx.make_loader(self.scenario.train_data(i))
         for strategy in self.system.strategies:
             loader = strategy.train_loader(ctx, loader)
-        if torch.cuda.is_available():
+        if cuda_available():
             torch.cuda.reset_peak_memory_stats()
         start, self.partial = self.partial, None
         t0 = time.time() - (start["train_time_s"] if start else 0.0)
@@ -270,7 +277,7 @@ class TaskLoop:
         states = [s.state_dict() for s in self.system.strategies]  # may be collective
         if self.run_dir is None:
             return
-        checkpoint.save(self.run_dir.checkpoint_dir / "last.ckpt", {
+        self.writer.save(self.run_dir.checkpoint_dir / "last.ckpt", {
             "position": self.position, "partial": partial, "net": self.system.net.state_dict(),
             "strategies": states, "rows": self.rows, "baseline": self.baseline,
             "per_task": self.per_task, "resumes": self.resumes,
@@ -347,7 +354,7 @@ def _eval_sets(tests):
 
 def _run_device(cfg) -> torch.device:
     acc = cfg.trainer.accelerator
-    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
+    if acc in ("gpu", "cuda") or (acc == "auto" and cuda_available()):
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
 
@@ -384,4 +391,4 @@ def _rss_mb() -> float | None:
 
 
 def _peak_gpu_mb() -> float | None:
-    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return torch.cuda.max_memory_allocated() / 2**20 if cuda_available() else None

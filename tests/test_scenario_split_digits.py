@@ -28,6 +28,8 @@ def test_split_is_disjoint_and_stratified():
     leaked = [r for r in x_te if r.tobytes() in train_rows]
     assert len(leaked) <= 2  # load_digits holds a few duplicate images, nothing more
     assert np.abs(np.bincount(y_te) - 39.7).max() <= 2
+    # made once per process, and nobody may change what the next build reads
+    assert split_digits.digits_split()[0] is x_tr and not x_tr.flags.writeable
 
 
 def test_class_order_and_shuffle():
