@@ -4,7 +4,9 @@ The task loop (``harness.run``) fits it on each experience, with the lean loop
 (``harness.loop``) or a Lightning Trainer; this module only knows how to take a training
 step. The loss is written out term by term: the task's own cross-entropy plus whatever each
 strategy's ``loss_terms`` returns, each logged under its own name (``loss/task``,
-``loss/ewc``, ``loss/distill``, ...).
+``loss/distill``, ...). Strategies' quadratic penalties (``loss/ewc``, ``loss/si``) add their
+gradient in closed form before the optimizer step and are valued on logging steps only
+(``strategies.penalty``).
 """
 
 from __future__ import annotations
@@ -44,13 +46,14 @@ class ContinualSystem(L.LightningModule):
         outputs = self.net(batch.x, batch.t)
         terms = {"task": self.net.loss(batch, outputs)}
         for strategy in self.strategies:
-            for name, value in strategy.loss_terms(self.ctx, batch, outputs).items():
-                if name in terms:
-                    raise RuntimeError(f"two strategies return a loss term named '{name}'")
-                terms[name] = value
+            _merge(terms, strategy.loss_terms(self.ctx, batch, outputs))
+        logging_step = self.stream_step % self.trainer_cfg.log_every_n_steps == 0
+        if logging_step:  # penalties have no graph (their gradient is added before the
+            for strategy in self.strategies:  # step): valued only where they are logged
+                _merge(terms, {name: penalty.value(self.net)
+                               for name, penalty in strategy.penalties(self.ctx).items()})
         loss = sum(v.float() for v in terms.values()) if len(terms) > 1 else terms["task"]
         self._check_finite(loss, terms)
-        logging_step = self.stream_step % self.trainer_cfg.log_every_n_steps == 0
         if logging_step and self._trainer is not None and \
                 self._trainer.progress_bar_callback is not None:
             # Lightning's self.log costs more than a small model's step: log at intervals.
@@ -63,6 +66,10 @@ class ContinualSystem(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        # Penalty gradients first: strategies' hooks see (and may change) the total gradient.
+        for strategy in self.strategies:
+            for penalty in strategy.penalties(self.ctx).values():
+                penalty.add_gradient_(self.net)
         for strategy in self.strategies:
             strategy.before_optimizer_step(self.ctx)
 
@@ -91,3 +98,10 @@ class ContinualSystem(L.LightningModule):
         raise NonFiniteLoss(f"non-finite loss at task {task}, step {self.stream_step}: "
                             f"term(s) {', '.join(bad) or 'total'} = "
                             f"{', '.join(str(terms[k].item()) for k in bad) or loss.item()}")
+
+
+def _merge(terms: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> None:
+    for name, value in new.items():
+        if name in terms:
+            raise RuntimeError(f"two strategies return a loss term named '{name}'")
+        terms[name] = value

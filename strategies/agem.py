@@ -29,7 +29,7 @@ import torch
 from harness.registry import register_strategy
 from strategies.base import Context, Strategy
 from strategies.buffer import Buffer, per_rank, stream_seed
-from strategies.ewc import trainable
+from strategies.penalty import trainable
 
 
 @dataclass

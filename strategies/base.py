@@ -1,20 +1,25 @@
-"""The strategy protocol: five hooks and a state dict.
+"""The strategy protocol: six hooks and a state dict.
 
 A strategy never mutates the training loop's state. Each hook *returns* what it contributes
-(a data loader, named loss terms), so the loop adds them explicitly, logs each term by name,
-and several strategies compose as a list in a fixed, documented order.
+(a data loader, named loss terms, named penalties), so the loop adds them explicitly, logs each
+term by name, and several strategies compose as a list in a fixed, documented order.
 
 Order of calls for one experience (task ``ctx.task_id``)::
 
     before_task(ctx)                 # e.g. snapshot a teacher
     loader = train_loader(ctx, loader)  # e.g. mix replayed examples into each batch
-    for batch in loader:              # inside Lightning's fit
+    for batch in loader:              # inside the engine's fit
         outputs = system(batch)
         loss = task_loss + sum(loss_terms(ctx, batch, outputs).values())
         loss.backward()
+        for penalty in penalties(ctx).values():  # EWC, SI: a quadratic pull to an anchor
+            penalty.add_gradient_(net)  # its closed-form gradient (strategies.penalty)
         before_optimizer_step(ctx)    # e.g. A-GEM gradient projection, SI path integral
         optimizer.step()
     after_task(ctx)                   # e.g. fill the buffer, estimate the Fisher
+
+Loss terms and penalties are logged as ``loss/<name>``; a penalty is valued only on the steps
+that are logged.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ if TYPE_CHECKING:
     from harness.data import Batch
     from harness.distributed import Dist
     from harness.system import ContinualSystem, Outputs
+    from strategies.penalty import Quadratic
 
 
 @dataclass
@@ -63,6 +69,10 @@ class Strategy:
         return loader
 
     def loss_terms(self, ctx: Context, batch: Batch, outputs: Outputs) -> dict[str, Tensor]:
+        return {}
+
+    def penalties(self, ctx: Context) -> dict[str, Quadratic]:
+        """Quadratic penalties whose gradient is added in closed form, not through autograd."""
         return {}
 
     def before_optimizer_step(self, ctx: Context) -> None:

@@ -11,7 +11,8 @@ does: the network in eval mode, batches in order, ``F = mean over batches of gra
 with no 1/2, as in Avalanche. The separate sum over experiences is kept in closed form,
 ``sum_k F_k (theta - theta*_k)^2 = A (theta - mu)^2 + c`` with ``A = sum_k F_k`` and ``mu`` the
 Fisher-weighted mean of the anchors, so a step costs O(parameters) whatever the number of
-experiences, and the penalty is exactly zero at a single anchor. Everything is fp32.
+experiences, and the penalty is exactly zero at a single anchor. Everything is fp32. The
+penalty's gradient is added in closed form (``strategies.penalty``), not through autograd.
 
 Under DDP each rank estimates on its shard; squared-gradient sums, batch counts and anchors
 are all-reduced, so every rank holds the same Fisher and penalty.
@@ -31,6 +32,7 @@ from harness.data import BatchLoader
 from harness.errors import UserError
 from harness.registry import register_strategy
 from strategies.base import Context, Strategy
+from strategies.penalty import Quadratic, trainable
 
 
 @dataclass
@@ -45,49 +47,6 @@ class EWCConfig:
         "help": "mini-batch size of the estimate (0: the training batch size; 1: per example)"})
 
 
-def trainable(net) -> list[tuple[str, Tensor]]:
-    return [(n, p) for n, p in net.named_parameters() if p.requires_grad]
-
-
-def quadratic_penalty(net, importance: dict, anchor: dict) -> Tensor:
-    """sum_i importance_i * (theta_i - anchor_i)^2 over the trainable parameters, in fp32."""
-    params, weights, anchors = [], [], []
-    for name, p in trainable(net):
-        if name in importance:
-            if importance[name].device != p.device:  # restored from a checkpoint on the CPU
-                importance[name], anchor[name] = (importance[name].to(p.device),
-                                                  anchor[name].to(p.device))
-            params.append(p)
-            weights.append(importance[name])
-            anchors.append(anchor[name])
-    if not params:  # nothing trainable has an importance (e.g. those layers were frozen)
-        return torch.zeros(())
-    return _Quadratic.apply(weights, anchors, *params)
-
-
-class _Quadratic(torch.autograd.Function):
-    """The penalty with its gradient 2 w (theta - a) kept from the forward pass: three kernels
-    per tensor forward and one backward, where autograd's elementwise graph needs about ten.
-    On an MLP of 200k parameters the penalty otherwise costs more than the network's step."""
-
-    @staticmethod
-    def forward(ctx, weights, anchors, *params):
-        with torch.autocast(params[0].device.type, enabled=False):  # fp32 under bf16 autocast
-            diffs = [p.detach().float() - a for p, a in zip(params, anchors)]
-            scaled = [w * d for w, d in zip(weights, diffs)]
-            value = torch.stack([torch.dot(s.reshape(-1), d.reshape(-1))
-                                 for s, d in zip(scaled, diffs)]).sum()
-        ctx.save_for_backward(*scaled)
-        ctx.dtypes = [p.dtype for p in params]
-        return value
-
-    @staticmethod
-    def backward(ctx, grad):
-        twice = 2 * grad
-        return (None, None, *[(s * twice).to(dtype)
-                              for s, dtype in zip(ctx.saved_tensors, ctx.dtypes)])
-
-
 @register_strategy("ewc", config=EWCConfig)
 class EWC(Strategy):
     """Elastic weight consolidation: a diagonal-Fisher quadratic penalty per experience."""
@@ -100,11 +59,10 @@ class EWC(Strategy):
         self.anchor: dict[str, Tensor] = {}  # mu (separate) or the last parameters (online)
         self.const = 0.0  # c of the closed form, so the logged value equals the full sum
 
-    def loss_terms(self, ctx: Context, batch, outputs) -> dict[str, Tensor]:
+    def penalties(self, ctx: Context) -> dict[str, Quadratic]:
         if not self.importance:
             return {}
-        penalty = quadratic_penalty(ctx.system.net, self.importance, self.anchor) + self.const
-        return {"ewc": self.cfg.lam * penalty}
+        return {"ewc": Quadratic(self.cfg.lam, self.importance, self.anchor, self.const)}
 
     def after_task(self, ctx: Context) -> None:
         net = ctx.system.net

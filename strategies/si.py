@@ -11,9 +11,10 @@ and ``xi`` a damping term, and the parameters become the new anchor::
 The step's change is only known after the optimizer has run, so ``before_optimizer_step``
 settles the previous step (its stored gradient times the parameters' change since) and
 stores the current gradient; ``after_task`` settles the last one. A checkpoint taken inside
-an experience carries the running integral, so a resumed experience continues it. As in Avalanche's
-``SynapticIntelligencePlugin`` the gradient is that of the total loss, and ``Omega`` can be
-capped (``max_importance``; Avalanche caps it at 0.001). Unlike Avalanche, ``Omega`` is also
+an experience carries the running integral, so a resumed experience continues it. As in
+Avalanche's ``SynapticIntelligencePlugin`` the gradient is that of the total loss, the
+penalty's included (``strategies.penalty`` adds it before this hook runs), and ``Omega`` can
+be capped (``max_importance``; Avalanche caps it at 0.001). Unlike Avalanche, ``Omega`` is also
 clamped at zero: a negative importance would reward moving away from the anchor. Avalanche
 writes the penalty as ``lambda / 2 * sum ...``, so its ``si_lambda`` is ``2 c`` here. (Avalanche
 0.6's plugin is inactive on CPU: it keeps ``param.cpu().flatten()``, a view of the parameter,
@@ -36,7 +37,7 @@ from torch import Tensor
 from harness.errors import UserError
 from harness.registry import register_strategy
 from strategies.base import Context, Strategy
-from strategies.ewc import quadratic_penalty, trainable
+from strategies.penalty import Quadratic, trainable
 
 
 @dataclass
@@ -76,11 +77,10 @@ class SI(Strategy):
         self.omega = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params}
         self._last = None
 
-    def loss_terms(self, ctx: Context, batch, outputs) -> dict[str, Tensor]:
+    def penalties(self, ctx: Context) -> dict[str, Quadratic]:
         if not self.importance:
             return {}
-        return {"si": self.cfg.c * quadratic_penalty(ctx.system.net, self.importance,
-                                                     self.anchor)}
+        return {"si": Quadratic(self.cfg.c, self.importance, self.anchor)}
 
     @torch.no_grad()
     def before_optimizer_step(self, ctx: Context) -> None:

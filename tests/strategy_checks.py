@@ -54,7 +54,8 @@ def context(net: Network, tasks: list[TaskData], task_id: int, batch_size: int =
 
 
 def sgd_steps(net: Network, strategy, ctx: Context, steps: int, lr: float = 0.1) -> None:
-    """Train like the system does: task loss + the strategy's terms, its hook, then the step."""
+    """Train like the system does: task loss + the strategy's terms, its penalties' gradient,
+    its hook, then the step."""
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     batches = iter(BatchLoader(ctx.train_data(ctx.task_id), ctx.batch_size, shuffle=True))
     for _ in range(steps):
@@ -66,6 +67,8 @@ def sgd_steps(net: Network, strategy, ctx: Context, steps: int, lr: float = 0.1)
         out = net(batch.x, batch.t)
         loss = net.loss(batch, out) + sum(strategy.loss_terms(ctx, batch, out).values())
         loss.backward()
+        for penalty in strategy.penalties(ctx).values():
+            penalty.add_gradient_(net)
         strategy.before_optimizer_step(ctx)
         opt.step()
 

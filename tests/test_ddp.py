@@ -437,7 +437,15 @@ def test_bf16_accumulation_and_clipping_work_with_every_strategy(name, tmp_path,
         dtypes.extend(v.dtype for v in terms.values())
         return terms
 
+    original_penalties = cls.penalties
+
+    def spy_penalties(self, ctx):
+        penalties = original_penalties(self, ctx)
+        dtypes.extend(q.value(ctx.system.net).dtype for q in penalties.values())
+        return penalties
+
     monkeypatch.setattr(cls, "loss_terms", spy)
+    monkeypatch.setattr(cls, "penalties", spy_penalties)
     cfg = config.load(None, quick(*DIGITS, *STRATEGIES[name], "trainer.max_epochs=1",
                                   "trainer.precision=bf16-mixed",
                                   "trainer.accumulate_grad_batches=2", "trainer.grad_clip=1.0",

@@ -5,7 +5,12 @@ import torch
 from strategy_checks import context, resume_matches, tiny_net, toy_tasks
 
 from harness.errors import UserError
-from strategies.ewc import EWC, EWCConfig, trainable
+from strategies.ewc import EWC, EWCConfig
+from strategies.penalty import trainable
+
+
+def penalty(ewc, ctx, net) -> float:
+    return ewc.penalties(ctx)["ewc"].value(net).item()
 
 
 def shift(net, scale: float, seed: int = 0) -> None:
@@ -20,26 +25,41 @@ def test_penalty_is_zero_at_the_anchor_and_grows_away_from_it():
     ewc = EWC(EWCConfig(lam=10.0))
     ewc.after_task(context(net, tasks, 0))
     ctx = context(net, tasks, 1)
-    assert ewc.loss_terms(ctx, None, None)["ewc"].item() == 0.0
+    assert penalty(ewc, ctx, net) == 0.0
     shift(net, 0.01)
-    small = ewc.loss_terms(ctx, None, None)["ewc"].item()
+    small = penalty(ewc, ctx, net)
     shift(net, 0.01)  # now twice as far along the same direction
-    large = ewc.loss_terms(ctx, None, None)["ewc"].item()
+    large = penalty(ewc, ctx, net)
     assert 0 < small < large
     assert large == pytest.approx(4 * small, rel=1e-4)
 
 
-def test_penalty_gradient_is_two_importance_times_the_distance_from_the_anchor():
-    """The penalty's hand-written backward against the gradient written out by hand."""
+def test_penalty_gradient_is_autograds_added_to_the_loss_gradient():
+    """The closed-form gradient, added to the loss's, against autograd of loss + penalty."""
     net, tasks = tiny_net(), toy_tasks(2)
     ewc = EWC(EWCConfig(lam=3.0))
     ewc.after_task(context(net, tasks, 0))
+    ewc.after_task(context(net, tasks, 1))  # two anchors merged: a non-zero constant
     shift(net, 0.05)
+    batch = tasks[1]
+    quad = ewc.penalties(context(net, tasks, 2))["ewc"]
+
     net.zero_grad()
-    ewc.loss_terms(context(net, tasks, 1), None, None)["ewc"].backward()
+    (net.loss(batch, net(batch.x, batch.t))
+     + 3.0 * sum((ewc.importance[n] * (p - ewc.anchor[n]).pow(2)).sum()
+                 for n, p in trainable(net))).backward()
+    expected = {n: p.grad.clone() for n, p in trainable(net)}
+    net.zero_grad()
+    net.loss(batch, net(batch.x, batch.t)).backward()
+    quad.add_gradient_(net)
     for name, p in trainable(net):
-        expected = 3.0 * 2 * ewc.importance[name] * (p.detach() - ewc.anchor[name])
-        assert torch.allclose(p.grad, expected, rtol=1e-5, atol=1e-8), name
+        assert torch.allclose(p.grad, expected[name], rtol=1e-5, atol=1e-7), name
+    # no gradient from the loss (e.g. an unused head): the penalty's alone
+    net.zero_grad(set_to_none=True)
+    quad.add_gradient_(net)
+    for name, p in trainable(net):
+        want = 6.0 * ewc.importance[name] * (p.detach() - ewc.anchor[name])
+        assert torch.allclose(p.grad, want, rtol=1e-5, atol=1e-8), name
     assert any(p.grad.abs().sum() > 0 for p in net.parameters())
 
 
@@ -55,9 +75,9 @@ def test_separate_penalty_equals_the_sum_over_experiences():
         shift(net, 0.05, seed=k)
     expected = sum((f[n] * (p.detach() - a[n]).pow(2)).sum()
                    for f, a in zip(fishers, anchors) for n, p in trainable(net))
-    got = ewc.loss_terms(context(net, tasks, 2), None, None)["ewc"]
+    got = ewc.penalties(context(net, tasks, 2))["ewc"].value(net)
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
-    assert got.requires_grad and got.dtype == torch.float32
+    assert not got.requires_grad and got.dtype == torch.float32
 
 
 def test_online_mode_decays_one_fisher_and_anchors_at_the_last_experience():
@@ -71,7 +91,7 @@ def test_online_mode_decays_one_fisher_and_anchors_at_the_last_experience():
     for n, p in trainable(net):
         assert torch.allclose(ewc.importance[n], 0.5 * f0[n] + f1[n])
         assert torch.equal(ewc.anchor[n], p.detach())
-    assert ewc.loss_terms(context(net, tasks, 2), None, None)["ewc"].item() == 0.0
+    assert penalty(ewc, context(net, tasks, 2), net) == 0.0
 
 
 def test_fisher_uses_the_configured_number_of_batches():

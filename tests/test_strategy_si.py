@@ -47,9 +47,9 @@ def test_penalty_is_zero_at_the_anchor_and_restrains_moves():
     si.after_task(ctx0)
     ctx1 = context(net, tasks, 1)
     si.before_task(ctx1)
-    assert si.loss_terms(ctx1, None, None)["si"].item() == 0.0
+    assert si.penalties(ctx1)["si"].value(net).item() == 0.0
     sgd_steps(net, si, ctx1, steps=20)
-    assert si.loss_terms(ctx1, None, None)["si"].item() > 0
+    assert si.penalties(ctx1)["si"].value(net).item() > 0
 
 
 def test_cap_bounds_the_importance():
