@@ -1,10 +1,12 @@
 """LwF: the teacher is frozen, the KL is zero when student equals teacher, heads are chosen."""
 
+import pytest
 import torch
+import torch.nn.functional as F
 from strategy_checks import context, resume_matches, sgd_steps, tiny_net, toy_tasks
 
 from harness.data import Batch
-from strategies.distill import Distill, DistillConfig, at_targets, soft_kl
+from strategies.distill import Distill, DistillConfig, at_targets, columns, soft_kl
 
 
 def test_teacher_is_a_frozen_snapshot_and_kl_is_zero_when_student_equals_teacher():
@@ -60,6 +62,38 @@ def test_language_model_kl_ignores_padded_positions():
     teacher_same[0, :3] = student[0, :3]  # equal wherever a target exists
     assert soft_kl(at_targets(student, y), at_targets(teacher_same, y), 2.0).item() == 0.0
     assert soft_kl(at_targets(student, y), at_targets(teacher, y), 2.0).item() > 0
+
+
+@pytest.mark.parametrize("cols", [None, slice(2, 5), torch.tensor([4, 0, 6]), torch.tensor([3])])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kl_value_and_gradient_equal_autograds(cols, dtype):
+    """The written-out gradient against autograd through gather, log-softmax and kl_div."""
+    g = torch.Generator().manual_seed(0)
+    student = (3 * torch.randn(6, 7, generator=g)).to(dtype).requires_grad_()
+    teacher = (3 * torch.randn(6, 7, generator=g)).to(dtype)
+    picked = slice(None) if cols is None else cols
+    want = F.kl_div(F.log_softmax(student[:, picked].float() / 2.0, -1),
+                    F.log_softmax(teacher[:, picked].float() / 2.0, -1),
+                    reduction="batchmean", log_target=True)
+    (want * 1.5).backward()
+    want_grad, student.grad = student.grad, None
+    got = soft_kl(student, teacher, 2.0, cols)
+    (got * 1.5).backward()
+    assert got.dtype == torch.float32 and torch.allclose(got, want, rtol=1e-5)
+    assert student.grad.dtype == dtype
+    assert torch.allclose(student.grad.float(), want_grad.float(), rtol=1e-2 if dtype ==
+                          torch.bfloat16 else 1e-5, atol=1e-7)
+    if cols is not None:  # columns outside the KL get no gradient
+        outside = torch.ones(7, dtype=torch.bool)
+        outside[cols] = False
+        assert (student.grad[:, outside] == 0).all()
+
+
+def test_consecutive_classes_are_read_as_a_slice():
+    assert columns(torch.tensor([2, 3, 4]), 10) == slice(2, 5)
+    assert columns(torch.arange(10), 10) is None  # every class: no selection at all
+    assert torch.equal(columns(torch.tensor([1, 3]), 10), torch.tensor([1, 3]))
+    assert torch.equal(columns(torch.tensor([3, 2]), 10), torch.tensor([3, 2]))
 
 
 def test_resume_between_and_inside_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
