@@ -167,3 +167,29 @@ def test_a_checkpoint_whose_network_does_not_match_is_refused_with_a_clear_error
     assert main(["run", "--resume", "runs/old"]) == 2
     err = capsys.readouterr().err
     assert "cannot resume from" in err and "Missing key" in err and "Traceback" not in err
+
+
+def test_background_writer_snapshots_the_state_keeps_order_and_reports_errors(tmp_path):
+    """The state is serialised before save returns (training may change it at once), writes
+    land in order with prev.ckpt one behind, and a failed write raises in the caller."""
+    import torch
+
+    from harness.errors import UserError
+
+    writer = checkpoint.Writer()
+    weights = torch.zeros(3)
+    for step in range(3):
+        writer.save(tmp_path / "last.ckpt", {"step": step, "w": weights})
+        weights += 1  # what a training step does right after the save
+    writer.flush()
+    last, prev = checkpoint.load(tmp_path / "last.ckpt"), checkpoint.load(tmp_path / "prev.ckpt")
+    assert last["step"] == 2 and torch.equal(last["w"], torch.full((3,), 2.0))
+    assert prev["step"] == 1 and torch.equal(prev["w"], torch.ones(3))
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / ".last.ckpt.tmp").symlink_to("/dev/full")
+    writer.save(tmp_path / "full" / "last.ckpt", {"step": 0})
+    with pytest.raises(UserError, match="No space left on device"):
+        writer.flush()
+    writer.flush()  # the error was reported once; nothing is pending
+    assert not (tmp_path / "full" / "last.ckpt").exists()
