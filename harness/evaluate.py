@@ -5,6 +5,12 @@ all-reduced, so every test example counts exactly once. Language modelling repor
 accuracy, mean loss (nats), perplexity and bits per token; classification reports accuracy
 and macro-F1 from a confusion matrix of the gathered predictions (``metrics.confusion_scores``,
 tested equal to scikit-learn's).
+
+A classifier without memory on one process is scored on all test sets in one pass: batches
+run across the sets' boundaries and one bincount gives every set's confusion matrix. On
+Split-Digits that is 4 forward passes an evaluation instead of 5 (one per set) and a fraction
+of the bookkeeping. Models that carry memory between calls (``reset_memory``) are scored set by
+set, each from a cleared memory.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ import math
 
 import torch
 
-from harness.data import BatchLoader, TaskData
+from harness.data import Batch, BatchLoader, TaskData
 from harness.distributed import DIST
-from harness.metrics import confusion_scores
+from harness.metrics import confusion_scores, grouped_confusion_scores
+from harness.models.base import carries_memory
 from harness.network import IGNORE, Network
 
 
@@ -29,6 +36,13 @@ def evaluate(net: Network, datasets: list[TaskData], batch_size: int,
     device = next(net.parameters()).device
     rows: dict[str, list[float]] = {}
     try:
+        if net.classifier is not None and DIST.world_size == 1 and not carries_memory(net.model):
+            datasets = list(datasets)
+            with _autocast(device, precision):
+                for scores in _score_classes_together(net, datasets, batch_size, device):
+                    for name, value in scores.items():
+                        rows.setdefault(name, []).append(value)
+            return rows
         for data in datasets:
             net.model.reset_memory()
             loader = BatchLoader(data, batch_size, shuffle=False, rank=DIST.rank,
@@ -75,6 +89,44 @@ def _score_classes(net: Network, loader, device) -> dict[str, float]:
     scores = confusion_scores(true, pred, net.spec.n_classes)
     scores["loss"] = (loss[0] / loss[1].clamp_min(1)).item()
     return scores
+
+
+def _score_classes_together(net: Network, datasets: list[TaskData], batch_size: int,
+                            device) -> list[dict[str, float]]:
+    """``_score_classes`` of every dataset, read in one pass of batches that cross them."""
+    preds, losses = [], []
+    for batch in _batches_across(datasets, batch_size):
+        batch = batch.to(device)
+        logits = net(batch.x, batch.t).logits.float()
+        losses.append(torch.nn.functional.cross_entropy(logits, batch.y, reduction="none"))
+        preds.append(logits.argmax(-1))
+    sizes = torch.tensor([len(d) for d in datasets])
+    owner = torch.repeat_interleave(torch.arange(len(datasets)), sizes)
+    labels = torch.cat([d.y for d in datasets]) if datasets else torch.empty(0, dtype=torch.long)
+    pred = torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
+    loss = torch.zeros(len(datasets), dtype=torch.float64)
+    if losses:
+        loss.index_add_(0, owner, torch.cat(losses).double().cpu())
+    rows = grouped_confusion_scores(labels, pred, owner, len(datasets), net.spec.n_classes)
+    for row, total, n in zip(rows, loss.tolist(), sizes.tolist()):
+        row["loss"] = total / max(n, 1)
+    return rows
+
+
+def _batches_across(datasets: list[TaskData], batch_size: int):
+    """Batches of ``batch_size`` examples in order, running on from one dataset into the next."""
+    parts, n = [], 0
+    for data in datasets:
+        start = 0
+        while start < len(data):
+            stop = min(start + batch_size - n, len(data))
+            parts.append(Batch(data.x[start:stop], data.y[start:stop], data.t[start:stop]))
+            n, start = n + stop - start, stop
+            if n == batch_size:
+                yield parts[0] if len(parts) == 1 else Batch.cat(parts)
+                parts, n = [], 0
+    if parts:
+        yield parts[0] if len(parts) == 1 else Batch.cat(parts)
 
 
 def _autocast(device: torch.device, precision: str):

@@ -73,17 +73,29 @@ def confusion_scores(y_true, y_pred, n_classes: int) -> dict:
     """
     import torch
 
+    y_true = torch.as_tensor(y_true).long()
+    return grouped_confusion_scores(y_true, y_pred, torch.zeros_like(y_true), 1, n_classes)[0]
+
+
+def grouped_confusion_scores(y_true, y_pred, group, n_groups: int, n_classes: int) -> list[dict]:
+    """``confusion_scores`` of each group of examples (``group``: its index per example), all
+    groups in one pass: one confusion matrix per group from a single bincount."""
+    import torch
+
     y_true, y_pred = torch.as_tensor(y_true).long(), torch.as_tensor(y_pred).long()
-    if y_true.numel() == 0:
-        return {"accuracy": float("nan"), "macro_f1": float("nan")}
-    cm = torch.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes)
-    cm = cm.reshape(n_classes, n_classes).double()
-    tp = cm.diag()
-    support, predicted = cm.sum(1), cm.sum(0)
-    denom = support + predicted  # 2tp + fp + fn; 0 for a label neither true nor predicted
+    group = torch.as_tensor(group).long()
+    cells = n_classes * n_classes
+    cm = torch.bincount(group * cells + y_true * n_classes + y_pred, minlength=n_groups * cells)
+    cm = cm.reshape(n_groups, n_classes, n_classes).double()
+    tp = cm.diagonal(dim1=1, dim2=2)
+    total = cm.sum((1, 2))
+    denom = cm.sum(2) + cm.sum(1)  # 2tp + fp + fn; 0 for a label neither true nor predicted
     present = denom > 0
-    f1 = 2 * tp[present] / denom[present]
-    return {"accuracy": (tp.sum() / cm.sum()).item(), "macro_f1": f1.mean().item()}
+    f1 = torch.where(present, 2 * tp / denom.clamp_min(1), 0.0).sum(1) / present.sum(1)
+    accuracy = tp.sum(1) / total
+    return [{"accuracy": a, "macro_f1": f} if n else {"accuracy": float("nan"),
+                                                     "macro_f1": float("nan")}
+            for a, f, n in zip(accuracy.tolist(), f1.tolist(), total.tolist())]
 
 
 def _mean(values) -> float:

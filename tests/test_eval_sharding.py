@@ -96,3 +96,28 @@ def test_sharded_evaluation_equals_single_process(task, monkeypatch):
             assert scores[metric] == pytest.approx(values, rel=1e-6, abs=1e-9), metric
         if task == "classification":
             assert scores["accuracy"] == single["accuracy"]
+
+
+def test_one_pass_over_every_test_set_equals_scoring_them_one_by_one(monkeypatch):
+    """A memory-less classifier is scored on all sets at once; a model with memory set by set."""
+    net, sets = _network("classification")
+    sets.insert(1, TaskData(torch.empty(0, 6), torch.empty(0, dtype=torch.long),
+                            torch.empty(0, dtype=torch.long)))  # an empty set keeps its place
+    calls = []
+    original = net.forward
+    monkeypatch.setattr(net, "forward", lambda x, t=None: calls.append(len(x)) or original(x, t))
+    together = evaluate_mod.evaluate(net, sets, batch_size=8)
+    assert calls == [8] * 17 + [4]  # 140 examples, batches running across the sets
+    monkeypatch.setattr(evaluate_mod, "carries_memory", lambda model: True)
+    one_by_one = evaluate_mod.evaluate(net, sets, batch_size=8)
+    assert together.keys() == one_by_one.keys()
+    for metric, values in one_by_one.items():
+        assert together[metric] == pytest.approx(values, rel=1e-6, abs=1e-9, nan_ok=True), metric
+    assert together["accuracy"][1] != together["accuracy"][1]  # NaN for the empty set
+
+
+def test_batches_across_sets_keep_order_and_size():
+    sets = [_ids(5), _ids(0), _ids(3)]
+    batches = list(evaluate_mod._batches_across(sets, 3))
+    assert [len(b) for b in batches] == [3, 3, 2]
+    assert [int(v) for b in batches for v in b.x[:, 0]] == [0, 1, 2, 3, 4, 0, 1, 2]

@@ -78,3 +78,14 @@ def test_torch_confusion_scores_agree_with_sklearn():
         assert fast["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
         assert fast["macro_f1"] == pytest.approx(
             f1_score(y_true, y_pred, average="macro", zero_division=0))
+
+
+def test_grouped_confusion_scores_equal_each_group_scored_alone():
+    rng = np.random.default_rng(1)
+    y_true, y_pred = rng.integers(0, 4, 60), rng.integers(0, 4, 60)
+    group = np.repeat([0, 2, 3], [25, 30, 5])  # group 1 is empty
+    together = metrics.grouped_confusion_scores(y_true, y_pred, group, 4, n_classes=4)
+    for g in (0, 2, 3):
+        alone = metrics.confusion_scores(y_true[group == g], y_pred[group == g], 4)
+        assert together[g] == pytest.approx(alone), g
+    assert np.isnan(together[1]["accuracy"]) and np.isnan(together[1]["macro_f1"])

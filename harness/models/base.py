@@ -44,3 +44,9 @@ class SequenceModel(nn.Module):
 
     def reset_memory(self) -> None:
         pass
+
+
+def carries_memory(model: nn.Module) -> bool:
+    """Whether a model's output depends on its earlier calls. The protocol says a model that
+    carries memory between calls clears it in ``reset_memory``, so such a model overrides it."""
+    return getattr(type(model), "reset_memory", None) is not SequenceModel.reset_memory
