@@ -22,16 +22,25 @@ class Batch(NamedTuple):
     x: Tensor  # tokens (B, T) long, or features (B, F) float
     y: Tensor  # next-token targets (B, T) with -100 = ignore, or class labels (B,)
     t: Tensor  # task label of each example (B,)
+    # Where each example sits in the experience's own training data, when the batch was read
+    # from it alone (the task loop's loader sets it): a strategy may keep values per example,
+    # e.g. LwF its teacher's outputs. None for any other batch (replayed examples, say).
+    index: Tensor | None = None
 
     def to(self, device) -> Batch:
-        return Batch(*(v.to(device, non_blocking=True) for v in self))
+        return Batch(*(None if v is None else v.to(device, non_blocking=True) for v in self))
 
     def __len__(self) -> int:  # number of examples, not fields
         return self.x.shape[0]
 
+    def rows(self, start: int, stop: int) -> Batch:
+        return Batch(*(None if v is None else v[start:stop] for v in self))
+
     @staticmethod
     def cat(batches: list[Batch]) -> Batch:
-        return Batch(*(torch.cat(parts) for parts in zip(*batches)))
+        """One batch of all examples; it has an index only if every part has one."""
+        return Batch(*(None if any(p is None for p in parts) else torch.cat(parts)
+                       for parts in zip(*batches)))
 
 
 @dataclass
@@ -79,17 +88,19 @@ class BatchLoader:
     With ``world_size > 1`` each rank takes a disjoint, contiguous-after-shuffle shard.
     Training shards are trimmed to equal length (every rank must step the same number of
     times); evaluation shards are not trimmed, so every example is seen exactly once.
+    ``with_index``: batches carry their examples' positions in ``data`` (``Batch.index``).
     """
 
     def __init__(self, data: TaskData, batch_size: int, *, shuffle: bool, seed: int = 0,
                  drop_last: bool = False, rank: int = 0, world_size: int = 1,
-                 equal_shards: bool | None = None):
+                 equal_shards: bool | None = None, with_index: bool = False):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
         self.seed, self.drop_last = seed, drop_last
         self.rank, self.world_size = rank, world_size
         self.equal_shards = shuffle if equal_shards is None else equal_shards
+        self.with_index = with_index
         self.epoch = 0
 
     def _indices(self) -> Tensor:
@@ -114,4 +125,6 @@ class BatchLoader:
         self.epoch += 1
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         for start in range(0, stop, self.batch_size):
-            yield self.data.batch(order[start : start + self.batch_size])
+            index = order[start : start + self.batch_size]
+            batch = self.data.batch(index)  # (Batch._replace trips over Batch.__len__)
+            yield Batch(batch.x, batch.y, batch.t, index) if self.with_index else batch

@@ -263,9 +263,11 @@ class TaskLoop:
 
         def make_loader(data, shuffle: bool = True):
             # Reads rank and world size when iterated: under DDP the process group only
-            # exists once Lightning's first fit has started.
+            # exists once Lightning's first fit has started. Batches of the experience's own
+            # data say where their examples sit in it (Batch.index); other data's do not.
             return DistLoader(data, cfg.trainer.batch_size, shuffle=shuffle,
-                              seed=cfg.seed * 1000 + i)
+                              seed=cfg.seed * 1000 + i,
+                              with_index=data is self.scenario.train_data(i))
 
         return Context(system=self.system, task_id=i, n_tasks=self.n,
                        train_data=self.scenario.train_data, make_loader=make_loader,
@@ -319,8 +321,9 @@ class DistLoader(BatchLoader):
     batch of a single-process run, and DDP's gradient average equals its gradient.
     """
 
-    def __init__(self, data, batch_size: int, *, shuffle: bool, seed: int):
-        super().__init__(data, batch_size, shuffle=shuffle, seed=seed)
+    def __init__(self, data, batch_size: int, *, shuffle: bool, seed: int,
+                 with_index: bool = False):
+        super().__init__(data, batch_size, shuffle=shuffle, seed=seed, with_index=with_index)
         self.global_batch_size = batch_size
 
     def _shard(self) -> None:

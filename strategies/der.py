@@ -133,4 +133,4 @@ class DER(Strategy):
 
 def _chunks(batch: Batch, size: int):
     for start in range(0, len(batch), size):
-        yield Batch(*(v[start:start + size] for v in batch))
+        yield batch.rows(start, start + size)

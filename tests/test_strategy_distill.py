@@ -99,3 +99,67 @@ def test_consecutive_classes_are_read_as_a_slice():
 def test_resume_between_and_inside_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     resume_matches(tmp_path, monkeypatch, "strategy.name=[replay,distill]",
                    "strategy.replay.mem_size=50")
+
+
+def test_teacher_outputs_are_cached_per_task_for_indexed_batches(monkeypatch):
+    """Batches of the task's own data (Batch.index) read the teacher's outputs computed once
+    for the task; other batches run the teacher. Both give the same term."""
+    net, tasks = tiny_net(), toy_tasks(2)
+    lwf = Distill(DistillConfig(alpha=0.5))
+    lwf.after_task(context(net, tasks, 0))
+    ctx = context(net, tasks, 1)
+    lwf.before_task(ctx)
+    sgd_steps(net, lwf, ctx, steps=3)  # the student moves away from the teacher
+    calls = []
+    original = lwf.teacher.forward
+    monkeypatch.setattr(lwf.teacher, "forward", lambda x, t=None: calls.append(len(x))
+                        or original(x, t))
+    index = torch.tensor([5, 0, 63, 7])
+    data = tasks[1]
+    plain = Batch(data.x[index], data.y[index], data.t[index])
+    indexed = Batch(*plain[:3], index)
+    out = net(plain.x, plain.t)
+    fresh = lwf.loss_terms(ctx, plain, out)["distill"]
+    assert calls == [4]  # no index: the teacher runs on the batch
+    cached = lwf.loss_terms(ctx, indexed, out)["distill"]
+    assert calls == [4, 64]  # the whole task once ...
+    again = lwf.loss_terms(ctx, indexed, out)["distill"]
+    assert calls == [4, 64]  # ... and never again this task
+    assert fresh.item() > 0 and torch.allclose(cached, fresh) and torch.equal(again, cached)
+    assert lwf.memory_bytes() > sum(p.numel() * 4 for p in net.parameters())
+    lwf.before_task(context(net, tasks, 1))  # a new teacher: a new cache
+    lwf.loss_terms(ctx, indexed, out)
+    assert lwf._cache is not None and len(lwf._cache[0]) == 64
+
+
+def test_teacher_outputs_are_not_cached_where_that_costs_more(monkeypatch):
+    """Under DDP each rank would compute every example's outputs: with one epoch per task on
+    two processes the teacher runs on the batches instead."""
+    from types import SimpleNamespace
+
+    net, tasks = tiny_net(), toy_tasks(2)
+    lwf = Distill(DistillConfig())
+    lwf.after_task(context(net, tasks, 0))
+    ctx = context(net, tasks, 1)
+    ctx.system.trainer_cfg = SimpleNamespace(max_epochs=1)
+    monkeypatch.setattr(ctx, "dist", SimpleNamespace(world_size=2, rank=0))
+    lwf.before_task(ctx)
+    data = tasks[1]
+    batch = Batch(data.x[:4], data.y[:4], data.t[:4], torch.arange(4))
+    lwf.loss_terms(ctx, batch, net(batch.x, batch.t))
+    assert lwf._cache == []
+
+
+def test_a_new_teacher_is_a_copy_of_the_network_now_and_stays_frozen():
+    net, tasks = tiny_net(), toy_tasks(2)
+    lwf = Distill(DistillConfig())
+    lwf.after_task(context(net, tasks, 0))
+    for _ in range(2):  # a first teacher, then one that reuses the last teacher's module
+        lwf.before_task(context(net, tasks, 1))
+        teacher = lwf.teacher
+        assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(),
+                                                      net.state_dict().values()))
+        assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+        assert all(a.data_ptr() != b.data_ptr() for a, b in zip(teacher.parameters(),
+                                                                  net.parameters()))
+        sgd_steps(net, lwf, context(net, tasks, 1), steps=3)
