@@ -1,8 +1,10 @@
 """What each strategy costs per training step, relative to naive, on the same model.
 
-A step here is what ``harness.system.ContinualSystem`` does: forward, task loss plus the
-strategies' loss terms, backward, ``before_optimizer_step`` hooks, SGD step; run in a plain
-loop (no Trainer) so that only the strategy's own work is timed. Each strategy first goes
+A step is ``harness.system.ContinualSystem``'s own: its ``training_step`` (forward, task loss
+plus the strategies' loss terms), backward, its ``on_before_optimizer_step`` (penalty
+gradients, strategies' hooks), SGD step; run in a plain loop (no engine) so that only the
+strategy's own work is timed. Batches of the experience's own data carry ``Batch.index``, as
+in the task loop. Each strategy first goes
 through one experience and its ``after_task`` (so memories, Fishers, teachers are in place),
 then the second experience's steps are timed. Also reported: the time of ``after_task`` (the
 Fisher estimate for EWC, memory insertion for the replay family) and the bytes the strategy
@@ -22,18 +24,19 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness.config import TrainerConfig  # noqa: E402
 from harness.data import BatchLoader, TaskData  # noqa: E402
 from harness.distributed import DIST  # noqa: E402
 from harness.models.base import DataSpec  # noqa: E402
 from harness.network import Network  # noqa: E402
 from harness.registry import MODELS, STRATEGIES  # noqa: E402
+from harness.system import ContinualSystem  # noqa: E402
 from strategies.base import Context  # noqa: E402
 
 STRATEGY_SETTINGS = {  # memories of 200 examples; SI and A-GEM differ from the parity bench
@@ -71,55 +74,69 @@ def build(model_name: str, model_kw: dict, spec: DataSpec, strategy: str):
     return net, s_entry.cls(s_entry.config(**STRATEGY_SETTINGS[strategy]))
 
 
-def context(net, tasks, task_id: int, batch_size: int) -> Context:
-    return Context(system=SimpleNamespace(net=net), task_id=task_id, n_tasks=len(tasks),
-                   train_data=lambda i: tasks[i],
-                   make_loader=lambda d, shuffle=True: BatchLoader(d, batch_size, shuffle=shuffle),
-                   batch_size=batch_size, dist=DIST, seed=0)
+def context(net, strategy, tasks, task_id: int, batch_size: int) -> Context:
+    system = ContinualSystem(net, [strategy], TrainerConfig(log_every_n_steps=10**9))
+
+    def make_loader(data, shuffle=True):
+        return BatchLoader(data, batch_size, shuffle=shuffle, with_index=data is tasks[task_id])
+
+    system.ctx = Context(system=system, task_id=task_id, n_tasks=len(tasks),
+                         train_data=lambda i: tasks[i], make_loader=make_loader,
+                         batch_size=batch_size, dist=DIST, seed=0)
+    return system.ctx
 
 
-def steps(net, strategy, ctx, n: int) -> float:
-    """Seconds per step, median over ``n`` steps after a few warm-up ones."""
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    loader = strategy.train_loader(ctx, ctx.make_loader(ctx.train_data(ctx.task_id)))
-    times, batches = [], iter(())
-    for i in range(n + 5):
-        batch = next(batches, None)
-        if batch is None:
-            batches = iter(loader)
-            batch = next(batches)
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        out = net(batch.x, batch.t)
-        terms = {"task": net.loss(batch, out), **strategy.loss_terms(ctx, batch, out)}
-        torch.stack([v.float() for v in terms.values()]).sum().backward()
-        strategy.before_optimizer_step(ctx)
-        opt.step()
-        if i >= 5:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+class Stepper:
+    """Takes timed training steps of one strategy on one experience, a few at a time, so the
+    strategies' steps can be interleaved (a slow spell on a shared machine hits them alike)."""
+
+    def __init__(self, ctx: Context):
+        self.ctx, self.system = ctx, ctx.system
+        self.opt = torch.optim.SGD(self.system.net.parameters(), lr=0.01, momentum=0.9)
+        strategy = self.system.strategies[0]
+        self.loader = strategy.train_loader(ctx, ctx.make_loader(ctx.train_data(ctx.task_id)))
+        self.batches, self.i, self.times = iter(()), 0, []
+        self.run(5, keep=False)  # warm-up; the first step also logs (values penalties)
+
+    def run(self, n: int, keep: bool = True) -> None:
+        for _ in range(n):
+            batch = next(self.batches, None)
+            if batch is None:
+                self.batches = iter(self.loader)
+                batch = next(self.batches)
+            t0 = time.perf_counter()
+            self.opt.zero_grad(set_to_none=True)
+            self.system.training_step(batch, self.i).backward()
+            self.system.on_before_optimizer_step(self.opt)
+            self.opt.step()
+            self.system.on_train_batch_end(None, batch, self.i)  # counts steps for logging
+            if keep:
+                self.times.append(time.perf_counter() - t0)
+            self.i += 1
 
 
-def measure(setup, name: str, n_steps: int) -> dict:
+def prepare(setup, name: str) -> dict:
+    """A strategy after one experience (memories, Fishers, teachers in place), ready to step
+    through the second."""
     model_name, model_kw, spec, tasks, bs = setup
     net, strategy = build(model_name, model_kw, spec, name)
-    ctx0 = context(net, tasks, 0, bs)
+    ctx0 = context(net, strategy, tasks, 0, bs)
     strategy.before_task(ctx0)
-    steps(net, strategy, ctx0, 10)
+    Stepper(ctx0).run(10)
     t0 = time.perf_counter()
     strategy.after_task(ctx0)
     after = time.perf_counter() - t0
-    ctx1 = context(net, tasks, 1, bs)
+    ctx1 = context(net, strategy, tasks, 1, bs)
     strategy.before_task(ctx1)
-    per_step = steps(net, strategy, ctx1, n_steps)
     stored = len(strategy.buffer) if hasattr(strategy, "buffer") else 0
-    return {"step": per_step, "after_task": after, "bytes": strategy.memory_bytes(),
+    return {"stepper": Stepper(ctx1), "after_task": after, "bytes": strategy.memory_bytes(),
             "stored": stored, "examples": len(tasks[0])}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per strategy")
+    parser.add_argument("--steps", type=int, default=200,
+                        help="timed steps per strategy, in 10 interleaved rounds")
     parser.add_argument("--models", nargs="+", default=["mlp", "gpt"], choices=["mlp", "gpt"])
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGY_SETTINGS))
     args = parser.parse_args(argv)
@@ -131,12 +148,16 @@ def main(argv: list[str] | None = None) -> None:
               f"batch {setup[4]}, {n} timed steps, 1 thread")
         print(f"{'strategy':<9} {'ms/step':>8} {'x naive':>8} {'after_task ms':>14} "
               f"{'kept bytes':>11} {'bytes/example':>14}")
-        base = None
-        for name in ["naive"] + [s for s in args.strategies if s != "naive"]:
-            r = measure(setup, name, n)
-            base = base or r["step"]
+        names = ["naive"] + [s for s in args.strategies if s != "naive"]
+        prepared = {name: prepare(setup, name) for name in names}
+        for _ in range(10):  # interleaved: 10 rounds of n/10 steps each
+            for r in prepared.values():
+                r["stepper"].run(max(n // 10, 1))
+        base = statistics.median(prepared["naive"]["stepper"].times)
+        for name, r in prepared.items():
+            step = statistics.median(r["stepper"].times)
             per_ex = f"{r['bytes'] / r['stored']:.0f}" if r["stored"] else "-"
-            print(f"{name:<9} {r['step'] * 1e3:>8.2f} {r['step'] / base:>8.2f} "
+            print(f"{name:<9} {step * 1e3:>8.2f} {step / base:>8.2f} "
                   f"{r['after_task'] * 1e3:>14.1f} {r['bytes']:>11,} {per_ex:>14}", flush=True)
 
 
