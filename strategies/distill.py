@@ -17,8 +17,9 @@ What is distilled:
 * task-incremental: each earlier task's head (its classes) separately, the KLs summed, as
   Avalanche does for multi-head models; the student's logits of those heads are read unmasked.
 
-As in Avalanche there is no T^2 factor (alpha absorbs it). For a classifier the teacher's
-outputs on the task's own examples are computed once per task and cached (``_cached_targets``).
+As in Avalanche there is no T^2 factor (alpha absorbs it). For a classifier trained for
+several epochs, the teacher's outputs on the task's own examples are computed once per task
+and cached (``_cached_targets`` says when).
 The teacher is part of the checkpoint, so a run resumed from inside an experience keeps that
 experience's teacher instead of snapshotting the half-trained network. ``full_logits`` and
 ``at_targets`` are reused by DER.
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from harness.errors import UserError
 from harness.models.base import carries_memory
@@ -59,11 +61,10 @@ def at_targets(logits: Tensor, y: Tensor) -> Tensor:
     return logits[y != IGNORE] if logits.dim() == 3 else logits
 
 
-def soft_kl(student: Tensor, teacher: Tensor, temperature: float,
-            cols: Tensor | slice | None = None) -> Tensor:
-    """KL(softmax(teacher/T) || softmax(student/T)) over the columns ``cols`` (default: all),
-    summed over classes, mean over rows, in fp32."""
-    return kl_to(student, log_targets(teacher, cols, temperature), cols, temperature)
+def soft_kl(student: Tensor, teacher: Tensor, temperature: float, scale: float = 1.0) -> Tensor:
+    """``scale * KL(softmax(teacher/T) || softmax(student/T))``, summed over classes, mean over
+    rows, in fp32."""
+    return kl_to(student, log_targets(teacher, None, temperature), None, temperature, scale)
 
 
 def log_targets(teacher: Tensor, cols: Tensor | slice | None, temperature: float) -> Tensor:
@@ -100,6 +101,7 @@ class _SoftKL(torch.autograd.Function):
         return value
 
     @staticmethod
+    @once_differentiable  # its backward is not itself differentiable
     def backward(ctx, grad):
         log_p, log_q = ctx.saved_tensors
         g = (log_p.exp() - log_q.exp()) * (grad * ctx.factor)
@@ -129,23 +131,6 @@ def snapshot(net: Network) -> Network:
     return teacher
 
 
-def refresh(teacher: Network | None, net: Network) -> Network:
-    """``snapshot(net)``, reusing the last teacher when it has the same tensors and its model
-    keeps nothing else between calls: copying the weights takes 0.07 ms on the Split-Digits
-    MLP, a deep copy of the module 0.5 ms."""
-    if teacher is None or carries_memory(net.model):
-        return snapshot(net)
-    new, old = net.state_dict(), teacher.state_dict()
-    if new.keys() != old.keys() or any(
-            not isinstance(new[k], Tensor) or not isinstance(old[k], Tensor)
-            or new[k].shape != old[k].shape or new[k].dtype != old[k].dtype for k in new):
-        return snapshot(net)
-    with torch.no_grad():
-        for k, value in new.items():
-            old[k].copy_(value)
-    return teacher
-
-
 @register_strategy("distill", config=DistillConfig)
 class Distill(Strategy):
     """Learning without forgetting: KL to a frozen snapshot taken before each task."""
@@ -165,7 +150,7 @@ class Distill(Strategy):
     def before_task(self, ctx: Context) -> None:
         if ctx.task_id == 0:
             return
-        self.teacher = refresh(self.teacher, ctx.system.net)
+        self.teacher = snapshot(ctx.system.net)
         if self._loaded is not None and self.teacher_task == ctx.task_id - 1:
             self.teacher.load_state_dict(self._loaded)
         self.teacher_task, self._loaded = ctx.task_id - 1, None
@@ -186,8 +171,8 @@ class Distill(Strategy):
         T, alpha = self.cfg.temperature, self.cfg.alpha
         if net.classifier is None:  # next-token distributions
             teacher = self._teach(batch.x)
-            return {"distill": alpha * soft_kl(at_targets(student, batch.y),
-                                               at_targets(teacher, batch.y), T)}
+            return {"distill": soft_kl(at_targets(student, batch.y),
+                                       at_targets(teacher, batch.y), T, alpha)}
         if any(isinstance(c, Tensor) and c.device != student.device for c in self._heads):
             self._heads = [c.to(student.device) if isinstance(c, Tensor) else c
                            for c in self._heads]  # once per task
@@ -210,12 +195,14 @@ class Distill(Strategy):
         """Each head's log-targets for the batch, read from the task's cache.
 
         The teacher and the task's examples are fixed for a whole task, so its outputs are
-        computed once, in large batches, instead of in every epoch: for a classifier that is
-        a forward pass and a log-softmax less per step. Only batches of the task's own data
-        know their examples (``Batch.index``; with replay mixed in, the teacher runs). Under
-        DDP each rank computes the whole task's outputs, so the cache is used only when a
-        rank would otherwise see each example more often (epochs > processes); and only if
-        it is small (CACHE_BYTES).
+        computed once, in training-size batches, instead of in every epoch: for a classifier
+        that is a forward pass and a log-softmax less per step. Only batches of the task's own
+        data know their examples (``Batch.index``; with replay mixed in, the teacher runs).
+        The cache is used only where it saves work: when this process would otherwise run the
+        teacher on each example more than once (epochs > processes: under DDP each rank
+        computes the whole task), for a teacher without memory (its outputs would depend on
+        the order it reads the examples in), and up to CACHE_BYTES. It is dropped after the
+        task.
         """
         if batch.index is None:
             return None
@@ -224,20 +211,20 @@ class Distill(Strategy):
             n_classes = ctx.system.net.spec.n_classes
             width = sum(n_classes if c is None else c.stop - c.start if isinstance(c, slice)
                         else len(c) for c in self._heads)
-            trainer = getattr(ctx.system, "trainer_cfg", None)
-            epochs = trainer.max_epochs if trainer is not None else 1
-            pays = ctx.dist.world_size == 1 or epochs > ctx.dist.world_size
-            if not pays or len(data) * width * 4 > CACHE_BYTES:
+            if (ctx.max_epochs <= ctx.dist.world_size or carries_memory(self.teacher.model)
+                    or len(data) * width * 4 > CACHE_BYTES):
                 self._cache = []
             else:
-                parts = [self._targets_of(data.x[i:i + 1024].to(batch.x.device))
-                         for i in range(0, len(data), 1024)]
+                step = ctx.batch_size  # what fits in training fits without gradients
+                parts = [self._targets_of(data.x[i:i + step].to(batch.x.device))
+                         for i in range(0, len(data), step)]
                 self._cache = [torch.cat(head) for head in zip(*parts)]
         if not self._cache:
             return None
         return [c[batch.index] for c in self._cache]
 
     def after_task(self, ctx: Context) -> None:
+        self._cache = None  # a speed-up for this task's training only: not kept state
         if ctx.system.net.classifier is not None:
             labels = ctx.train_data(ctx.task_id).y.unique().tolist()
             self.seen = sorted(set(self.seen).union(int(c) for c in labels))
@@ -245,8 +232,7 @@ class Distill(Strategy):
     def memory_bytes(self) -> int:
         if self.teacher is None:
             return 0
-        tensors = [*self.teacher.state_dict().values(), *(self._cache or [])]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return sum(t.numel() * t.element_size() for t in self.teacher.state_dict().values())
 
     def state_dict(self) -> dict:
         weights = None if self.teacher is None else dict(self.teacher.state_dict())

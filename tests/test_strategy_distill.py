@@ -1,12 +1,22 @@
 """LwF: the teacher is frozen, the KL is zero when student equals teacher, heads are chosen."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 from strategy_checks import context, resume_matches, sgd_steps, tiny_net, toy_tasks
 
 from harness.data import Batch
-from strategies.distill import Distill, DistillConfig, at_targets, columns, soft_kl
+from strategies.distill import (
+    Distill,
+    DistillConfig,
+    at_targets,
+    columns,
+    kl_to,
+    log_targets,
+    soft_kl,
+)
 
 
 def test_teacher_is_a_frozen_snapshot_and_kl_is_zero_when_student_equals_teacher():
@@ -77,7 +87,7 @@ def test_kl_value_and_gradient_equal_autograds(cols, dtype):
                     reduction="batchmean", log_target=True)
     (want * 1.5).backward()
     want_grad, student.grad = student.grad, None
-    got = soft_kl(student, teacher, 2.0, cols)
+    got = kl_to(student, log_targets(teacher, cols, 2.0), cols, 2.0)
     (got * 1.5).backward()
     assert got.dtype == torch.float32 and torch.allclose(got, want, rtol=1e-5)
     assert student.grad.dtype == dtype
@@ -101,19 +111,25 @@ def test_resume_between_and_inside_tasks_matches_an_uninterrupted_run(tmp_path, 
                    "strategy.replay.mem_size=50")
 
 
+def _counting(teacher, monkeypatch) -> list[int]:
+    """The batch sizes the teacher's forward pass is called with, from now on."""
+    calls, original = [], teacher.forward
+    monkeypatch.setattr(teacher, "forward",
+                        lambda x, t=None: calls.append(len(x)) or original(x, t))
+    return calls
+
+
 def test_teacher_outputs_are_cached_per_task_for_indexed_batches(monkeypatch):
     """Batches of the task's own data (Batch.index) read the teacher's outputs computed once
-    for the task; other batches run the teacher. Both give the same term."""
+    for the task, in training-size batches; other batches run the teacher. Both give the same
+    term, and the next task's teacher gets a cache of its own."""
     net, tasks = tiny_net(), toy_tasks(2)
     lwf = Distill(DistillConfig(alpha=0.5))
     lwf.after_task(context(net, tasks, 0))
-    ctx = context(net, tasks, 1)
+    ctx = dataclasses.replace(context(net, tasks, 1), max_epochs=2)
     lwf.before_task(ctx)
     sgd_steps(net, lwf, ctx, steps=3)  # the student moves away from the teacher
-    calls = []
-    original = lwf.teacher.forward
-    monkeypatch.setattr(lwf.teacher, "forward", lambda x, t=None: calls.append(len(x))
-                        or original(x, t))
+    calls = _counting(lwf.teacher, monkeypatch)
     index = torch.tensor([5, 0, 63, 7])
     data = tasks[1]
     plain = Batch(data.x[index], data.y[index], data.t[index])
@@ -122,39 +138,48 @@ def test_teacher_outputs_are_cached_per_task_for_indexed_batches(monkeypatch):
     fresh = lwf.loss_terms(ctx, plain, out)["distill"]
     assert calls == [4]  # no index: the teacher runs on the batch
     cached = lwf.loss_terms(ctx, indexed, out)["distill"]
-    assert calls == [4, 64]  # the whole task once ...
+    assert calls == [4, 16, 16, 16, 16]  # the whole task once, in batches of 16 ...
     again = lwf.loss_terms(ctx, indexed, out)["distill"]
-    assert calls == [4, 64]  # ... and never again this task
+    assert len(calls) == 5  # ... and never again this task
     assert fresh.item() > 0 and torch.allclose(cached, fresh) and torch.equal(again, cached)
-    assert lwf.memory_bytes() > sum(p.numel() * 4 for p in net.parameters())
-    lwf.before_task(context(net, tasks, 1))  # a new teacher: a new cache
-    lwf.loss_terms(ctx, indexed, out)
-    assert lwf._cache is not None and len(lwf._cache[0]) == 64
+
+    lwf.after_task(ctx)
+    assert lwf._cache is None  # not kept past its task
+    lwf.before_task(ctx)  # a new teacher: the current network, a new cache
+    calls = _counting(lwf.teacher, monkeypatch)
+    assert lwf.loss_terms(ctx, indexed, out)["distill"].item() < 1e-6  # student == teacher
+    assert calls == [16, 16, 16, 16]
 
 
-def test_teacher_outputs_are_not_cached_where_that_costs_more(monkeypatch):
-    """Under DDP each rank would compute every example's outputs: with one epoch per task on
-    two processes the teacher runs on the batches instead."""
+@pytest.mark.parametrize("why", ["one epoch", "two processes, two epochs", "memory"])
+def test_teacher_outputs_are_not_cached_where_that_costs_more(why, monkeypatch):
+    """Caching costs a pass over the whole task: not worth it when each example is read once
+    per process (one epoch; DDP ranks each read a share); wrong for a teacher with memory."""
     from types import SimpleNamespace
+
+    import strategies.distill as distill
 
     net, tasks = tiny_net(), toy_tasks(2)
     lwf = Distill(DistillConfig())
     lwf.after_task(context(net, tasks, 0))
-    ctx = context(net, tasks, 1)
-    ctx.system.trainer_cfg = SimpleNamespace(max_epochs=1)
-    monkeypatch.setattr(ctx, "dist", SimpleNamespace(world_size=2, rank=0))
+    ctx = dataclasses.replace(context(net, tasks, 1), max_epochs=1 if why == "one epoch" else 2)
+    if why.startswith("two processes"):
+        ctx = dataclasses.replace(ctx, dist=SimpleNamespace(world_size=2, rank=0))
+    if why == "memory":
+        monkeypatch.setattr(distill, "carries_memory", lambda model: True)
     lwf.before_task(ctx)
     data = tasks[1]
     batch = Batch(data.x[:4], data.y[:4], data.t[:4], torch.arange(4))
+    calls = _counting(lwf.teacher, monkeypatch)
     lwf.loss_terms(ctx, batch, net(batch.x, batch.t))
-    assert lwf._cache == []
+    assert calls == [4] and lwf._cache == []
 
 
 def test_a_new_teacher_is_a_copy_of_the_network_now_and_stays_frozen():
     net, tasks = tiny_net(), toy_tasks(2)
     lwf = Distill(DistillConfig())
     lwf.after_task(context(net, tasks, 0))
-    for _ in range(2):  # a first teacher, then one that reuses the last teacher's module
+    for _ in range(2):  # a first teacher, then a fresh one for the trained network
         lwf.before_task(context(net, tasks, 1))
         teacher = lwf.teacher
         assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(),
