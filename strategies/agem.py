@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from harness.errors import UserError
 from harness.registry import register_strategy
-from strategies.base import Context, Strategy
+from strategies.base import Context, Strategy, trainable
 from strategies.buffer import Buffer, per_rank, stream_seed
-from strategies.penalty import trainable
 
 
 @dataclass
@@ -54,6 +54,8 @@ class AGEM(Strategy):
 
     def __init__(self, cfg: AGEMConfig):
         super().__init__(cfg)
+        if cfg.sample_size < 1 or cfg.patterns_per_experience < 1:
+            raise UserError("strategy.agem.sample_size and patterns_per_experience must be >= 1")
         self.buffer = Buffer(0, "task_balanced", per_group=cfg.patterns_per_experience)
         self.filled = 0
         self.projected = 0  # steps whose gradient was projected (for diagnostics)

@@ -49,11 +49,17 @@ class Context:
     batch_size: int
     dist: Dist  # rank, world size, all_reduce / all_gather helpers (no-ops on one process)
     seed: int = 0
+    max_epochs: int = 1  # epochs over this experience's data (trainer.max_epochs)
     extras: dict = field(default_factory=dict)
 
     @property
     def device(self):
         return self.system.device
+
+
+def trainable(net) -> list[tuple[str, Tensor]]:
+    """The network's named parameters that training changes."""
+    return [(n, p) for n, p in net.named_parameters() if p.requires_grad]
 
 
 class Strategy:

@@ -31,8 +31,8 @@ from torch import Tensor
 from harness.data import BatchLoader
 from harness.errors import UserError
 from harness.registry import register_strategy
-from strategies.base import Context, Strategy
-from strategies.penalty import Quadratic, trainable
+from strategies.base import Context, Strategy, trainable
+from strategies.penalty import Quadratic
 
 
 @dataclass
@@ -58,13 +58,17 @@ class EWC(Strategy):
         self.importance: dict[str, Tensor] = {}  # A (separate) or the decayed Fisher (online)
         self.anchor: dict[str, Tensor] = {}  # mu (separate) or the last parameters (online)
         self.const = 0.0  # c of the closed form, so the logged value equals the full sum
+        self._penalty: Quadratic | None = None  # built from the three above (penalties)
 
     def penalties(self, ctx: Context) -> dict[str, Quadratic]:
         if not self.importance:
             return {}
-        return {"ewc": Quadratic(self.cfg.lam, self.importance, self.anchor, self.const)}
+        if self._penalty is None:  # one per task: it matches parameters to weights once
+            self._penalty = Quadratic(self.cfg.lam, self.importance, self.anchor, self.const)
+        return {"ewc": self._penalty}
 
     def after_task(self, ctx: Context) -> None:
+        self._penalty = None  # the importance and anchors change below
         net = ctx.system.net
         fisher = self.fisher(ctx)
         theta = {n: ctx.dist.all_reduce_(p.detach().float().clone(), "mean")
@@ -124,4 +128,4 @@ class EWC(Strategy):
 
     def load_state_dict(self, state: dict) -> None:
         self.importance, self.anchor = dict(state["importance"]), dict(state["anchor"])
-        self.const = float(state["const"])
+        self.const, self._penalty = float(state["const"]), None

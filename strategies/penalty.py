@@ -2,7 +2,8 @@
 
 EWC and SI pull each parameter towards an anchor ``a`` with an importance ``w >= 0``. Written
 as a loss term, the penalty's forward and backward cost more than a small network's own step
-(EWC took 1.84x a naive step on the Split-Digits MLP). Its gradient, ``2 * scale * w * (theta -
+(EWC took 1.84x a naive step on the Split-Digits MLP, measured by the older bench
+strategy_costs). Its gradient, ``2 * scale * w * (theta -
 a)``, is known, so strategies return it from ``Strategy.penalties`` instead, and the system:
 
 * adds the gradient to the parameters' gradients after the backward pass, before any
@@ -11,22 +12,22 @@ a)``, is known, so strategies return it from ``Strategy.penalties`` instead, and
 * values the penalty only on the steps it logs (``loss/<name>``, included in ``loss/total``).
 
 This is the gradient autograd gives, once per optimizer step: with gradient accumulation over
-k batches, each adds ``1/k`` of it while the parameters stand still. Under DDP it is added
-after the gradients' all-reduce: every rank holds the same penalty, so averaging it would
-change nothing. Mixed precision: Lightning unscales the gradients before the hook, and the
-penalty is computed in fp32.
+k batches, each adds ``1/k`` of it while the parameters stand still. (On an epoch's last,
+shorter window of n < k batches autograd gave n/k of it; this adds all of it.) Under DDP it is
+added after the gradients' all-reduce: every rank holds the same penalty, so averaging it
+would change nothing. Mixed precision: Lightning unscales the gradients before the hook, and
+the penalty is computed in fp32. Unlike loss terms, a penalty is not checked for NaN on every
+step: a non-finite one shows in the next step's loss.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-
-def trainable(net) -> list[tuple[str, Tensor]]:
-    return [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+from strategies.base import trainable
 
 
 @dataclass
@@ -34,15 +35,21 @@ class Quadratic:
     """``scale * (sum_i importance_i * (theta_i - anchor_i)^2 + const)`` over named parameters.
 
     ``importance`` and ``anchor`` are the strategy's own dicts (name -> fp32 tensor); tensors
-    restored on the CPU are moved to the parameters' device in place, once.
+    restored on the CPU are moved to the parameters' device in place, once. A strategy keeps
+    one Quadratic while its importance stands (a task), so the parameters are matched to their
+    weights once, not on every step.
     """
 
     scale: float
     importance: dict[str, Tensor]
     anchor: dict[str, Tensor]
     const: float = 0.0
+    _matched: tuple | None = field(default=None, repr=False, compare=False)
 
     def _aligned(self, net) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        if self._matched is not None and self._matched[0] is net and (
+                not self._matched[1] or self._matched[1][0].device == self._matched[2][0].device):
+            return self._matched[1:]
         params, weights, anchors = [], [], []
         for name, p in trainable(net):
             weight = self.importance.get(name)
@@ -54,6 +61,7 @@ class Quadratic:
             params.append(p)
             weights.append(weight)
             anchors.append(self.anchor[name])
+        self._matched = (net, params, weights, anchors)
         return params, weights, anchors
 
     @torch.no_grad()

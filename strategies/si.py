@@ -36,8 +36,8 @@ from torch import Tensor
 
 from harness.errors import UserError
 from harness.registry import register_strategy
-from strategies.base import Context, Strategy
-from strategies.penalty import Quadratic, trainable
+from strategies.base import Context, Strategy, trainable
+from strategies.penalty import Quadratic
 
 
 @dataclass
@@ -63,6 +63,7 @@ class SI(Strategy):
         self.start: dict[str, Tensor] = {}  # parameters at the start of this experience
         self._last: tuple[dict, dict] | None = None  # (parameters, gradients) of the last step
         self.in_task = -1  # the task being trained (a checkpoint may be taken inside it)
+        self._penalty: Quadratic | None = None  # built from importance and anchor (penalties)
 
     def before_task(self, ctx: Context) -> None:
         if self.in_task == ctx.task_id and self.start:  # resumed from inside this task
@@ -80,7 +81,9 @@ class SI(Strategy):
     def penalties(self, ctx: Context) -> dict[str, Quadratic]:
         if not self.importance:
             return {}
-        return {"si": Quadratic(self.cfg.c, self.importance, self.anchor)}
+        if self._penalty is None:  # one per task: it matches parameters to weights once
+            self._penalty = Quadratic(self.cfg.c, self.importance, self.anchor)
+        return {"si": self._penalty}
 
     @torch.no_grad()
     def before_optimizer_step(self, ctx: Context) -> None:
@@ -102,6 +105,7 @@ class SI(Strategy):
 
     @torch.no_grad()
     def after_task(self, ctx: Context) -> None:
+        self._penalty = None  # the importance and anchors change below
         params = trainable(ctx.system.net)
         self._settle(params)
         cap = self.cfg.max_importance or None
@@ -131,6 +135,7 @@ class SI(Strategy):
         self._last = None if last is None else (dict(last["theta"]), dict(last["grad"]))
         cap = self.cfg.max_importance or None
         self.importance = {n: r.clamp(min=0.0, max=cap) for n, r in self.raw.items()}
+        self._penalty = None
 
 
 def _to(tensors: dict[str, Tensor], device) -> dict[str, Tensor]:

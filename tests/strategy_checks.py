@@ -16,6 +16,7 @@ import torch
 from conftest import quick
 
 from harness import config, faults
+from harness.config import TrainerConfig
 from harness.data import BatchLoader, TaskData
 from harness.distributed import DIST
 from harness.models.base import DataSpec
@@ -23,6 +24,7 @@ from harness.models.mlp import MLP, MLPConfig
 from harness.network import Network
 from harness.results import RunDir
 from harness.run import TaskLoop, run
+from harness.system import ContinualSystem
 from strategies.base import Context
 
 DIGITS = ["scenario.name=split-digits", "model.name=mlp", "trainer.optimizer=sgd",
@@ -54,23 +56,22 @@ def context(net: Network, tasks: list[TaskData], task_id: int, batch_size: int =
 
 
 def sgd_steps(net: Network, strategy, ctx: Context, steps: int, lr: float = 0.1) -> None:
-    """Train like the system does: task loss + the strategy's terms, its penalties' gradient,
-    its hook, then the step."""
+    """Train as the task loop does: ContinualSystem's own step (loss terms, penalties' gradient,
+    the strategy's hook), then plain SGD."""
+    system = ContinualSystem(net, [strategy], TrainerConfig(log_every_n_steps=1))
+    system.ctx = ctx
     opt = torch.optim.SGD(net.parameters(), lr=lr)
-    batches = iter(BatchLoader(ctx.train_data(ctx.task_id), ctx.batch_size, shuffle=True))
-    for _ in range(steps):
+    batches = iter(())
+    for i in range(steps):
         batch = next(batches, None)
         if batch is None:
             batches = iter(BatchLoader(ctx.train_data(ctx.task_id), ctx.batch_size, shuffle=True))
             batch = next(batches)
         opt.zero_grad()
-        out = net(batch.x, batch.t)
-        loss = net.loss(batch, out) + sum(strategy.loss_terms(ctx, batch, out).values())
-        loss.backward()
-        for penalty in strategy.penalties(ctx).values():
-            penalty.add_gradient_(net)
-        strategy.before_optimizer_step(ctx)
+        system.training_step(batch, i).backward()
+        system.on_before_optimizer_step(opt)
         opt.step()
+        system.on_train_batch_end(None, batch, i)
 
 
 def digits_run(tmp_path, *overrides: str, epochs: int = 1) -> dict:

@@ -4,7 +4,7 @@ import torch
 from strategy_checks import context, resume_matches, tiny_net, toy_tasks
 
 from strategies.agem import AGEM, AGEMConfig, project
-from strategies.penalty import trainable
+from strategies.base import trainable
 
 
 def test_projection_removes_only_the_conflicting_component():
