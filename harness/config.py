@@ -48,8 +48,8 @@ class TrainerConfig:
     num_nodes: int = field(default=1, metadata={"help": "machines (torchrun / SLURM)"})
     strategy: str = field(default="auto", metadata={"help": "Lightning strategy: auto | ddp"})
     engine: str = field(default="auto", metadata={
-        "help": "auto | lean | lightning (auto: retain's lean loop for one process, "
-                "Lightning's Trainer for DDP)"})
+        "help": "auto | lean | lightning (auto: retain's lean loop for one process on CPU or "
+                "one CUDA GPU in 32 or bf16-mixed; Lightning's Trainer otherwise)"})
     ddp_timeout_s: int = field(default=1800, metadata={
         "help": "DDP: seconds a collective waits for a stuck rank before the run fails"})
     precision: str = field(default="32-true", metadata={"help": "32-true | bf16-mixed | 16-mixed"})
@@ -129,11 +129,13 @@ def to_dict(cfg) -> dict:
 
 
 def to_yaml(cfg) -> str:
+    """config.yaml's text. OmegaConf's dumper quotes strings its loader would read as numbers
+    (``name: '1e3'``), so ``load`` of it gives the same config (and hash) back."""
     import yaml
+    from omegaconf._utils import get_omega_conf_dumper
 
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present: 10x faster
-    return yaml.dump(to_dict(cfg), Dumper=dumper, sort_keys=False, default_flow_style=False,
-                     allow_unicode=True)
+    return yaml.dump(to_dict(cfg), Dumper=get_omega_conf_dumper(), sort_keys=False,
+                     default_flow_style=False, allow_unicode=True)
 
 
 # Where and how a run is kept or placed, not what it computes: the config hash (resume, sweep
@@ -309,11 +311,12 @@ def processes(cfg: TrainerConfig) -> int:
     return cfg.devices * cfg.num_nodes
 
 
-def engine_for(cfg: TrainerConfig) -> str:
+def engine_for(cfg: TrainerConfig, device_type: str | None = None) -> str:
     """``lean`` or ``lightning``: what ``trainer.engine`` asks for, or what ``auto`` picks.
 
-    The lean loop (``harness.loop``) runs one process on the CPU or one GPU; DDP, MPS and the
-    other precisions go through Lightning's Trainer.
+    The lean loop (``harness.loop``) runs one process on the CPU or one CUDA GPU; DDP, MPS
+    (asked for, or the ``device_type`` that ``accelerator=auto`` resolved to), an explicit
+    ``trainer.strategy`` and the other precisions go through Lightning's Trainer.
     """
     launched = int(os.environ.get("WORLD_SIZE", "1"))  # by torchrun / SLURM
     why_not = (
@@ -321,7 +324,8 @@ def engine_for(cfg: TrainerConfig) -> str:
         if max(processes(cfg), launched) > 1
         else f"trainer.strategy={cfg.strategy}" if cfg.strategy != "auto"
         else f"trainer.precision={cfg.precision}" if cfg.precision not in LEAN_PRECISIONS
-        else f"trainer.accelerator={cfg.accelerator}" if cfg.accelerator == "mps"
+        else f"trainer.accelerator={cfg.accelerator} (MPS)"
+        if "mps" in (cfg.accelerator, device_type)
         else None)
     if cfg.engine == "lightning" or (cfg.engine == "auto" and why_not):
         return "lightning"

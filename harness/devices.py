@@ -2,7 +2,8 @@
 
 Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` when imported (so that forking stays safe),
 and from then on every ``torch.cuda.is_available()`` loads NVML again: 0.2-0.3 ms a call on a
-machine without a driver, 16 calls in a five-task run (RNG state, peak memory, devices).
+machine without a driver, about 17 calls in a five-task run (RNG state, peak memory,
+devices).
 Which devices a process can see does not change while it runs.
 """
 

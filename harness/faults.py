@@ -4,9 +4,12 @@
 (1-based) it reaches ``<point>``, exactly as a power cut or the OOM killer would:
 
 * ``step``        after an optimizer step, inside a task (before any checkpoint of that step)
-* ``checkpoint``  halfway through writing a checkpoint's bytes
-* ``eval``        before scoring each test experience
-* ``task``        between tasks, after the task's checkpoint
+* ``checkpoint``  halfway through writing a checkpoint's bytes (in the background writer
+                  thread: in ``raise`` mode the training thread raises it after its next step)
+* ``eval``        before scoring each test experience (a memory-less classifier is scored on
+                  all of them in one pass: its points all come before that pass)
+* ``task``        between tasks, once the task's checkpoint has been handed to the writer
+                  (a kill here may land before or after that write completes)
 
 ``RETAIN_FAULT_MODE`` changes what happens there: ``raise`` raises ``SimulatedCrash`` (for
 in-process tests); ``int`` / ``term`` send SIGINT / SIGTERM (a Ctrl-C, a scheduler's stop).

@@ -25,6 +25,11 @@ def average(R: list[list[float]]) -> float:
     return _mean(R[-1])
 
 
+def average_seen(row: list[float], i: int) -> float:
+    """The mean over the experiences seen so far (0..i) of one row, skipping empty test sets."""
+    return _mean(row[: i + 1])
+
+
 def backward_transfer(R) -> float | None:
     T = len(R)
     return _mean([R[T - 1][j] - R[j][j] for j in range(T - 1)]) if T > 1 else None

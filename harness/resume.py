@@ -110,8 +110,9 @@ class StepCheckpoint:
     """
 
     def __init__(self, save, loader, trainer_cfg, every: int, stop: StopSignals,
-                 start: dict | None = None):
+                 start: dict | None = None, poll=None):
         self.save, self.loader, self.cfg = save, loader, trainer_cfg
+        self.poll = poll  # called after every step: e.g. raise a failed background write
         self.every, self.stop = every, stop
         self.start = start or {"epoch": 0, "batch": 0, "steps": 0}
         self.n_batches = 0
@@ -130,6 +131,8 @@ class StepCheckpoint:
         """After optimizer step ``step`` of this fit (epoch and batch counted within the fit);
         ``stream_step`` counts this step. Returns whether training must stop now."""
         faults.point("step")
+        if self.poll is not None:
+            self.poll()
         stop = self.stop.requested(device)
         steps = self.start["steps"] + step
         if stop or (self.every and steps % self.every == 0):

@@ -33,7 +33,7 @@ from harness.environment import environment
 from harness.errors import Interrupted, UserError
 from harness.evaluate import evaluate
 from harness.loop import LeanLoop
-from harness.metrics import LOWER_IS_BETTER, summarize
+from harness.metrics import LOWER_IS_BETTER, average_seen, summarize
 from harness.network import Network
 from harness.registry import MODELS, SCENARIOS, STRATEGIES
 from harness.results import RunDir
@@ -93,7 +93,10 @@ def run(cfg, resume: RunDir | None = None) -> dict:
             return results
         except BaseException as caught:
             err = on_failure(caught)  # DDP: names a rank that died; stops the other ranks
-            lost = writer.wait()  # the newest checkpoint lands: a resume starts from there
+            try:  # the newest checkpoint lands: a resume starts from there
+                lost = writer.wait()
+            except BaseException:  # a second Ctrl-C: stop waiting, still record the stop
+                lost = None
             if lost is not None:
                 say(f"warning: the last checkpoint was not written ({lost})")
             if main:
@@ -128,7 +131,7 @@ class TaskLoop:
         self.writer = writer
         self.n = scenario.n_experiences
         self.device = _run_device(cfg)
-        self.engine = engine_for(cfg.trainer)
+        self.engine = engine_for(cfg.trainer, self.device.type)
         self.stop = stop
         self.position = 0  # next experience to train
         self.partial: dict | None = None  # how far into task `position` a checkpoint was taken
@@ -189,7 +192,8 @@ class TaskLoop:
         self.system.ctx = ctx
         for strategy in self.system.strategies:
             strategy.before_task(ctx)
-        loader = ctx.make_loader(self.scenario.train_data(i))
+        # the experience's own batches say where their examples sit in it (Batch.index)
+        loader = ctx.make_loader(self.scenario.train_data(i), with_index=True)
         for strategy in self.system.strategies:
             loader = strategy.train_loader(ctx, loader)
         if cuda_available():
@@ -229,7 +233,7 @@ class TaskLoop:
         names = self.scenario.task_names
         metrics = {f"eval/{metric}/{names[j]}": value
                    for metric, scores in row.items() for j, value in enumerate(scores)}
-        metrics.update({f"eval/{metric}/average_seen": sum(scores[: i + 1]) / (i + 1)
+        metrics.update({f"eval/{metric}/average_seen": average_seen(scores, i)
                         for metric, scores in row.items()})
         # At the task's last training step: a resume from the task's checkpoint (taken at
         # stream_step) keeps lines below that step, so this row is neither lost nor repeated.
@@ -249,7 +253,7 @@ class TaskLoop:
 
         label = f"task {i + 1}/{self.n} ({self.scenario.task_names[i]})"
         steps = StepCheckpoint(save, loader, self.cfg.trainer, self.cfg.checkpoint.every_n_steps,
-                               self.stop, start)
+                               self.stop, start, poll=self.writer.check)
         if self.engine == "lean":
             LeanLoop(trainer_cfg, self.device, label).fit(self.system, loader, steps)
             return
@@ -261,17 +265,16 @@ class TaskLoop:
     def _context(self, i: int) -> Context:
         cfg = self.cfg
 
-        def make_loader(data, shuffle: bool = True):
+        def make_loader(data, shuffle: bool = True, with_index: bool = False):
             # Reads rank and world size when iterated: under DDP the process group only
-            # exists once Lightning's first fit has started. Batches of the experience's own
-            # data say where their examples sit in it (Batch.index); other data's do not.
+            # exists once Lightning's first fit has started.
             return DistLoader(data, cfg.trainer.batch_size, shuffle=shuffle,
-                              seed=cfg.seed * 1000 + i,
-                              with_index=data is self.scenario.train_data(i))
+                              seed=cfg.seed * 1000 + i, with_index=with_index)
 
         return Context(system=self.system, task_id=i, n_tasks=self.n,
                        train_data=self.scenario.train_data, make_loader=make_loader,
-                       batch_size=cfg.trainer.batch_size, dist=DIST, seed=cfg.seed)
+                       batch_size=cfg.trainer.batch_size, dist=DIST, seed=cfg.seed,
+                       max_epochs=cfg.trainer.max_epochs)
 
     def _save_checkpoint(self, partial: dict | None = None,
                          stream_step: int | None = None) -> None:
@@ -359,6 +362,8 @@ def _run_device(cfg) -> torch.device:
     acc = cfg.trainer.accelerator
     if acc in ("gpu", "cuda") or (acc == "auto" and cuda_available()):
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if acc == "mps" or (acc == "auto" and torch.backends.mps.is_available()):
+        return torch.device("mps")  # where Lightning's auto accelerator trains on a Mac
     return torch.device("cpu")
 
 

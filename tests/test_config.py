@@ -109,3 +109,13 @@ def test_help_and_list_do_not_import_torch():
     assert "IMPORTED []" in out
     assert "naive" in out and "split-digits" in out and "trainer.max_epochs" in out
     assert "trainer.strategy" in out and "checkpoint.every_n_steps" in out
+
+
+def test_config_yaml_reads_back_as_the_same_config(tmp_path):
+    """config.yaml is what --resume loads: strings that look like numbers stay strings."""
+    cfg = config.load(None, ["strategy=[replay,ewc]", "trainer.lr=1e-4"])
+    cfg.name, cfg.wandb.tags = "1e3", ["1e-4", "true"]
+    path = tmp_path / "config.yaml"
+    path.write_text(config.to_yaml(cfg))
+    again = config.load(str(path), [])
+    assert again == cfg and config.config_hash(again) == config.config_hash(cfg)

@@ -84,9 +84,22 @@ def test_the_system_overrides_only_the_hooks_the_lean_loop_calls():
     (["trainer.devices=2"], "lightning"),
     (["trainer.precision=16-mixed"], "lightning"),
     (["trainer.engine=lightning"], "lightning"),
+    (["trainer.precision=bf16-true"], "lightning"),
+    (["trainer.accelerator=mps"], "lightning"),
+    (["trainer.strategy=ddp"], "lightning"),
+    (["trainer.num_nodes=2"], "lightning"),
 ])
 def test_auto_picks_the_lean_loop_for_one_process_only(overrides, engine):
     assert config.engine_for(config.load(None, overrides).trainer) == engine
+
+
+def test_auto_follows_the_device_auto_resolved_to_and_a_launcher():
+    trainer = config.load(None, []).trainer
+    assert config.engine_for(trainer, "cuda") == "lean"
+    assert config.engine_for(trainer, "mps") == "lightning"  # a Mac: Lightning's MPS support
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WORLD_SIZE", "2")  # launched by torchrun
+        assert config.engine_for(trainer) == "lightning"
 
 
 def test_asking_for_the_lean_loop_where_it_cannot_run_names_the_reason():
