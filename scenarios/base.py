@@ -41,7 +41,7 @@ class Scenario:
     classes_per_task: list[list[int]] | None = None  # classification only
     info: dict = field(default_factory=dict)  # preparation facts: seconds, bytes, cache hits
     # split ("train", "test", "val") -> one TaskData per experience; empty for from_benchmark
-    splits: dict[str, list[TaskData]] = field(default_factory=dict, repr=False)
+    splits: dict[str, list[TaskData]] = field(default_factory=dict, repr=False, compare=False)
     _benchmark: Any = field(default=None, repr=False, compare=False)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -77,11 +77,9 @@ class Scenario:
         return self._materialise("test", i)
 
     def val_data(self, i: int) -> TaskData | None:
-        if self._benchmark is None:
-            return self.splits["val"][i] if "val" in self.splits else None
-        if not hasattr(self._benchmark, STREAMS["val"]):
-            return None
-        return self._materialise("val", i)
+        has_val = ("val" in self.splits if self._benchmark is None
+                   else hasattr(self._benchmark, STREAMS["val"]))
+        return self._materialise("val", i) if has_val else None
 
     def _materialise(self, split: str, i: int) -> TaskData:
         if self._benchmark is None:  # nobody has touched the benchmark: the tensors are it
@@ -193,7 +191,8 @@ def lm_task_data(windows, task: int, pad_id: int = PAD) -> TaskData:
 def class_task_data(x, y, task: int) -> TaskData:
     """Classification TaskData: inputs as given (float features or long tokens), long labels.
 
-    Arrays are copied: memory-mapped cache arrays are read-only and torch needs writable memory.
+    Arrays are copied: memory-mapped cache arrays and the process-wide digits split are
+    read-only, torch needs writable memory, and a tensor sharing them could change them.
     """
     x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x))
     y = torch.from_numpy(np.array(y, dtype=np.int64))

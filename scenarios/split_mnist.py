@@ -61,7 +61,7 @@ def load_mnist_5k(cache: bool = True, cache_dir: str = "") -> tuple[np.ndarray, 
                    lambda: {"data": np.loadtxt(path, delimiter=",", dtype=np.uint8)},
                    cache_dir, cache)
     data = prep.arrays["data"]
-    return (data[:, :-1] / np.float32(255.0)).astype(np.float32), data[:, -1].astype(np.int64)
+    return data[:, :-1] / np.float32(255.0), data[:, -1].astype(np.int64)  # float32 / float32
 
 
 @register_scenario("split-mnist", config=SplitMNISTConfig)

@@ -47,6 +47,7 @@ class SequenceModel(nn.Module):
 
 
 def carries_memory(model: nn.Module) -> bool:
-    """Whether a model's output depends on its earlier calls. The protocol says a model that
-    carries memory between calls clears it in ``reset_memory``, so such a model overrides it."""
+    """Whether a model's output may depend on its earlier calls (with its memory switched on).
+    The protocol says a model that carries memory between calls clears it in ``reset_memory``,
+    so such a model overrides it."""
     return getattr(type(model), "reset_memory", None) is not SequenceModel.reset_memory

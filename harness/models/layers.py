@@ -7,6 +7,8 @@ same block is a plain causal GPT layer without memory and a Transformer-XL layer
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -17,12 +19,18 @@ from harness.models.base import DataSpec
 
 def rope(x: Tensor, start: int) -> Tensor:
     """Rotary position embedding of x (B, H, L, Dh) at positions start..start+L-1."""
-    L, dh = x.shape[-2], x.shape[-1]
-    inv_freq = 1.0 / (10000 ** (torch.arange(0, dh, 2, device=x.device).float() / dh))
-    angles = torch.outer(torch.arange(start, start + L, device=x.device).float(), inv_freq)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    cos, sin = _rope_tables(x.shape[-2], x.shape[-1], start, x.device, x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+@functools.lru_cache(maxsize=64)
+def _rope_tables(length: int, head_dim: int, start: int, device, dtype) -> tuple[Tensor, Tensor]:
+    """cos and sin of the rotary angles: the same few shapes every step and every layer, so
+    built once (seven kernels each time otherwise, twice per layer)."""
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
+    angles = torch.outer(torch.arange(start, start + length, device=device).float(), inv_freq)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
 def causal_mask(n_query: int, n_mem: int, device) -> Tensor:
@@ -63,7 +71,8 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block; ``mem`` (already normalised context) is optional."""
+    """Pre-norm transformer block; ``mem``, an optional context of earlier hidden states read
+    before the segment, goes through the same ``ln1`` as the segment."""
 
     def __init__(self, d_model: int, n_head: int, dropout: float, rotary: bool = True):
         super().__init__()
