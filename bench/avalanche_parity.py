@@ -1,11 +1,12 @@
 """retain's strategies against Avalanche 0.6's own, in one process, on the same data.
 
-Setup (the brief's ANCHORS.md, "Reference numbers"): Split-Digits (scikit-learn
+Setup (the reference numbers of the project's brief): Split-Digits (scikit-learn
 ``load_digits``, the fixed 1,400/397 split of ``scenarios.split_digits.digits_split``,
 5 experiences of 2 classes in order 0..9, class-IL), MLP 64-256-10, SGD lr 0.05 momentum 0.9,
-batch 32, 5 epochs, 3 seeds.
+batch 32, 5 epochs, seeds 0 1 2 unless ``--seeds`` says otherwise. ``--workload mnist`` runs
+split-MNIST instead (784-256-10, 10 epochs; ``--epochs`` changes either).
 retain runs ``configs/experiments/split_digits.yaml`` through ``harness.run.run``; Avalanche
-runs its strategy classes on a benchmark built from the same tensors. Avalanche's benchmark
+runs its strategy classes on a benchmark built from retain's scenario tensors. Avalanche's benchmark
 gives every example task label 0, as its class-incremental benchmarks do (this is what makes
 its LwF distil all previously seen classes; retain's scenarios number tasks, which only
 task-IL networks read).
@@ -32,7 +33,9 @@ Accuracy is the mean over the 5 test experiences after the last one; forgetting 
 ``harness.metrics``.
 
     python bench/avalanche_parity.py                       # all strategies, seeds 0 1 2
-    python bench/avalanche_parity.py --strategies naive ewc --seeds 0
+    python bench/avalanche_parity.py --seeds 0 1 2 3 4     # the README's Split-Digits table
+    python bench/avalanche_parity.py --workload mnist --strategies naive replay ewc lwf
+    python bench/avalanche_parity.py --strategies si-fixed --seeds 0 1 2 3 4 5 6 7 8 9
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ from harness import config  # noqa: E402
 from harness.metrics import forgetting  # noqa: E402
 
 EXPERIMENT = ROOT / "configs" / "experiments" / "split_digits.yaml"
-# --workload mnist: the larger workload of the performance suite (split-mnist, 784-256-10,
-# more epochs), where per-step costs outweigh fixed ones.
+# Split-Digits by default; main() switches to split-MNIST (784-256-10, 10 epochs) for
+# --workload mnist, the larger workload, where per-step costs outweigh fixed ones.
 WORKLOAD = {"name": "digits", "epochs": 5, "input_dim": 64}
 SI_LAMBDA, SI_EPS = 1000.0, 0.1
 
@@ -106,33 +109,25 @@ def run_retain(name: str, seed: int) -> dict:
 
 
 def avalanche_benchmark():
-    """Avalanche's benchmark of the same tensors, task label 0 everywhere (class-IL)."""
+    """Avalanche's benchmark of retain's own scenario tensors (the experiment's split, class
+    order and experiences), task label 0 everywhere (class-IL)."""
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
     from avalanche.benchmarks.scenarios.task_aware import with_task_labels
     from avalanche.benchmarks.utils.classification_dataset import (
         _make_taskaware_tensor_classification_dataset as tensor_dataset,
     )
 
-    from scenarios.split_digits import class_groups, digits_split
+    from harness.registry import SCENARIOS
 
-    if WORKLOAD["name"] == "mnist":
-        from sklearn.model_selection import train_test_split
+    name = "split-mnist" if WORKLOAD["name"] == "mnist" else "split-digits"
+    entry = SCENARIOS.get(name)
+    scenario = entry.cls(entry.config(), 0)
 
-        from scenarios.split_mnist import load_mnist_5k
+    def stream(split):
+        return [tensor_dataset(d.x, d.y, task_labels=0)
+                for d in map(getattr(scenario, f"{split}_data"), range(scenario.n_experiences))]
 
-        x, y = load_mnist_5k()  # the split scenarios/split_mnist.py makes
-        x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=1000, stratify=y,
-                                                  random_state=0)
-    else:
-        x_tr, y_tr, x_te, y_te = digits_split()
-    groups = class_groups(list(range(10)), 5, 10, 0, False)
-
-    def stream(x, y):
-        return [tensor_dataset(torch.as_tensor(x[np.isin(y, g)]),
-                               torch.as_tensor(y[np.isin(y, g)], dtype=torch.long), task_labels=0)
-                for g in groups]
-
-    bench = benchmark_from_datasets(train=stream(x_tr, y_tr), test=stream(x_te, y_te))
+    bench = benchmark_from_datasets(train=stream("train"), test=stream("test"))
     return with_task_labels(bench)
 
 
@@ -215,7 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     import avalanche  # noqa: F401  (imported once, outside the timings)
     import lightning  # noqa: F401
 
-    run_retain("naive", 99)  # warm-up: first-use costs (imports, kernels) outside the table
+    # warm-up: first-use costs (imports, kernels, caches) outside the table, for both
+    run_retain("naive", 99)
+    run_avalanche("naive", 99)
     rows = {}
     for name in args.strategies:
         ava, ret = [], []

@@ -9,9 +9,11 @@ Two streams go through the real task loop (``harness.run.run``, checkpoints incl
 Per task it prints the resident set now and its peak so far (``ru_maxrss``), the strategies'
 stored state against its configured bound (replay: examples held against ``mem_size``; EWC:
 bytes against two fp32 copies of the parameters, importance and anchor), the kNN store's
-entries against its capacity, and the checkpoint's size. It then checks the bounds and that
-the RSS of the last ten tasks stays within ``--rss-slack`` MB of the tenth task's (the state
-is bounded, so memory must stop growing once the memories are full).
+entries against its capacity, the checkpoint's size, and the task's training and evaluation
+time (training should stay flat; evaluation grows with the tasks seen). It then checks the
+bounds and that the RSS of the last ten tasks stays within ``--rss-slack`` MB of the tenth
+task's (the state is bounded, so memory must stop growing once the memories are full).
+Last, the kNN store's search time against its size, exact and with FAISS.
 
     python -m bench growth                  # 20 tasks each
     python -m bench growth --tasks 8 --streams digits
@@ -69,6 +71,7 @@ def task_row(loop, i: int) -> dict:
     stored = len(replay.buffer)
     row = {
         "task": i + 1, "steps": record["steps"], "train_s": f"{record['train_time_s']:.2f}",
+        "eval_s": f"{record['eval_time_s']:.3f}",  # grows: every task seen is scored
         "rss_mb": f"{record['rss_mb']:.0f}", "peak_rss_mb": f"{record['peak_rss_mb']:.0f}",
         "replay_n": stored, "mem_size": MEM_SIZE,
         "replay_kb": f"{replay.memory_bytes() / 1024:.0f}",
@@ -83,6 +86,46 @@ def task_row(loop, i: int) -> dict:
         row["knn_capacity"] = sum(st.capacity for st in loop.system.net.model.stores())
         row["knn_mb"] = f"{s['bytes'] / 2**20:.1f}"
     return row
+
+
+def retrieval_rows(sizes: list[int], key_dim: int = 64, queries: int = 256,
+                   k: int = 8, repeats: int = 5) -> list[dict]:
+    """The kNN store's search time against its size, exact top-k and FAISS (when installed),
+    timed in alternation; median of ``repeats`` searches of ``queries`` queries each."""
+    import statistics
+
+    import torch
+
+    from harness.models.knn_memory import KVStore
+
+    try:
+        import faiss  # noqa: F401
+        indexes = ["exact", "faiss"]
+    except ImportError:
+        indexes = ["exact"]
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for size in sizes:
+        keys = torch.randn(size, key_dim, generator=g)
+        q = torch.randn(queries, key_dim, generator=g)
+        stores = {}
+        for index in indexes:
+            store = KVStore(size, key_dim, index=index)
+            store.write(keys, torch.zeros(size))
+            store.commit()
+            store.search(q, k)  # builds the FAISS index once, as after a write
+            stores[index] = store
+        times = {index: [] for index in indexes}
+        for _ in range(repeats):
+            for index, store in stores.items():
+                start = time.perf_counter()
+                store.search(q, k)
+                times[index].append(time.perf_counter() - start)
+        row = {"entries": size}
+        row.update({f"{index}_ms": f"{statistics.median(t) * 1e3:.2f}"
+                    for index, t in times.items()})
+        rows.append(row)
+    return rows
 
 
 def check(rows: list[dict], rss_slack: float) -> list[str]:
@@ -109,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS))
+    parser.add_argument("--store-sizes", nargs="+", type=int,
+                        default=[1024, 4096, 16384, 65536], help="kNN store sizes to search")
     parser.add_argument("--rss-slack", type=float, default=64.0,
                         help="allowed RSS growth (MB) over the last ten tasks")
     args = parser.parse_args(argv)
@@ -132,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             for problem in check(rows, args.rss_slack):
                 print(f"  PROBLEM: {problem}")
                 failed = True
+    print_table("kNN store search, 256 queries of dim 64, top-8, one thread",
+                retrieval_rows(args.store_sizes))
     print("\nbounds held" if not failed else "\nbounds violated (see PROBLEM lines)")
     return 1 if failed else 0
 

@@ -2,13 +2,14 @@
 
 A step is ``harness.system.ContinualSystem``'s own: its ``training_step`` (forward, task loss
 plus the strategies' loss terms), backward, its ``on_before_optimizer_step`` (penalty
-gradients, strategies' hooks), SGD step; run in a plain loop (no engine) so that only the
-strategy's own work is timed. Batches of the experience's own data carry ``Batch.index``, as
-in the task loop. Each strategy first goes
-through one experience and its ``after_task`` (so memories, Fishers, teachers are in place),
-then the second experience's steps are timed. Also reported: the time of ``after_task`` (the
-Fisher estimate for EWC, memory insertion for the replay family) and the bytes the strategy
-keeps, per stored example for the memories.
+gradients, strategies' hooks), its fused SGD step, and reading the batch from the strategy's
+loader (replay mixes memory in there); run in a plain loop (no engine) so that only the
+strategy's own work is timed. Batches of the experience's own data carry ``Batch.index``, and
+the context says 5 epochs, as in the parity runs (LwF caches its teacher's outputs). Each
+strategy first goes through one experience and its ``after_task`` (so memories, Fishers,
+teachers are in place), then the second experience's steps are timed. Also reported: the
+time of ``after_task`` (the Fisher estimate for EWC, memory insertion for the replay family)
+and the bytes the strategy keeps, per stored example for the memories.
 
 Two models: the Split-Digits reference MLP (64-256-10, batch 32) and a small GPT language
 model on random byte tokens (2 layers, d_model 128, 128-token sequences, batch 16).
@@ -74,15 +75,20 @@ def build(model_name: str, model_kw: dict, spec: DataSpec, strategy: str):
     return net, s_entry.cls(s_entry.config(**STRATEGY_SETTINGS[strategy]))
 
 
-def context(net, strategy, tasks, task_id: int, batch_size: int) -> Context:
-    system = ContinualSystem(net, [strategy], TrainerConfig(log_every_n_steps=10**9))
+# the optimizer of the parity runs (configs/experiments/split_digits.yaml), fused as in a run
+TRAINER = TrainerConfig(optimizer="sgd", lr=0.01, momentum=0.9, max_epochs=5,
+                        log_every_n_steps=10**9)
 
-    def make_loader(data, shuffle=True):
-        return BatchLoader(data, batch_size, shuffle=shuffle, with_index=data is tasks[task_id])
+
+def context(net, strategy, tasks, task_id: int, batch_size: int) -> Context:
+    system = ContinualSystem(net, [strategy], TRAINER)
+
+    def make_loader(data, shuffle=True, with_index=False):
+        return BatchLoader(data, batch_size, shuffle=shuffle, with_index=with_index)
 
     system.ctx = Context(system=system, task_id=task_id, n_tasks=len(tasks),
                          train_data=lambda i: tasks[i], make_loader=make_loader,
-                         batch_size=batch_size, dist=DIST, seed=0)
+                         batch_size=batch_size, dist=DIST, seed=0, max_epochs=TRAINER.max_epochs)
     return system.ctx
 
 
@@ -91,20 +97,21 @@ class Stepper:
     strategies' steps can be interleaved (a slow spell on a shared machine hits them alike)."""
 
     def __init__(self, ctx: Context):
-        self.ctx, self.system = ctx, ctx.system
-        self.opt = torch.optim.SGD(self.system.net.parameters(), lr=0.01, momentum=0.9)
+        self.system = ctx.system
+        self.opt = self.system.configure_optimizers()
         strategy = self.system.strategies[0]
-        self.loader = strategy.train_loader(ctx, ctx.make_loader(ctx.train_data(ctx.task_id)))
+        own = ctx.make_loader(ctx.train_data(ctx.task_id), with_index=True)  # as the task loop
+        self.loader = strategy.train_loader(ctx, own)
         self.batches, self.i, self.times = iter(()), 0, []
         self.run(5, keep=False)  # warm-up; the first step also logs (values penalties)
 
     def run(self, n: int, keep: bool = True) -> None:
         for _ in range(n):
+            t0 = time.perf_counter()  # the loader's work is the strategy's too (replay mixes)
             batch = next(self.batches, None)
             if batch is None:
                 self.batches = iter(self.loader)
                 batch = next(self.batches)
-            t0 = time.perf_counter()
             self.opt.zero_grad(set_to_none=True)
             self.system.training_step(batch, self.i).backward()
             self.system.on_before_optimizer_step(self.opt)
