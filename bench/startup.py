@@ -1,7 +1,9 @@
 """Start-up: how long until retain answers, and until a run takes its first training step.
 
 ``retain --help`` and ``retain list`` import neither torch, Lightning, Avalanche nor W&B
-(target: under 1 s); the commands and the bare imports are timed in round-robin. ``retain
+(target: under 1 s); the commands and the bare imports are timed in round-robin, each a
+whole process, so an import row includes the interpreter's exit (about 0.8 s once torch and
+Lightning are loaded). ``retain
 run`` must import torch and Lightning; the time to the task loop is measured from process
 start to its first "task 1/N" line (imports, config, scenario and model build; the untrained
 evaluation is skipped), just before the first experience's set-up and first step.
