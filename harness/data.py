@@ -82,6 +82,16 @@ def _stack(values):
     return torch.as_tensor(values)
 
 
+GATHER_BYTES = 4 << 20  # rows a BatchLoader copies out of its data at once
+
+
+def _row_bytes(data: TaskData) -> int:
+    """Bytes of one example across x, y and t (at least 1)."""
+    if len(data) == 0:
+        return 1
+    return max(1, sum(v[0].numel() * v.element_size() for v in (data.x, data.y, data.t)))
+
+
 class BatchLoader:
     """Iterates a TaskData in mini-batches; reshuffled each epoch from (seed, epoch).
 
@@ -124,7 +134,15 @@ class BatchLoader:
         order = self._indices()
         self.epoch += 1
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
-        for start in range(0, stop, self.batch_size):
-            index = order[start : start + self.batch_size]
-            batch = self.data.batch(index)  # (Batch._replace trips over Batch.__len__)
-            yield Batch(batch.x, batch.y, batch.t, index) if self.with_index else batch
+        # Rows are gathered a block of batches at a time and each batch is a view into its
+        # block: three index operations per block instead of per batch (~10 us of a 270 us
+        # Split-Digits step). A block holds at most GATHER_BYTES (or one batch).
+        span = self.batch_size * max(1, GATHER_BYTES // (self.batch_size * _row_bytes(self.data)))
+        for first in range(0, stop, span):
+            block = self.data.batch(order[first : min(first + span, stop)])
+            for start in range(0, len(block), self.batch_size):
+                batch = block.rows(start, start + self.batch_size)
+                if self.with_index:
+                    index = order[first + start : first + start + self.batch_size]
+                    batch = Batch(batch.x, batch.y, batch.t, index)
+                yield batch

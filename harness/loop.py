@@ -23,6 +23,7 @@ import os
 import sys
 
 import torch
+from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from harness.config import TrainerConfig
 from harness.resume import StepCheckpoint
@@ -46,6 +47,7 @@ class LeanLoop:
         system.train()
         optimizer = system.configure_optimizers()
         params = [p for group in optimizer.param_groups for p in group["params"]]
+        step = _bare_step(optimizer)
         steps.on_start(optimizer)
         k, done = cfg.accumulate_grad_batches, 0
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -68,7 +70,7 @@ class LeanLoop:
                         system.on_before_optimizer_step(optimizer)
                         if cfg.grad_clip:
                             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                        optimizer.step()
+                        step()
                         done += 1
                         stop = steps.after_step(done, epoch, batch_idx, optimizer, None,
                                                 self.device, system.stream_step + 1)
@@ -91,6 +93,26 @@ def _with_last(loader):
         yield index, batch, False
         batch, index = upcoming, index + 1
     yield index, batch, True
+
+
+def _bare_step(optimizer):
+    """``optimizer.step`` without the wrapper torch puts around every optimizer's step (a
+    profiler ``record_function`` and loops over step hooks): 40 us of a 270 us Split-Digits
+    step on CPU. The wrapper runs whenever it could matter: a hook is registered or a
+    profiler is recording."""
+    bare = getattr(type(optimizer).step, "__wrapped__", None)
+    if bare is None:
+        return optimizer.step
+
+    def step():
+        if (torch.autograd._profiler_enabled() or _global_optimizer_pre_hooks
+                or _global_optimizer_post_hooks or optimizer._optimizer_step_pre_hooks
+                or optimizer._optimizer_step_post_hooks):
+            optimizer.step()
+        else:
+            bare(optimizer)
+
+    return step
 
 
 def _set_determinism(deterministic: bool, device: torch.device) -> None:
