@@ -174,7 +174,11 @@ def rng_state() -> dict:
 
     import numpy as np
 
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+    version, words, gauss = random.getstate()
+    # Python's 625 state words as one tensor: pickled one by one they were half a small
+    # model's checkpoint time.
+    state = {"torch": torch.get_rng_state(),
+             "python": (version, torch.tensor(words, dtype=torch.int64), gauss),
              "numpy": _numpy_state(np.random.get_state())}
     if cuda_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -187,7 +191,9 @@ def set_rng_state(state: dict) -> None:
     import numpy as np
 
     torch.set_rng_state(state["torch"])
-    random.setstate(_as_tuple(state["python"]))
+    version, words, gauss = state["python"]
+    random.setstate((version, tuple(words.tolist()) if isinstance(words, torch.Tensor)
+                     else _as_tuple(words), gauss))  # a list in checkpoints before this one
     if "numpy" in state:
         name, keys, pos, has_gauss, gauss = state["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))

@@ -193,3 +193,25 @@ def test_background_writer_snapshots_the_state_keeps_order_and_reports_errors(tm
         writer.flush()
     writer.flush()  # the error was reported once; nothing is pending
     assert not (tmp_path / "full" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize("python_words_as", ["tensor", "list"])  # list: older checkpoints
+def test_random_states_survive_a_checkpoint(tmp_path, python_words_as):
+    """Python's, NumPy's and torch's generators continue where the checkpoint left them."""
+    import numpy as np
+    import torch
+
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    state = checkpoint.rng_state()
+    if python_words_as == "list":
+        version, words, gauss = state["python"]
+        state["python"] = (version, words.tolist(), gauss)
+    checkpoint.save(tmp_path / "last.ckpt", {"rng": state})
+
+    def draw():
+        return random.random(), np.random.rand(), torch.rand(1).item()
+
+    expected = draw()
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    checkpoint.set_rng_state(checkpoint.load(tmp_path / "last.ckpt")["rng"])
+    assert draw() == expected
