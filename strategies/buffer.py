@@ -60,6 +60,7 @@ class Buffer:
         self.fields: dict[str, Tensor] = {}
         self.seen: list[int] = []  # group ids seen on any rank
         self._pending: list[dict] | None = None  # per-rank parts from a checkpoint
+        self._grouped: tuple[Tensor | None, list[Tensor]] | None = None  # see _members
 
     def __len__(self) -> int:
         self._claim()
@@ -142,15 +143,21 @@ class Buffer:
 
     def sample_balanced(self, n: int, gen: torch.Generator) -> Tensor:
         """Indices of ``n // n_groups`` random examples from each group (A-GEM's reference)."""
-        self._claim()
-        groups = self.groups(self.fields["y"], self.fields["task"])
-        ids = groups.unique()
-        per = max(n // max(len(ids), 1), 1)
-        parts = []
-        for g in ids:
-            members = (groups == g).nonzero().squeeze(1)
-            parts.append(members[torch.randperm(len(members), generator=gen)[:per]])
+        members = self._members()
+        per = max(n // max(len(members), 1), 1)
+        parts = [m[torch.randperm(len(m), generator=gen)[:per]] for m in members]
         return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+
+    def _members(self) -> list[Tensor]:
+        """Each group's example indices, in group order. A-GEM samples every step and the
+        memory only changes between experiences: recomputed only when ``fields`` changed."""
+        self._claim()
+        if self._grouped is None or self._grouped[0] is not self.fields.get("key"):
+            groups = self.groups(self.fields["y"], self.fields["task"]) if self.fields \
+                else torch.empty(0, dtype=torch.long)
+            self._grouped = (self.fields.get("key"),
+                             [(groups == g).nonzero().squeeze(1) for g in groups.unique()])
+        return self._grouped[1]
 
     def nbytes(self) -> int:
         """Bytes this rank's memory holds: examples, labels, extras and selection keys."""
