@@ -274,7 +274,8 @@ class TaskLoop:
         return Context(system=self.system, task_id=i, n_tasks=self.n,
                        train_data=self.scenario.train_data, make_loader=make_loader,
                        batch_size=cfg.trainer.batch_size, dist=DIST, seed=cfg.seed,
-                       max_epochs=cfg.trainer.max_epochs)
+                       max_epochs=cfg.trainer.max_epochs,
+                       eval_batch_size=cfg.trainer.eval_batch_size)
 
     def _save_checkpoint(self, partial: dict | None = None,
                          stream_step: int | None = None) -> None:

@@ -25,7 +25,7 @@ that are logged.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
@@ -50,7 +50,7 @@ class Context:
     dist: Dist  # rank, world size, all_reduce / all_gather helpers (no-ops on one process)
     seed: int = 0
     max_epochs: int = 1  # epochs over this experience's data (trainer.max_epochs)
-    extras: dict = field(default_factory=dict)
+    eval_batch_size: int = 128  # examples per gradient-free forward (trainer.eval_batch_size)
 
     @property
     def device(self):

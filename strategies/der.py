@@ -108,7 +108,7 @@ class DER(Strategy):
             net.model.reset_memory()
             device = next(net.parameters()).device
             parts = [net(part.x.to(device), None).logits.to(DTYPES[self.cfg.logits_dtype]).cpu()
-                     for part in _chunks(batch, 256)]
+                     for part in _chunks(batch, ctx.eval_batch_size)]
             net.train(was_training)
             return {"logits": torch.cat(parts)}
 

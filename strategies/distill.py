@@ -105,7 +105,9 @@ class _SoftKL(torch.autograd.Function):
     def backward(ctx, grad):
         log_p, log_q = ctx.saved_tensors
         g = (log_p.exp() - log_q.exp()) * (grad * ctx.factor)
-        if ctx.cols is not None:
+        if isinstance(ctx.cols, slice):  # one kernel: zeros left and right of the columns
+            g = F.pad(g, (ctx.cols.start, ctx.shape[1] - ctx.cols.stop))
+        elif ctx.cols is not None:
             full = g.new_zeros(ctx.shape)
             full[:, ctx.cols] = g
             g = full
@@ -195,7 +197,7 @@ class Distill(Strategy):
         """Each head's log-targets for the batch, read from the task's cache.
 
         The teacher and the task's examples are fixed for a whole task, so its outputs are
-        computed once, in training-size batches, instead of in every epoch: for a classifier
+        computed once, in evaluation-size batches, instead of in every epoch: for a classifier
         that is a forward pass and a log-softmax less per step. Only batches of the task's own
         data know their examples (``Batch.index``; with replay mixed in, the teacher runs).
         The cache is used only where it saves work: when this process would otherwise run the
@@ -215,7 +217,7 @@ class Distill(Strategy):
                     or len(data) * width * 4 > CACHE_BYTES):
                 self._cache = []
             else:
-                step = ctx.batch_size  # what fits in training fits without gradients
+                step = ctx.eval_batch_size  # what evaluation reads at once, no gradients
                 parts = [self._targets_of(data.x[i:i + step].to(batch.x.device))
                          for i in range(0, len(data), step)]
                 self._cache = [torch.cat(head) for head in zip(*parts)]

@@ -121,12 +121,12 @@ def _counting(teacher, monkeypatch) -> list[int]:
 
 def test_teacher_outputs_are_cached_per_task_for_indexed_batches(monkeypatch):
     """Batches of the task's own data (Batch.index) read the teacher's outputs computed once
-    for the task, in training-size batches; other batches run the teacher. Both give the same
+    for the task, in evaluation-size batches; other batches run the teacher. Both give the same
     term, and the next task's teacher gets a cache of its own."""
     net, tasks = tiny_net(), toy_tasks(2)
     lwf = Distill(DistillConfig(alpha=0.5))
     lwf.after_task(context(net, tasks, 0))
-    ctx = dataclasses.replace(context(net, tasks, 1), max_epochs=2)
+    ctx = dataclasses.replace(context(net, tasks, 1), max_epochs=2, eval_batch_size=24)
     lwf.before_task(ctx)
     sgd_steps(net, lwf, ctx, steps=3)  # the student moves away from the teacher
     calls = _counting(lwf.teacher, monkeypatch)
@@ -138,9 +138,9 @@ def test_teacher_outputs_are_cached_per_task_for_indexed_batches(monkeypatch):
     fresh = lwf.loss_terms(ctx, plain, out)["distill"]
     assert calls == [4]  # no index: the teacher runs on the batch
     cached = lwf.loss_terms(ctx, indexed, out)["distill"]
-    assert calls == [4, 16, 16, 16, 16]  # the whole task once, in batches of 16 ...
+    assert calls == [4, 24, 24, 16]  # the whole task (64) once, in batches of 24 ...
     again = lwf.loss_terms(ctx, indexed, out)["distill"]
-    assert len(calls) == 5  # ... and never again this task
+    assert len(calls) == 4  # ... and never again this task
     assert fresh.item() > 0 and torch.allclose(cached, fresh) and torch.equal(again, cached)
 
     lwf.after_task(ctx)
@@ -148,7 +148,7 @@ def test_teacher_outputs_are_cached_per_task_for_indexed_batches(monkeypatch):
     lwf.before_task(ctx)  # a new teacher: the current network, a new cache
     calls = _counting(lwf.teacher, monkeypatch)
     assert lwf.loss_terms(ctx, indexed, out)["distill"].item() < 1e-6  # student == teacher
-    assert calls == [16, 16, 16, 16]
+    assert calls == [24, 24, 16]
 
 
 @pytest.mark.parametrize("why", ["one epoch", "two processes, two epochs", "memory"])
