@@ -1,13 +1,19 @@
 """What the harness costs over a hand-written PyTorch loop.
 
-Same process, same GPT, same token batches, same (fused) AdamW: (a) a plain loop — forward,
+Same process, same network, same batches, same fused optimizer: (a) a plain loop — forward,
 cross-entropy, backward, step — and retain's fit of the ContinualSystem on the task loop's
 loader with the naive strategy, (b) on the lean engine (``harness.loop``, the default for one
 process) and (c) on Lightning's Trainer (the DDP engine). They are timed in alternation and
 the median is reported, so a busy machine slows all alike. Also reported: the fixed cost of
 one experience for each engine (set-up, teardown) and of evaluating one test experience.
 
+Two workloads: ``gpt`` (2 layers, d_model 128, 128-token sequences, batch 32, AdamW), where a
+step is ~160 ms of arithmetic, and ``mlp``, the Split-Digits reference (64-256-10 on the
+1,400 training digits, batch 32, SGD with momentum), where a step is a few hundred
+microseconds and the harness's per-step Python is what shows.
+
     python -m bench.overhead            # or: python -m bench overhead
+    python -m bench.overhead --workloads mlp
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +29,33 @@ import torch.nn.functional as F
 from bench.common import print_table
 
 
-def build(d_model: int, seq_len: int, n_seq: int, seed: int = 0):
+@dataclass
+class Workload:
+    name: str
+    net: torch.nn.Module  # a harness.network.Network
+    data: object  # harness.data.TaskData
+    cfg: object  # harness.config.TrainerConfig: retain's optimizer settings
+    unit: str  # what the throughput counts: tokens or examples
+    per_example: int  # units in one example
+    describe: str
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The plain loop's optimizer: what ContinualSystem.configure_optimizers builds."""
+        cfg, params = self.cfg, self.net.parameters()
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, fused=True)
+        return torch.optim.AdamW(params, lr=cfg.lr, fused=True)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The hand-written forward and loss, without ``Network``'s dispatch."""
+        model = self.net.model
+        if self.net.classifier is not None:
+            return F.cross_entropy(self.net.classifier(model(x)), y)
+        logits = model.lm_logits(model(x))
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def gpt_workload(d_model: int, seq_len: int, n_seq: int, seed: int = 0) -> Workload:
     from harness.config import TrainerConfig
     from harness.data import TaskData
     from harness.models.base import DataSpec
@@ -35,26 +68,42 @@ def build(d_model: int, seq_len: int, n_seq: int, seed: int = 0):
     tokens = torch.randint(0, 256, (n_seq, seq_len + 1))
     data = TaskData(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous(),
                     torch.zeros(n_seq, dtype=torch.long))
-    return net, data, TrainerConfig(max_epochs=1, progress=False, lr=1e-3)
+    return Workload("gpt", net, data, TrainerConfig(max_epochs=1, progress=False, lr=1e-3),
+                    "tokens", seq_len, f"gpt d={d_model}, {n_seq}x{seq_len} tokens")
 
 
-def plain_epoch(net, data, batch_size: int) -> float:
-    """Hand-written loop over one shuffled epoch; returns its ``steady`` seconds. Same
-    optimizer as retain's (fused AdamW), so the ratio measures the harness, not the optimizer
+def mlp_workload(seed: int = 0) -> Workload:
+    from harness.config import TrainerConfig
+    from harness.data import TaskData
+    from harness.models.base import DataSpec
+    from harness.models.mlp import MLP, MLPConfig
+    from harness.network import Network
+    from scenarios.split_digits import digits_split
+
+    torch.manual_seed(seed)
+    x, y = (torch.tensor(a) for a in digits_split()[:2])
+    spec = DataSpec(kind="vectors", task="classification", input_dim=64, n_classes=10)
+    net = Network(MLP(MLPConfig(hidden=[256]), spec), spec)
+    cfg = TrainerConfig(max_epochs=1, progress=False, optimizer="sgd", lr=0.05, momentum=0.9)
+    return Workload("mlp", net, TaskData(x, y, torch.zeros(len(x), dtype=torch.long)), cfg,
+                    "examples", 1, f"mlp 64-256-10, {len(x)} digits")
+
+
+def plain_epoch(work: Workload, batch_size: int) -> tuple[float, int]:
+    """Hand-written loop over one shuffled epoch; returns its ``steady`` seconds and steps.
+    Same optimizer as retain's (fused), so the ratio measures the harness, not the optimizer
     kernel."""
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, fused=True)
+    opt, data = work.optimizer(), work.data
     order = torch.randperm(len(data))
     times = []
     for i in range(0, len(data), batch_size):
         idx = order[i : i + batch_size]
-        x, y = data.x[idx], data.y[idx]
-        logits = net.model.lm_logits(net.model(x))
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss = work.loss(data.x[idx], data.y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         times.append(time.perf_counter())
-    return steady(times)
+    return steady(times), len(times)
 
 
 def steady(step_ends: list[float]) -> float:
@@ -65,7 +114,7 @@ def steady(step_ends: list[float]) -> float:
     return (step_ends[-1] - step_ends[0]) * n / max(n - 1, 1)
 
 
-def retain_epoch(net, data, cfg, batch_size: int, engine: str) -> tuple[float, float]:
+def retain_epoch(work: Workload, batch_size: int, engine: str) -> tuple[float, float]:
     """One epoch of retain's fit with ``engine`` (lean loop or Lightning's Trainer), as the
     task loop runs it; returns (seconds from the first to the last step, set-up seconds)."""
     from harness.distributed import DIST
@@ -82,6 +131,7 @@ def retain_epoch(net, data, cfg, batch_size: int, engine: str) -> tuple[float, f
             self.times.append(time.perf_counter())
             return super().after_step(step, *args)
 
+    net, data, cfg = work.net, work.data, work.cfg
     system = ContinualSystem(net, [Naive(NaiveConfig())], cfg)
     loader = DistLoader(data, batch_size, shuffle=True, seed=0)
     system.ctx = Context(system=system, task_id=0, n_tasks=1, train_data=lambda i: data,
@@ -108,8 +158,44 @@ def eval_seconds(net, data, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
+def measure(work: Workload, batch_size: int, repeats: int) -> list[dict]:
+    plain_epoch(work, batch_size)  # warm-up: allocator, kernels
+    plain, loops, setups = [], {"lean": [], "lightning": []}, {"lean": [], "lightning": []}
+    for _ in range(repeats):  # interleaved, so load on the machine hits all alike
+        plain_s, steps = plain_epoch(work, batch_size)
+        plain.append(plain_s)
+        for engine in loops:
+            loop_s, setup_s = retain_epoch(work, batch_size, engine)
+            loops[engine].append(loop_s)
+            setups[engine].append(setup_s)
+    units = len(work.data) * work.per_example
+    medians = {"plain PyTorch loop": statistics.median(plain),
+               "retain, lean engine (default, one process)": statistics.median(loops["lean"]),
+               "retain, Lightning Trainer engine (DDP)": statistics.median(loops["lightning"])}
+    rows = [{"figure": name, "value": f"{units / sec:,.0f} {work.unit}/s, "
+                                      f"{sec / steps * 1e3:.3f} ms/step"}
+            for name, sec in medians.items()]
+    p_med = medians["plain PyTorch loop"]
+    lean, trainer = statistics.median(loops["lean"]), statistics.median(loops["lightning"])
+    target = " (target >= 0.95)" if work.name == "gpt" else ""
+    rows += [
+        {"figure": f"ratio retain lean / plain{target}", "value": f"{p_med / lean:.3f}"},
+        {"figure": "ratio retain Lightning / plain", "value": f"{p_med / trainer:.3f}"},
+        {"figure": "fixed cost per experience, lean engine",
+         "value": f"{statistics.median(setups['lean']) * 1e3:.1f} ms"},
+        {"figure": "fixed cost per experience, Lightning Trainer (set-up + teardown)",
+         "value": f"{statistics.median(setups['lightning']) * 1e3:.1f} ms"},
+        {"figure": f"evaluate one test experience ({len(work.data)} examples)",
+         "value": f"{eval_seconds(work.net, work.data, 128) * 1e3:.1f} ms"},
+    ]
+    print_table(f"Overhead over a plain loop ({work.describe}, batch {batch_size}, "
+                f"{torch.get_num_threads()} threads, median of {repeats})", rows)
+    return rows
+
+
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workloads", nargs="+", choices=["gpt", "mlp"], default=["gpt", "mlp"])
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--sequences", type=int, default=640)
@@ -120,36 +206,12 @@ def main(argv=None) -> list[dict]:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    net, data, cfg = build(args.d_model, args.seq_len, args.sequences)
-    tokens = args.sequences * args.seq_len
-    plain_epoch(net, data, args.batch_size)  # warm-up: allocator, kernels
-    plain, loops, setups = [], {"lean": [], "lightning": []}, {"lean": [], "lightning": []}
-    for _ in range(args.repeats):  # interleaved, so load on the machine hits all alike
-        plain.append(plain_epoch(net, data, args.batch_size))
-        for engine in loops:
-            loop_s, setup_s = retain_epoch(net, data, cfg, args.batch_size, engine)
-            loops[engine].append(loop_s)
-            setups[engine].append(setup_s)
-    p_med = statistics.median(plain)
-    lean, trainer = statistics.median(loops["lean"]), statistics.median(loops["lightning"])
-    rows = [
-        {"figure": "plain PyTorch loop", "value": f"{tokens / p_med:,.0f} tokens/s"},
-        {"figure": "retain, lean engine (default, one process)",
-         "value": f"{tokens / lean:,.0f} tokens/s"},
-        {"figure": "retain, Lightning Trainer engine (DDP)",
-         "value": f"{tokens / trainer:,.0f} tokens/s"},
-        {"figure": "ratio retain lean / plain (target >= 0.95)", "value": f"{p_med / lean:.3f}"},
-        {"figure": "ratio retain Lightning / plain", "value": f"{p_med / trainer:.3f}"},
-        {"figure": "fixed cost per experience, lean engine",
-         "value": f"{statistics.median(setups['lean']):.3f} s"},
-        {"figure": "fixed cost per experience, Lightning Trainer (set-up + teardown)",
-         "value": f"{statistics.median(setups['lightning']):.3f} s"},
-        {"figure": f"evaluate one test experience ({args.sequences} sequences)",
-         "value": f"{eval_seconds(net, data, 128):.3f} s"},
-    ]
-    print_table(f"Overhead over a plain loop (gpt d={args.d_model}, {args.sequences}x"
-                f"{args.seq_len} tokens, batch {args.batch_size}, {torch.get_num_threads()} "
-                f"threads, median of {args.repeats})", rows)
+    rows = []
+    for name in args.workloads:
+        work = (gpt_workload(args.d_model, args.seq_len, args.sequences) if name == "gpt"
+                else mlp_workload())
+        # the MLP's epoch is ~50 ms: more repeats for a steady median
+        rows += measure(work, args.batch_size, args.repeats * (1 if name == "gpt" else 8))
     return rows
 
 

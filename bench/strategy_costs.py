@@ -2,14 +2,15 @@
 
 A step is ``harness.system.ContinualSystem``'s own: its ``training_step`` (forward, task loss
 plus the strategies' loss terms), backward, its ``on_before_optimizer_step`` (penalty
-gradients, strategies' hooks), its fused SGD step, and reading the batch from the strategy's
-loader (replay mixes memory in there); run in a plain loop (no engine) so that only the
-strategy's own work is timed. Batches of the experience's own data carry ``Batch.index``, and
-the context says 5 epochs, as in the parity runs (LwF caches its teacher's outputs). Each
-strategy first goes through one experience and its ``after_task`` (so memories, Fishers,
-teachers are in place), then the second experience's steps are timed. Also reported: the
-time of ``after_task`` (the Fisher estimate for EWC, memory insertion for the replay family)
-and the bytes the strategy keeps, per stored example for the memories.
+gradients, strategies' hooks), its fused SGD step (called as the lean engine calls it), and
+reading the batch from the strategy's loader (replay mixes memory in there); run in a plain
+loop (no engine) so that only the strategy's own work is timed. Batches of the experience's
+own data carry ``Batch.index``, and the context says 5 epochs, as in the parity runs (LwF
+caches its teacher's outputs). Each strategy first goes through one experience and its
+``after_task`` (so memories, Fishers, teachers are in place), then the second experience's
+steps are timed. Also reported: the time of ``after_task`` (the Fisher estimate for EWC,
+memory insertion for the replay family) and the bytes the strategy keeps, per stored example
+for the memories.
 
 Two models: the Split-Digits reference MLP (64-256-10, batch 32) and a small GPT language
 model on random byte tokens (2 layers, d_model 128, 128-token sequences, batch 16).
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from harness.config import TrainerConfig  # noqa: E402
 from harness.data import BatchLoader, TaskData  # noqa: E402
 from harness.distributed import DIST  # noqa: E402
+from harness.loop import bare_step  # noqa: E402
 from harness.models.base import DataSpec  # noqa: E402
 from harness.network import Network  # noqa: E402
 from harness.registry import MODELS, STRATEGIES  # noqa: E402
@@ -99,6 +101,7 @@ class Stepper:
     def __init__(self, ctx: Context):
         self.system = ctx.system
         self.opt = self.system.configure_optimizers()
+        self.step = bare_step(self.opt)  # the lean engine's optimizer step
         strategy = self.system.strategies[0]
         own = ctx.make_loader(ctx.train_data(ctx.task_id), with_index=True)  # as the task loop
         self.loader = strategy.train_loader(ctx, own)
@@ -115,7 +118,7 @@ class Stepper:
             self.opt.zero_grad(set_to_none=True)
             self.system.training_step(batch, self.i).backward()
             self.system.on_before_optimizer_step(self.opt)
-            self.opt.step()
+            self.step()
             self.system.on_train_batch_end(None, batch, self.i)  # counts steps for logging
             if keep:
                 self.times.append(time.perf_counter() - t0)
