@@ -25,7 +25,6 @@ import signal
 import threading
 
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from harness import checkpoint, faults
 from harness.console import say
@@ -106,7 +105,7 @@ class StepCheckpoint:
     """Restores a task's optimizer and RNG on resume; checkpoints every n optimizer steps.
 
     Engine-neutral: the lean loop (``harness.loop``) calls it directly, Lightning's Trainer
-    through ``LightningStepCheckpoint``.
+    through ``harness.trainer.LightningStepCheckpoint``.
     """
 
     def __init__(self, save, loader, trainer_cfg, every: int, stop: StopSignals,
@@ -153,27 +152,3 @@ class StepCheckpoint:
             "scaler": scaler.state_dict() if scaler is not None else None,
             "stream_step": stream_step,
         }
-
-
-class LightningStepCheckpoint(Callback):
-    """``StepCheckpoint`` as a callback of Lightning's Trainer."""
-
-    def __init__(self, steps: StepCheckpoint):
-        self.steps, self.last_step = steps, 0
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.steps.on_start(trainer.optimizers[0], _scaler(trainer))
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.last_step:  # accumulating gradients: no step yet
-            return
-        self.last_step = trainer.global_step
-        # the module's own on_train_batch_end (which counts this batch) runs after ours
-        if self.steps.after_step(trainer.global_step, trainer.current_epoch, batch_idx,
-                                 trainer.optimizers[0], _scaler(trainer), pl_module.device,
-                                 pl_module.stream_step + 1):
-            trainer.should_stop = True
-
-
-def _scaler(trainer):
-    return getattr(trainer.precision_plugin, "scaler", None)

@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
 import torch
 
 from harness import checkpoint, faults
@@ -37,22 +36,16 @@ from harness.metrics import LOWER_IS_BETTER, average_seen, summarize
 from harness.network import Network
 from harness.registry import MODELS, SCENARIOS, STRATEGIES
 from harness.results import RunDir
-from harness.resume import (
-    FastForward,
-    LightningStepCheckpoint,
-    StepCheckpoint,
-    StopSignals,
-    resumed_trainer_cfg,
-)
+from harness.resume import FastForward, StepCheckpoint, StopSignals, resumed_trainer_cfg
+from harness.seed import seed_everything
 from harness.system import ContinualSystem
-from harness.trainer import make_trainer
 from strategies.base import Context
 
 
 def run(cfg, resume: RunDir | None = None) -> dict:
     """Train on the whole stream and return the results dict (also written to the run dir)."""
     started = time.time()
-    L.seed_everything(cfg.seed, verbose=False)
+    seed_everything(cfg.seed)
     # Strategies first: their option errors need no data, so they come before the scenario
     # (and Avalanche's import) is paid for.
     names = strategy_names(cfg)
@@ -132,6 +125,7 @@ class TaskLoop:
         self.n = scenario.n_experiences
         self.device = _run_device(cfg)
         self.engine = engine_for(cfg.trainer, self.device.type)
+        self.lightning = None  # the system as a LightningModule, for the Trainer engine
         self.stop = stop
         self.position = 0  # next experience to train
         self.partial: dict | None = None  # how far into task `position` a checkpoint was taken
@@ -257,9 +251,13 @@ class TaskLoop:
         if self.engine == "lean":
             LeanLoop(trainer_cfg, self.device, label).fit(self.system, loader, steps)
             return
+        from harness.trainer import LightningStepCheckpoint, LightningSystem, make_trainer
+
+        if self.lightning is None:  # one per run: Lightning keeps state on its module
+            self.lightning = LightningSystem(self.system)
         trainer = make_trainer(trainer_cfg, label, self.device.type == "cuda")
         trainer.callbacks.append(LightningStepCheckpoint(steps))
-        trainer.fit(self.system, train_dataloaders=loader)
+        trainer.fit(self.lightning, train_dataloaders=loader)
         self.system.net.to(self.device)  # Lightning's teardown moves the module to CPU
 
     def _context(self, i: int) -> Context:

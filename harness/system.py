@@ -1,8 +1,11 @@
-"""The Lightning system: trains a ``Network`` on one experience at a time.
+"""The continual system: trains a ``Network`` on one experience at a time.
 
 The task loop (``harness.run``) fits it on each experience, with the lean loop
-(``harness.loop``) or a Lightning Trainer; this module only knows how to take a training
-step. The loss is written out term by term: the task's own cross-entropy plus whatever each
+(``harness.loop``) or a Lightning Trainer (through ``harness.trainer.LightningSystem``, which
+hands Lightning's hooks to it); this module only knows how to take a training step. It is a
+plain ``nn.Module``, so a run on the lean engine never imports Lightning (4-5 s of start-up).
+
+The loss is written out term by term: the task's own cross-entropy plus whatever each
 strategy's ``loss_terms`` returns, each logged under its own name (``loss/task``,
 ``loss/distill``, ...). Strategies' quadratic penalties (``loss/ewc``, ``loss/si``) add their
 gradient in closed form before the optimizer step and are valued on logging steps only
@@ -14,7 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import lightning as L
 import torch
 
 from harness.config import TrainerConfig
@@ -28,7 +30,10 @@ class NonFiniteLoss(UserError):
     """A loss term became NaN or infinite: training stops instead of corrupting the run."""
 
 
-class ContinualSystem(L.LightningModule):
+class ContinualSystem(torch.nn.Module):
+    """The network, its strategies and the stream's step count; the methods are the
+    LightningModule hooks both engines call (``harness.loop.LEAN_HOOKS``)."""
+
     def __init__(self, net: Network, strategies: list[Strategy], trainer_cfg: TrainerConfig,
                  on_metrics: Callable[[int, dict], None] | None = None):
         super().__init__()
@@ -39,26 +44,29 @@ class ContinualSystem(L.LightningModule):
         self.ctx: Context | None = None  # set by the task loop before each fit
         self.stream_step = 0  # optimizer steps over the whole stream, for monotone logging
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> Outputs:
         return self.net(x, t)
+
+    def logging_step(self) -> bool:
+        """Whether this step's loss terms are valued and logged."""
+        return self.stream_step % self.trainer_cfg.log_every_n_steps == 0
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         outputs = self.net(batch.x, batch.t)
         terms = {"task": self.net.loss(batch, outputs)}
         for strategy in self.strategies:
             _merge(terms, strategy.loss_terms(self.ctx, batch, outputs))
-        logging_step = self.stream_step % self.trainer_cfg.log_every_n_steps == 0
+        logging_step = self.logging_step()
         if logging_step:  # penalties have no graph (their gradient is added before the
             for strategy in self.strategies:  # step): valued only where they are logged
                 _merge(terms, {name: penalty.value(self.net)
                                for name, penalty in strategy.penalties(self.ctx).items()})
         loss = _total(terms)
         self._check_finite(loss, terms)
-        if logging_step and self._trainer is not None and \
-                self._trainer.progress_bar_callback is not None:
-            # Lightning's self.log costs more than a small model's step: log at intervals.
-            # (Without a Trainer, harness.loop's bar shows the loss itself.)
-            self.log("loss", loss.detach(), prog_bar=True, logger=False)
         if self.on_metrics and logging_step:
             metrics = {f"loss/{k}": v.item() for k, v in terms.items()}
             metrics.update({"loss/total": loss.item(), "task": self.ctx.task_id})

@@ -1,4 +1,4 @@
-"""Weights & Biases through Lightning's ``WandbLogger``: offline unless the user is online.
+"""Weights & Biases: offline unless the user is online.
 
 Mode, in order: ``wandb.mode`` in the config, then ``WANDB_MODE`` in the environment, then
 "online" if the user is logged in (``WANDB_API_KEY`` or a netrc entry), else "offline".
@@ -33,6 +33,30 @@ def _logged_in() -> bool:
 INIT_TIMEOUT_S = 30.0  # a bounded wait for the W&B server; RETAIN_WANDB_INIT_TIMEOUT overrides
 
 
+class WandbRun:
+    """A W&B run logged as Lightning's ``WandbLogger`` logs (so dashboards read the same):
+    every metric is plotted against ``trainer/global_step``, retain's stream-wide step.
+    W&B is used directly because importing Lightning for its logger costs 4-5 s a run."""
+
+    STEP = "trainer/global_step"
+
+    def __init__(self, experiment):
+        self.experiment = experiment
+        experiment.define_metric(self.STEP)
+        experiment.define_metric("*", step_metric=self.STEP, step_sync=True)
+
+    def log_hyperparams(self, params: dict) -> None:
+        self.experiment.config.update(params, allow_val_change=True)
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        self.experiment.log({**metrics, self.STEP: step})
+
+    def log_table(self, key: str, columns: list[str], data: list[list], step: int) -> None:
+        import wandb
+
+        self.log_metrics({key: wandb.Table(columns=columns, data=data)}, step)
+
+
 class Tracker:
     """Logs a run's config, per-step metrics, score matrices and summary to W&B.
 
@@ -59,17 +83,16 @@ class Tracker:
                 _warn(f"W&B could not start in {mode} mode ({_first_line(err)}); {then}")
 
     @staticmethod
-    def _start(cfg, run_dir: Path, group: str, mode: str, run_id: str):
+    def _start(cfg, run_dir: Path, group: str, mode: str, run_id: str) -> WandbRun:
         import wandb
-        from lightning.pytorch.loggers import WandbLogger
 
         timeout = float(os.environ.get("RETAIN_WANDB_INIT_TIMEOUT", INIT_TIMEOUT_S))
-        return WandbLogger(
+        return WandbRun(wandb.init(
             project=cfg.wandb.project, entity=cfg.wandb.entity, name=run_dir.name,
-            save_dir=str(run_dir), group=cfg.wandb.group or group, tags=list(cfg.wandb.tags),
-            mode=mode, dir=str(run_dir), id=run_id, resume="allow",
+            group=cfg.wandb.group or group, tags=list(cfg.wandb.tags), mode=mode,
+            dir=str(run_dir), id=run_id, resume="allow",
             settings=wandb.Settings(init_timeout=timeout),
-        )
+        ))
 
     def _abandon(self) -> None:
         self.logger = None

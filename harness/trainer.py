@@ -1,9 +1,14 @@
-"""One Lightning Trainer per experience, configured from ``TrainerConfig``.
+"""Lightning's side of a run: one Trainer per experience, configured from ``TrainerConfig``.
 
 A fresh Trainer per experience keeps each task's fit independent (epochs, step counts,
 optimizer state), while the process group, the model and the W&B run persist across fits.
 Lightning's own logger, checkpointing and sanity checks are off: the task loop logs with a
-stream-wide step and writes its own checkpoints.
+stream-wide step and writes its own checkpoints. The Trainer fits ``LightningSystem``, which
+hands the hooks to the ``ContinualSystem``, as the lean loop calls them.
+
+Only this module imports Lightning, and only the Trainer engine (DDP, several devices,
+16-mixed, MPS) imports this module: ``import lightning`` takes 4-5 s beyond torch (it
+imports torchmetrics, torchvision and torch._dynamo).
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ import sys
 import warnings
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from harness.config import TrainerConfig
 from harness.distributed import FAULT_ENV, fault_point, make_strategy
+from harness.resume import StepCheckpoint
+from harness.system import ContinualSystem
 
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
               "lightning.fabric.utilities.seed", "lightning.pytorch.utilities.distributed"):
@@ -26,6 +34,56 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accele
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*`training_step` returned `None`.*")
 warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")  # torch/Lightning version skew
+
+
+class LightningSystem(L.LightningModule):
+    """A ``ContinualSystem`` as a LightningModule: the hooks of ``harness.loop.LEAN_HOOKS``,
+    each handed to the system, and nothing else (a test keeps it so)."""
+
+    def __init__(self, system: ContinualSystem):
+        super().__init__()
+        self.system = system
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self.system.training_step(batch, batch_idx)
+        if self.system.logging_step() and self._trainer is not None and \
+                self._trainer.progress_bar_callback is not None:
+            # Lightning's self.log costs more than a small model's step: log at intervals.
+            self.log("loss", loss.detach(), prog_bar=True, logger=False)
+        return loss
+
+    def configure_optimizers(self):
+        return self.system.configure_optimizers()
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.system.on_before_optimizer_step(optimizer)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.system.on_train_batch_end(outputs, batch, batch_idx)
+
+
+class LightningStepCheckpoint(Callback):
+    """``harness.resume.StepCheckpoint`` as a callback of Lightning's Trainer."""
+
+    def __init__(self, steps: StepCheckpoint):
+        self.steps, self.last_step = steps, 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.steps.on_start(trainer.optimizers[0], _scaler(trainer))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.last_step:  # accumulating gradients: no step yet
+            return
+        self.last_step = trainer.global_step
+        # the module's own on_train_batch_end (which counts this batch) runs after ours
+        if self.steps.after_step(trainer.global_step, trainer.current_epoch, batch_idx,
+                                 trainer.optimizers[0], _scaler(trainer), pl_module.device,
+                                 pl_module.system.stream_step + 1):
+            trainer.should_stop = True
+
+
+def _scaler(trainer):
+    return getattr(trainer.precision_plugin, "scaler", None)
 
 
 class TaskProgressBar(TQDMProgressBar):
@@ -45,8 +103,9 @@ class FaultHook(Callback):
     """``RETAIN_RANK_FAULT`` (tests only): fail one rank at the first batch of one task."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == 0 and trainer.current_epoch == 0 and pl_module.ctx is not None:
-            fault_point(pl_module.ctx.task_id)
+        ctx = pl_module.system.ctx
+        if batch_idx == 0 and trainer.current_epoch == 0 and ctx is not None:
+            fault_point(ctx.task_id)
 
 
 def make_trainer(cfg: TrainerConfig, label: str, uses_gpu: bool) -> L.Trainer:

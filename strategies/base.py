@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 class Context:
     """What a strategy may read. Built by the task loop; strategies do not mutate it."""
 
-    system: ContinualSystem  # the LightningModule; ``system.model`` is the nn.Module
+    system: ContinualSystem  # ``system.net`` is the Network being trained
     task_id: int  # index of the experience being trained (0-based)
     n_tasks: int
     train_data: Any  # callable: task index -> TaskData of that experience's training split

@@ -69,14 +69,32 @@ def test_a_run_checkpointed_inside_a_task_by_one_engine_resumes_under_the_other(
     assert resumed["matrices"] == reference["matrices"]
 
 
-def test_the_system_overrides_only_the_hooks_the_lean_loop_calls():
-    """A hook added to ContinualSystem would run under the Trainer and silently not under
-    the lean loop: this fails first."""
+def test_the_trainer_calls_only_the_hooks_the_lean_loop_calls():
+    """A hook added to LightningSystem would run under the Trainer and silently not under
+    the lean loop: this fails first. Each one hands over to the ContinualSystem's own."""
+    from harness.trainer import LightningSystem
+
     lightning_names = {n for n in dir(L.LightningModule) if not n.startswith("_")}
-    overridden = {n for cls in ContinualSystem.__mro__
+    overridden = {n for cls in LightningSystem.__mro__
                   if cls.__module__.startswith("harness.")
                   for n in vars(cls) if n in lightning_names and callable(vars(cls)[n])}
-    assert overridden - {"forward"} == set(LEAN_HOOKS)
+    assert overridden == set(LEAN_HOOKS)
+    assert all(callable(getattr(ContinualSystem, hook)) for hook in LEAN_HOOKS)
+
+
+def test_a_lean_run_never_imports_lightning(tmp_path):
+    """Lightning's import is 4-5 s of every run's start-up; the lean engine does without."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from harness import config; from harness.run import run; "
+            f"run(config.load(None, {quick(*DIGITS, 'strategy=[replay,ewc,distill]')!r} + "
+            f"['out_dir={tmp_path}', 'logger=wandb', 'wandb.mode=offline'])); "
+            "print('LIGHTNING' if 'lightning' in sys.modules else 'WITHOUT')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "WITHOUT"
 
 
 @pytest.mark.parametrize("overrides, engine", [
