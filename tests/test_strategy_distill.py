@@ -77,7 +77,7 @@ def test_language_model_kl_ignores_padded_positions():
 @pytest.mark.parametrize("cols", [None, slice(2, 5), torch.tensor([4, 0, 6]), torch.tensor([3])])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_kl_value_and_gradient_equal_autograds(cols, dtype):
-    """The written-out gradient against autograd through gather, log-softmax and kl_div."""
+    """Columns as a slice, an index or all: the KL and its gradient of the picked columns."""
     g = torch.Generator().manual_seed(0)
     student = (3 * torch.randn(6, 7, generator=g)).to(dtype).requires_grad_()
     teacher = (3 * torch.randn(6, 7, generator=g)).to(dtype)
