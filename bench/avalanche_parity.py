@@ -30,7 +30,8 @@ every test experience after every experience (retain also evaluates the untraine
 and writes a checkpoint per experience). Both use one torch thread by default: on a busy
 machine, multi-threaded kernels of this size wait for cores and the timings become noise.
 Accuracy is the mean over the 5 test experiences after the last one; forgetting as in
-``harness.metrics``.
+``harness.metrics``. Wall times are the median over seeds (a run is a fraction of a second:
+one slow spell of the machine would move a mean; ``--json`` keeps every seed's).
 
     python bench/avalanche_parity.py                       # all strategies, seeds 0 1 2
     python bench/avalanche_parity.py --seeds 0 1 2 3 4     # the README's Split-Digits table
@@ -194,7 +195,8 @@ def summarise(runs: list[dict]) -> dict:
     fgt = [forgetting(r["matrix"]) for r in runs]
     wall = [r["wall"] for r in runs]
     return {"acc": statistics.mean(acc), "acc_std": statistics.pstdev(acc),
-            "forgetting": statistics.mean(fgt), "wall": statistics.mean(wall), "per_seed": acc}
+            "forgetting": statistics.mean(fgt), "wall": statistics.median(wall),
+            "walls": wall, "per_seed": acc}
 
 
 def main(argv: list[str] | None = None) -> None:

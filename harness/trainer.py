@@ -6,9 +6,9 @@ Lightning's own logger, checkpointing and sanity checks are off: the task loop l
 stream-wide step and writes its own checkpoints. The Trainer fits ``LightningSystem``, which
 hands the hooks to the ``ContinualSystem``, as the lean loop calls them.
 
-Only this module imports Lightning, and only the Trainer engine (DDP, several devices,
-16-mixed, MPS) imports this module: ``import lightning`` takes 4-5 s beyond torch (it
-imports torchmetrics, torchvision and torch._dynamo).
+Only the Trainer engine (DDP, several devices, 16-mixed, MPS) imports this module, which
+with the DDP strategy ``harness.distributed`` builds is all of retain that imports Lightning:
+``import lightning`` takes 4-5 s beyond torch (torchmetrics, torchvision, torch._dynamo).
 """
 
 from __future__ import annotations
