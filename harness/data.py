@@ -1,9 +1,9 @@
 """In-memory task data and the batch loader every experience is trained and evaluated with.
 
 An Avalanche experience's dataset is materialised once into three tensors (inputs, targets,
-task labels). Batches are then sliced from those tensors: one index operation per batch
-instead of one ``__getitem__`` + collate per example, which is where generic data loaders
-spend most of their time on small models.
+task labels). Batches are then sliced from those tensors: one index operation per block of
+batches (each batch a view into it) instead of one ``__getitem__`` + collate per example,
+which is where generic data loaders spend most of their time on small models.
 
 Sharding across DDP ranks is done here (not by a DistributedSampler) so that evaluation counts
 every example exactly once, with no padding duplicates.

@@ -3,7 +3,7 @@
 The task loop (``harness.run``) fits it on each experience, with the lean loop
 (``harness.loop``) or a Lightning Trainer (through ``harness.trainer.LightningSystem``, which
 hands Lightning's hooks to it); this module only knows how to take a training step. It is a
-plain ``nn.Module``, so a run on the lean engine never imports Lightning (4-5 s of start-up).
+plain ``nn.Module``, so a run on the lean engine never imports Lightning (3-4 s of start-up).
 
 The loss is written out term by term: the task's own cross-entropy plus whatever each
 strategy's ``loss_terms`` returns, each logged under its own name (``loss/task``,

@@ -91,7 +91,12 @@ def prepare(kind: str, key: dict, source: str, build: Callable[[], dict[str, np.
             return Prepared(arrays, entry, True, time.perf_counter() - start, _nbytes(arrays))
         _discard(entry)
     arrays = build()
-    _write_entry(entry, arrays, {"kind": kind, "key": key, "source": source})
+    try:
+        _write_entry(entry, arrays, {"kind": kind, "key": key, "source": source})
+    except OSError as err:  # a read-only or full disk: the run goes on without the cache
+        warnings.warn(f"retain cache {entry.parent} is not writable ({err.strerror or err}); "
+                      "going on without it", stacklevel=2)
+        return Prepared(arrays, None, False, time.perf_counter() - start, _nbytes(arrays))
     loaded = load_entry(entry)
     if loaded is None:  # a concurrent writer's entry went bad between rename and read
         loaded = arrays

@@ -83,7 +83,7 @@ def test_the_trainer_calls_only_the_hooks_the_lean_loop_calls():
 
 
 def test_a_lean_run_never_imports_lightning(tmp_path):
-    """Lightning's import is 4-5 s of every run's start-up; the lean engine does without."""
+    """Lightning's import is 3-4 s of a run's start-up; the lean engine does without."""
     import subprocess
     import sys
 
@@ -123,3 +123,31 @@ def test_auto_follows_the_device_auto_resolved_to_and_a_launcher():
 def test_asking_for_the_lean_loop_where_it_cannot_run_names_the_reason():
     with pytest.raises(UserError, match="trainer.engine=lean .* trainer.devices=2"):
         config.load(None, ["trainer.engine=lean", "trainer.devices=2"])
+
+
+def test_the_bare_optimizer_step_still_runs_hooks_and_instance_wrappers():
+    """The lean loop skips torch's step wrapper only where nothing could notice."""
+    import torch
+
+    from harness.loop import bare_step
+
+    def sgd():
+        p = torch.nn.Parameter(torch.ones(2))
+        p.grad = torch.ones(2)
+        return p, torch.optim.SGD([p], lr=0.1)
+
+    p, opt = sgd()
+    bare_step(opt)()
+    assert torch.allclose(p, torch.full((2,), 0.9))  # a plain step
+
+    p, opt = sgd()
+    hooked = []
+    opt.register_step_post_hook(lambda *args: hooked.append(1))
+    bare_step(opt)()
+    assert hooked == [1] and torch.allclose(p, torch.full((2,), 0.9))
+
+    p, opt = sgd()
+    wrapped, original = [], opt.step
+    opt.step = lambda *a, **k: wrapped.append(1) or original(*a, **k)  # e.g. an LR scheduler's
+    bare_step(opt)()
+    assert wrapped == [1] and torch.allclose(p, torch.full((2,), 0.9))

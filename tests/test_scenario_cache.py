@@ -135,3 +135,13 @@ def test_a_warm_cache_builds_the_same_scenario_without_importing_scikit_learn(sc
     assert imported == ["True", "False"]
     cold, warm = (torch.load(tmp_path / name) for name in ("cold.pt", "warm.pt"))
     assert all(torch.equal(a, b) for a, b in zip(cold, warm, strict=True))
+
+
+def test_an_unwritable_cache_warns_and_the_build_goes_on(tmp_path, monkeypatch):
+    """A cache root that cannot be created (here: under a file; a read-only home alike)."""
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("RETAIN_CACHE", str(tmp_path / "a-file" / "cache"))
+    with pytest.warns(UserWarning, match="is not writable"):
+        prep = prepare("unit", {"k": 1}, "src", arrays)
+    assert prep.path is None and not prep.hit
+    assert all(np.array_equal(prep.arrays[k], v) for k, v in arrays().items())
