@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-LOWER_IS_BETTER = {"loss", "perplexity", "bits_per_byte"}
+LOWER_IS_BETTER = {"loss", "perplexity", "bits_per_token"}  # what evaluate reports
 
 
 def average(R: list[list[float]]) -> float:
@@ -69,7 +69,7 @@ def summarize(matrices: dict, baseline: dict | None) -> dict:
 
 
 def confusion_scores(y_true, y_pred, n_classes: int) -> dict:
-    """Accuracy and macro-F1 from a torch confusion matrix: what evaluation calls per task.
+    """Accuracy and macro-F1 from a torch confusion matrix (evaluation's per-set path).
 
     Same definitions as scikit-learn's ``accuracy_score`` and ``f1_score(average="macro")``
     (macro over the labels present in ``y_true`` or ``y_pred``, an undefined F1 counting as 0;

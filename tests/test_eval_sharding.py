@@ -121,3 +121,13 @@ def test_batches_across_sets_keep_order_and_size():
     batches = list(evaluate_mod._batches_across(sets, 3))
     assert [len(b) for b in batches] == [3, 3, 2]
     assert [int(v) for b in batches for v in b.x[:, 0]] == [0, 1, 2, 3, 4, 0, 1, 2]
+
+
+def test_every_lm_score_but_accuracy_counts_as_lower_is_better():
+    """Forgetting and BWT take their sign from LOWER_IS_BETTER: a metric evaluation reports
+    under another name would be summarised as if higher were better."""
+    from harness.metrics import LOWER_IS_BETTER
+
+    net, sets = _network("lm")
+    reported = set(evaluate_mod.evaluate(net, sets, batch_size=8))
+    assert reported - {"accuracy"} == LOWER_IS_BETTER
