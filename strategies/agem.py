@@ -28,7 +28,7 @@ import torch
 
 from harness.errors import UserError
 from harness.registry import register_strategy
-from strategies.base import Context, Strategy, trainable
+from strategies.base import Context, Strategy
 from strategies.buffer import Buffer, per_rank, stream_seed
 
 
@@ -62,10 +62,9 @@ class AGEM(Strategy):
         self.gen: torch.Generator | None = None
         self.in_task = -1  # the task being trained (a checkpoint may be taken inside it)
         self._gen_state: torch.Tensor | None = None  # from a checkpoint taken inside a task
-        self._params: list[torch.Tensor] | None = None  # the trainable parameters, per task
 
     def before_task(self, ctx: Context) -> None:
-        self.buffer.dist, self.gen, self._params = ctx.dist, None, None
+        self.buffer.dist, self.gen = ctx.dist, None
         if self.in_task != ctx.task_id:
             self._gen_state = None
         self.in_task = ctx.task_id
@@ -73,9 +72,7 @@ class AGEM(Strategy):
     def before_optimizer_step(self, ctx: Context) -> None:
         if self.filled == 0:
             return
-        if self._params is None:  # fixed within a task; named_parameters walks every module
-            self._params = [p for _, p in trainable(ctx.system.net)]
-        params = self._params
+        params = [p for _, p in ctx.trainable]
         ref = self.reference_gradient(ctx, params)
         grad = torch.cat([p.grad.reshape(-1).float() if p.grad is not None
                           else torch.zeros(p.numel(), device=p.device) for p in params])
@@ -117,7 +114,7 @@ class AGEM(Strategy):
         self.buffer.dist = ctx.dist
         self.buffer.add(ctx.train_data(ctx.task_id), ctx.task_id, ctx.seed)
         self.filled += 1
-        self.gen, self.in_task, self._params = None, -1, None
+        self.gen, self.in_task = None, -1
 
     def memory_bytes(self) -> int:
         return self.buffer.nbytes()

@@ -24,6 +24,7 @@ that are logged.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,12 @@ class Context:
     @property
     def device(self):
         return self.system.device
+
+    @functools.cached_property
+    def trainable(self) -> list[tuple[str, Tensor]]:
+        """The network's named parameters that training changes, listed once per task (a
+        context lives one task; ``named_parameters`` walks every module)."""
+        return trainable(self.system.net)
 
 
 def trainable(net) -> list[tuple[str, Tensor]]:

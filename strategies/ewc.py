@@ -31,7 +31,7 @@ from torch import Tensor
 from harness.data import BatchLoader
 from harness.errors import UserError
 from harness.registry import register_strategy
-from strategies.base import Context, Strategy, trainable
+from strategies.base import Context, Strategy
 from strategies.penalty import Quadratic
 
 
@@ -69,10 +69,9 @@ class EWC(Strategy):
 
     def after_task(self, ctx: Context) -> None:
         self._penalty = None  # the importance and anchors change below
-        net = ctx.system.net
         fisher = self.fisher(ctx)
         theta = {n: ctx.dist.all_reduce_(p.detach().float().clone(), "mean")
-                 for n, p in trainable(net)}
+                 for n, p in ctx.trainable}
         if self.cfg.mode == "online" or not self.importance:
             for n, f in fisher.items():
                 old = self.importance.get(n)
@@ -92,7 +91,7 @@ class EWC(Strategy):
     def fisher(self, ctx: Context) -> dict[str, Tensor]:
         """Mean squared mini-batch gradient over this rank's shard, all-reduced over ranks."""
         net = ctx.system.net
-        params = trainable(net)
+        params = ctx.trainable
         device = params[0][1].device
         sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params}
         loader = BatchLoader(ctx.train_data(ctx.task_id),

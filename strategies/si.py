@@ -36,7 +36,7 @@ from torch import Tensor
 
 from harness.errors import UserError
 from harness.registry import register_strategy
-from strategies.base import Context, Strategy, trainable
+from strategies.base import Context, Strategy
 from strategies.penalty import Quadratic
 
 
@@ -73,7 +73,7 @@ class SI(Strategy):
                 self._last = (_to(self._last[0], device), _to(self._last[1], device))
             return
         self.in_task = ctx.task_id
-        params = trainable(ctx.system.net)
+        params = ctx.trainable
         self.start = {n: p.detach().float().clone() for n, p in params}
         self.omega = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params}
         self._last = None
@@ -87,7 +87,7 @@ class SI(Strategy):
 
     @torch.no_grad()
     def before_optimizer_step(self, ctx: Context) -> None:
-        params = trainable(ctx.system.net)
+        params = ctx.trainable
         self._settle(params)
         self._last = ({n: p.detach().float().clone() for n, p in params},
                       {n: p.grad.detach().float().clone() for n, p in params
@@ -106,7 +106,7 @@ class SI(Strategy):
     @torch.no_grad()
     def after_task(self, ctx: Context) -> None:
         self._penalty = None  # the importance and anchors change below
-        params = trainable(ctx.system.net)
+        params = ctx.trainable
         self._settle(params)
         cap = self.cfg.max_importance or None
         for n, p in params:
