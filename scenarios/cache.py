@@ -22,7 +22,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,17 @@ class Prepared:
     hit: bool  # True when loaded from an existing entry
     seconds: float  # time to build (miss) or to verify and map (hit)
     nbytes: int
+
+
+def cache_flag(help: str = "store prepared arrays on disk"):
+    """A scenario config's ``cache`` option (``enabled`` of ``prepare``)."""
+    return field(default=True, metadata={"help": help})
+
+
+def cache_dir_option():
+    """A scenario config's ``cache_dir`` option (``cache_dir`` of ``prepare``)."""
+    return field(default="", metadata={
+        "help": "prep cache folder ('' = $RETAIN_CACHE or ~/.cache/retain)"})
 
 
 def cache_root(cache_dir: str = "") -> Path:
@@ -164,25 +175,3 @@ def _sha256(path: Path) -> str:
 def _nbytes(arrays: dict[str, np.ndarray]) -> int:
     return int(sum(a.nbytes for a in arrays.values()))
 
-
-def stratified_split(kind: str, y: np.ndarray, train_size: int | None, test_size: int,
-                     seed: int, source: str, cache_dir: str = "",
-                     enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) indices of scikit-learn's stratified ``train_test_split`` of
-    ``range(len(y))``, kept in the cache: importing scikit-learn is 1-1.5 s of a run's
-    start-up, and the split of fixed data never changes. ``source`` fingerprints the data the
-    labels come from; scikit-learn's version is part of the key, in case its algorithm does.
-    """
-    from importlib.metadata import version
-
-    def build() -> dict[str, np.ndarray]:
-        from sklearn.model_selection import train_test_split
-
-        train, test = train_test_split(np.arange(len(y)), train_size=train_size,
-                                       test_size=test_size, stratify=y, random_state=seed)
-        return {"train": train, "test": test}
-
-    key = {"train_size": train_size, "test_size": test_size, "seed": seed, "n": len(y),
-           "scikit-learn": version("scikit-learn")}
-    arrays = prepare(f"{kind}-split", key, source, build, cache_dir, enabled).arrays
-    return np.asarray(arrays["train"]), np.asarray(arrays["test"])

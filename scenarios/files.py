@@ -48,7 +48,7 @@ from harness.errors import UserError
 from harness.models.base import DataSpec
 from harness.registry import register_scenario
 from scenarios.base import Scenario, class_task_data, lm_task_data
-from scenarios.cache import file_fingerprint, prepare
+from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, prepare
 from scenarios.files_reader import load_tasks, source_files
 from scenarios.tokenize import PAD, VOCAB_SIZE, encode, join_documents, pack, pad_to
 
@@ -88,9 +88,8 @@ class FilesConfig:
         "help": "documents of a .txt file: file | paragraph | auto (paragraphs when the file is "
                 "a whole task, else the file)"})
     split_seed: int = field(default=0, metadata={"help": "shuffle of documents for the splits"})
-    cache: bool = field(default=True, metadata={"help": "store prepared arrays on disk"})
-    cache_dir: str = field(default="", metadata={
-        "help": "prep cache folder ('' = $RETAIN_CACHE or ~/.cache/retain)"})
+    cache: bool = cache_flag()
+    cache_dir: str = cache_dir_option()
 
 
 def check_config(cfg: FilesConfig) -> Path:

@@ -24,7 +24,7 @@ from harness.errors import UserError
 from harness.models.base import DataSpec
 from harness.registry import register_scenario
 from scenarios.base import Scenario, lm_task_data
-from scenarios.cache import fingerprint, prepare
+from scenarios.cache import cache_dir_option, cache_flag, fingerprint, prepare
 from scenarios.lm_split import split_and_pack
 from scenarios.tokenize import PAD, VOCAB_SIZE
 
@@ -48,9 +48,8 @@ class HFConfig:
     val_tokens: int = field(default=8_192, metadata={"help": "validation tokens (0 = none)"})
     test_tokens: int = field(default=20_480, metadata={"help": "test tokens per task"})
     split_seed: int = field(default=0, metadata={"help": "document shuffle for the splits"})
-    cache: bool = field(default=True, metadata={"help": "store prepared arrays on disk"})
-    cache_dir: str = field(default="", metadata={
-        "help": "prep cache folder ('' = $RETAIN_CACHE or ~/.cache/retain)"})
+    cache: bool = cache_flag()
+    cache_dir: str = cache_dir_option()
 
 
 def fetch_documents(cfg: HFConfig, spec: str, needed_bytes: int) -> list[str]:

@@ -18,7 +18,8 @@ from harness.errors import UserError
 from harness.models.base import DataSpec
 from harness.registry import register_scenario
 from scenarios.base import Scenario, class_task_data
-from scenarios.split_digits import digits_split
+from scenarios.cache import cache_dir_option, cache_flag
+from scenarios.split_digits import DIGITS_CACHE_HELP, digits_split
 
 
 @dataclass
@@ -29,11 +30,8 @@ class PermutedDigitsConfig:
         "help": "task 0 uses the unpermuted images"})
     perm_seed: int = field(default=0, metadata={
         "help": "seed of the permutations; fixed so every run sees the same tasks"})
-    cache: bool = field(default=True, metadata={
-        "help": "keep the parsed digits and the split in the preparation cache (a run then "
-                "skips importing scikit-learn, ~1 s)"})
-    cache_dir: str = field(default="", metadata={
-        "help": "cache root (default: $RETAIN_CACHE or ~/.cache/retain)"})
+    cache: bool = cache_flag(DIGITS_CACHE_HELP)
+    cache_dir: str = cache_dir_option()
 
 
 def permutations(n: int, dim: int, seed: int, identity_first: bool) -> list[np.ndarray]:

@@ -19,9 +19,12 @@ import numpy as np
 from harness.models.base import DataSpec
 from harness.registry import register_scenario
 from scenarios.base import Scenario
+from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, prepare
 from scenarios.classes import class_groups, group_names, split_by_class
 
 N_TRAIN, N_TEST, SPLIT_SEED = 1400, 397, 0
+DIGITS_CACHE_HELP = ("keep the digits' split in the preparation cache (a run then skips "
+                     "importing scikit-learn, ~1 s)")
 
 
 @dataclass
@@ -33,11 +36,8 @@ class SplitDigitsConfig:
         "help": "classes in the order they arrive, consecutive groups form the tasks"})
     shuffle_classes: bool = field(default=False, metadata={
         "help": "permute class_order with the run seed (the reference setup keeps 0..9)"})
-    cache: bool = field(default=True, metadata={
-        "help": "keep the parsed digits and the split in the preparation cache (a run then "
-                "skips importing scikit-learn, ~1 s)"})
-    cache_dir: str = field(default="", metadata={
-        "help": "cache root (default: $RETAIN_CACHE or ~/.cache/retain)"})
+    cache: bool = cache_flag(DIGITS_CACHE_HELP)
+    cache_dir: str = cache_dir_option()
 
 
 def digits_csv() -> Path:
@@ -46,29 +46,36 @@ def digits_csv() -> Path:
     return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
 
 
-@functools.cache
 def digits_split(cache: bool = True, cache_dir: str = "") -> tuple[np.ndarray, ...]:
     """The fixed reference split: (x_train, y_train, x_test, y_test), x float32 in [0, 1].
 
-    Read-only and made once per process: parsing the CSV and splitting takes 8 ms, 5% of a
-    whole Split-Digits run, and a sweep or a notebook builds the scenario again and again.
-    The parsed digits and the split's indices are kept in the preparation cache, so a run
-    does not import scikit-learn (1-1.5 s) once they are there.
+    Read-only and made once per process (a sweep or a notebook builds the scenario again and
+    again). It is kept in the preparation cache, so a run does not import scikit-learn (1-1.5
+    s) once it is there.
     """
-    from scenarios.cache import file_fingerprint, prepare, stratified_split
+    return _digits_split(bool(cache), str(cache_dir))  # one process cache key per setting
 
-    def load() -> dict[str, np.ndarray]:
+
+@functools.cache
+def _digits_split(cache: bool, cache_dir: str) -> tuple[np.ndarray, ...]:
+    from importlib.metadata import version
+
+    def build() -> dict[str, np.ndarray]:
         from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
 
-        return dict(zip(("x", "y"), load_digits(return_X_y=True), strict=True))
+        x, y = load_digits(return_X_y=True)
+        x_tr, x_te, y_tr, y_te = train_test_split(x, y, train_size=N_TRAIN, test_size=N_TEST,
+                                                  stratify=y, random_state=SPLIT_SEED)
+        return {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}
 
-    source = file_fingerprint([digits_csv()])
-    data = prepare("digits", {"version": 1}, source, load, cache_dir, cache).arrays
-    train, test = stratified_split("digits", data["y"], N_TRAIN, N_TEST, SPLIT_SEED, source,
-                                   cache_dir, cache)
-    x = (data["x"] / 16.0).astype(np.float32)
-    y = np.asarray(data["y"])
-    split = x[train], y[train], x[test], y[test]
+    # scikit-learn's version is in the key in case its split algorithm changes
+    key = {"n_train": N_TRAIN, "n_test": N_TEST, "seed": SPLIT_SEED,
+           "scikit-learn": version("scikit-learn")}
+    arrays = prepare("digits", key, file_fingerprint([digits_csv()]), build, cache_dir,
+                     cache).arrays
+    x_tr, x_te = ((np.asarray(arrays[k]) / 16.0).astype(np.float32) for k in ("x_train", "x_test"))
+    split = x_tr, np.asarray(arrays["y_train"]), x_te, np.asarray(arrays["y_test"])
     for array in split:
         array.flags.writeable = False
     return split

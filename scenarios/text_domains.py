@@ -26,7 +26,7 @@ from harness.models.base import DataSpec
 from harness.registry import register_scenario
 from scenarios.base import Scenario, lm_task_data
 from scenarios.bpe import BPE, PAD_ID, train_bpe
-from scenarios.cache import file_fingerprint, fingerprint, prepare
+from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, fingerprint, prepare
 from scenarios.lm_split import split_and_pack, split_documents
 from scenarios.text_sources import domain
 from scenarios.tokenize import PAD, VOCAB_SIZE
@@ -54,9 +54,8 @@ class TextDomainsConfig:
         "help": "byte | bpe (HF tokenizers, trained on the stream's training documents; "
                 "*_tokens then count bytes of text, splits are equalised after encoding)"})
     bpe_vocab_size: int = field(default=2048, metadata={"help": "BPE vocabulary incl. specials"})
-    cache: bool = field(default=True, metadata={"help": "store prepared arrays on disk"})
-    cache_dir: str = field(default="", metadata={
-        "help": "prep cache folder ('' = $RETAIN_CACHE or ~/.cache/retain)"})
+    cache: bool = cache_flag()
+    cache_dir: str = cache_dir_option()
 
 
 def domain_order(cfg: TextDomainsConfig, seed: int) -> list[str]:

@@ -22,7 +22,7 @@ from harness.errors import UserError
 from harness.models.base import DataSpec
 from harness.registry import register_scenario
 from scenarios.base import Scenario, class_task_data
-from scenarios.cache import file_fingerprint, prepare
+from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, prepare
 from scenarios.text_sources import conversations, dialogue_files
 from scenarios.tokenize import PAD, VOCAB_SIZE, encode, pad_to
 
@@ -42,9 +42,8 @@ class TextTopicsConfig:
     n_val: int = field(default=32, metadata={"help": "validation examples per class (0 = none)"})
     n_test: int = field(default=100, metadata={"help": "test examples per class"})
     split_seed: int = field(default=0, metadata={"help": "shuffle of utterances for the splits"})
-    cache: bool = field(default=True, metadata={"help": "store prepared arrays on disk"})
-    cache_dir: str = field(default="", metadata={
-        "help": "prep cache folder ('' = $RETAIN_CACHE or ~/.cache/retain)"})
+    cache: bool = cache_flag()
+    cache_dir: str = cache_dir_option()
 
 
 def utterances(language: str) -> list[str]:
