@@ -139,10 +139,9 @@ class BatchLoader:
         # Split-Digits step). A block holds at most GATHER_BYTES (or one batch).
         span = self.batch_size * max(1, GATHER_BYTES // (self.batch_size * _row_bytes(self.data)))
         for first in range(0, stop, span):
-            block = self.data.batch(order[first : min(first + span, stop)])
+            index = order[first : min(first + span, stop)]
+            block = self.data.batch(index)
+            if self.with_index:  # (Batch._replace trips over Batch.__len__)
+                block = Batch(block.x, block.y, block.t, index)
             for start in range(0, len(block), self.batch_size):
-                batch = block.rows(start, start + self.batch_size)
-                if self.with_index:
-                    index = order[first + start : first + start + self.batch_size]
-                    batch = Batch(batch.x, batch.y, batch.t, index)
-                yield batch
+                yield block.rows(start, start + self.batch_size)

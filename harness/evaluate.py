@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from harness.data import Batch, BatchLoader, TaskData
+from harness.data import BatchLoader, TaskData
 from harness.distributed import DIST
 from harness.metrics import confusion_scores, grouped_confusion_scores
 from harness.models.base import carries_memory
@@ -95,14 +95,15 @@ def _score_classes_together(net: Network, datasets: list[TaskData], batch_size: 
                             device) -> list[dict[str, float]]:
     """``_score_classes`` of every dataset, read in one pass of batches that cross them."""
     preds, losses = [], []
-    for batch in _batches_across(datasets, batch_size):
+    data = TaskData.cat(datasets) if datasets else None
+    for batch in BatchLoader(data, batch_size, shuffle=False) if data is not None else ():
         batch = batch.to(device)
         logits = net(batch.x, batch.t).logits.float()
         losses.append(torch.nn.functional.cross_entropy(logits, batch.y, reduction="none"))
         preds.append(logits.argmax(-1))
     sizes = torch.tensor([len(d) for d in datasets])
     owner = torch.repeat_interleave(torch.arange(len(datasets)), sizes)
-    labels = torch.cat([d.y for d in datasets]) if datasets else torch.empty(0, dtype=torch.long)
+    labels = data.y if data is not None else torch.empty(0, dtype=torch.long)
     pred = torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
     loss = torch.zeros(len(datasets), dtype=torch.float64)
     if losses:
@@ -111,22 +112,6 @@ def _score_classes_together(net: Network, datasets: list[TaskData], batch_size: 
     for row, total, n in zip(rows, loss.tolist(), sizes.tolist()):
         row["loss"] = total / max(n, 1)
     return rows
-
-
-def _batches_across(datasets: list[TaskData], batch_size: int):
-    """Batches of ``batch_size`` examples in order, running on from one dataset into the next."""
-    parts, n = [], 0
-    for data in datasets:
-        start = 0
-        while start < len(data):
-            stop = min(start + batch_size - n, len(data))
-            parts.append(Batch(data.x[start:stop], data.y[start:stop], data.t[start:stop]))
-            n, start = n + stop - start, stop
-            if n == batch_size:
-                yield parts[0] if len(parts) == 1 else Batch.cat(parts)
-                parts, n = [], 0
-    if parts:
-        yield parts[0] if len(parts) == 1 else Batch.cat(parts)
 
 
 def _autocast(device: torch.device, precision: str):

@@ -110,17 +110,11 @@ def test_one_pass_over_every_test_set_equals_scoring_them_one_by_one(monkeypatch
     assert calls == [8] * 17 + [4]  # 140 examples, batches running across the sets
     monkeypatch.setattr(evaluate_mod, "carries_memory", lambda model: True)
     one_by_one = evaluate_mod.evaluate(net, sets, batch_size=8)
+    assert calls[18:] == [8] * 12 + [5, 1] + [8] * 4 + [6]  # sets of 101, 0, 1, 38 one by one
     assert together.keys() == one_by_one.keys()
     for metric, values in one_by_one.items():
         assert together[metric] == pytest.approx(values, rel=1e-6, abs=1e-9, nan_ok=True), metric
     assert together["accuracy"][1] != together["accuracy"][1]  # NaN for the empty set
-
-
-def test_batches_across_sets_keep_order_and_size():
-    sets = [_ids(5), _ids(0), _ids(3)]
-    batches = list(evaluate_mod._batches_across(sets, 3))
-    assert [len(b) for b in batches] == [3, 3, 2]
-    assert [int(v) for b in batches for v in b.x[:, 0]] == [0, 1, 2, 3, 4, 0, 1, 2]
 
 
 def test_every_lm_score_but_accuracy_counts_as_lower_is_better():

@@ -1,4 +1,5 @@
-"""What the Lightning system needs from a model, and what a model learns about its data.
+"""What the continual system (``harness.system``) needs from a model, and what a model
+learns about its data.
 
 A model is a plain ``nn.Module``. It maps inputs to hidden states; the system puts the heads
 on top (the model's own tied LM head for next-token prediction, a linear classifier over
