@@ -79,7 +79,7 @@ class Buffer:
         shard = torch.arange(len(data))[rank::world]
         # One key per example of the experience, the same on every rank: the ranks' union is
         # then exactly the memory a single process would keep.
-        gen = torch.Generator().manual_seed((seed * 1_000_003 + task * 10_007) % 2**63)
+        gen = torch.Generator().manual_seed(key_seed(seed, task))
         keys = torch.rand(len(data), dtype=torch.float64, generator=gen)
         new = {"x": data.x[shard], "y": data.y[shard], "t": data.t[shard],
                "task": torch.full((len(shard),), task, dtype=torch.long), "key": keys[shard]}
@@ -232,6 +232,12 @@ class MemoryStream:
     def load_state_dict(self, state: dict) -> None:
         self.gen.set_state(state["gen"])
         self._order = list(state["order"])
+
+
+def key_seed(run_seed: int, task_id: int) -> int:
+    """Seed of the selection keys an experience's examples draw when offered to a memory
+    (the same on every rank)."""
+    return (run_seed * 1_000_003 + task_id * 10_007) % 2**63
 
 
 def stream_seed(run_seed: int, task_id: int, rank: int) -> int:
