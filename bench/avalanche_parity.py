@@ -214,7 +214,6 @@ def main(argv: list[str] | None = None) -> None:
     WORKLOAD.update(name=args.workload, input_dim=784 if args.workload == "mnist" else 64,
                     epochs=args.epochs or (10 if args.workload == "mnist" else 5))
     import avalanche  # noqa: F401  (imported once, outside the timings)
-    import lightning  # noqa: F401
 
     # warm-up: first-use costs (imports, kernels, caches) outside the table, for both
     run_retain("naive", 99)

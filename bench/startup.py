@@ -7,7 +7,7 @@ Lightning are loaded). ``retain run`` imports torch (and Lightning only for the 
 engine); the time to the task loop is measured from process start to its first "task 1/N"
 line (imports, config, scenario and model build; the untrained evaluation is skipped), and
 the time to the first training step until that step's loss terms reach metrics.jsonl (the
-first optimizer's construction imports torch._dynamo, ~1.5 s, in between). The scenarios'
+first optimizer's construction imports torch._dynamo, ~1.4 s, in between). The scenarios'
 preparation cache is warm (the runs before fill it).
 
     python -m bench.startup

@@ -77,7 +77,8 @@ def build(model_name: str, model_kw: dict, spec: DataSpec, strategy: str):
     return net, s_entry.cls(s_entry.config(**STRATEGY_SETTINGS[strategy]))
 
 
-# the optimizer of the parity runs (configs/experiments/split_digits.yaml), fused as in a run
+# SGD with momentum as in the parity runs (their lr is 0.05; the rate does not change a step's
+# cost), fused as in a run
 TRAINER = TrainerConfig(optimizer="sgd", lr=0.01, momentum=0.9, max_epochs=5,
                         log_every_n_steps=10**9)
 

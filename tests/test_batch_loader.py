@@ -22,7 +22,8 @@ def test_blocks_of_any_size_give_the_batches_of_the_shuffled_order(monkeypatch, 
     data = TaskData(torch.randn(n, 3, generator=g), torch.randint(0, 9, (n,), generator=g),
                     torch.arange(n) % 2)
     runs = []
-    for gather_bytes in (1, 3 * batch_size * 40, 1 << 30):  # a batch, 3 batches, everything
+    row = data_mod._row_bytes(data)
+    for gather_bytes in (1, 3 * batch_size * row, 1 << 30):  # a batch, 3 batches, everything
         monkeypatch.setattr(data_mod, "GATHER_BYTES", gather_bytes)
         loader = BatchLoader(data, batch_size, shuffle=True, seed=3, drop_last=drop_last,
                              with_index=True)

@@ -41,7 +41,7 @@ def test_scenario_streams_and_fast_path():
 
 
 def test_benchmark_is_built_only_when_asked_for():
-    # The task loop reads tensors: a run pays for Avalanche (import 1.4 s, benchmark
+    # The task loop reads tensors: a run pays for Avalanche (import 6-7 s beyond torch, benchmark
     # construction) only if something asks for the benchmark.
     code = (f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             "from test_scenario_base import tiny_scenario; "
