@@ -8,8 +8,9 @@ hands the hooks to the ``ContinualSystem``, as the lean loop calls them.
 
 Only the Trainer engine (DDP, several devices, 16-mixed, MPS) imports this module, which
 with the DDP strategy ``harness.distributed`` builds is all of retain that imports Lightning:
-``import lightning`` takes 4-5 s beyond torch (torchmetrics, torchvision, torch._dynamo);
-3-4 s of it a run saves, since torch's optimizers import torch._dynamo anyway (~1.5 s).
+``import lightning`` takes 4.6-6.2 s beyond torch here (torchmetrics, torchvision,
+torch._dynamo); 3-4 s of it a run saves, since torch's optimizers import torch._dynamo
+anyway (~1.4 s).
 """
 
 from __future__ import annotations
