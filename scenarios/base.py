@@ -120,9 +120,9 @@ def _avalanche_benchmark(splits: dict[str, list[TaskData]], spec: DataSpec):
         from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 
     classification = spec.task == "classification"
-    names = {"train": "train", "test": "test", "val": "valid"}
-    bench = benchmark_from_datasets(**{
-        names[k]: [avalanche_dataset(d, classification) for d in v] for k, v in splits.items()})
+    bench = benchmark_from_datasets(**{  # Avalanche names a split by its stream, less "_stream"
+        STREAMS[k].removesuffix("_stream"): [avalanche_dataset(d, classification) for d in v]
+        for k, v in splits.items()})
     return with_task_labels(bench)
 
 
