@@ -75,7 +75,7 @@ class AGEM(Strategy):
         params = [p for _, p in ctx.trainable]
         ref = self.reference_gradient(ctx, params)
         grad = torch.cat([p.grad.reshape(-1).float() if p.grad is not None
-                          else torch.zeros(p.numel(), device=p.device) for p in params])
+                          else p.new_zeros(p.numel(), dtype=torch.float32) for p in params])
         new, changed = project(grad, ref)
         if changed:
             self.projected += 1
@@ -93,22 +93,26 @@ class AGEM(Strategy):
             if self._gen_state is not None:
                 self.gen.set_state(self._gen_state)
                 self._gen_state = None
-        device = params[0].device
         n_local = per_rank(self.cfg.sample_size, ctx.dist)
         index = self.buffer.sample_balanced(n_local, self.gen) if len(self.buffer) else None
-        flat = torch.zeros(sum(p.numel() for p in params) + 1, device=device)
-        if index is not None and len(index):
+        n = 0 if index is None else len(index)
+        if n:
             net = ctx.system.net
-            batch = self.buffer.batch(index).to(device)
+            batch = self.buffer.batch(index).to(params[0].device)
             with torch.enable_grad():
                 loss = net.loss(batch, net(batch.x, batch.t))
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
-            flat[:-1] = torch.cat([g.reshape(-1).float() if g is not None
-                                   else torch.zeros(p.numel(), device=device)
-                                   for g, p in zip(grads, params)]) * len(index)
-            flat[-1] = len(index)
-        ctx.dist.all_reduce_(flat)
-        return flat[:-1] / flat[-1].clamp_min(1)
+            ref = torch.cat([g.reshape(-1).float() if g is not None
+                             else p.new_zeros(p.numel(), dtype=torch.float32)
+                             for g, p in zip(grads, params)])
+        else:
+            ref = torch.zeros(sum(p.numel() for p in params), device=params[0].device)
+        if ctx.dist.world_size == 1:
+            return ref
+        # the ranks' mean gradients, weighted by their sample counts
+        weighted = torch.cat([ref * n, ref.new_full((1,), n)])
+        ctx.dist.all_reduce_(weighted)
+        return weighted[:-1] / weighted[-1].clamp_min(1)
 
     def after_task(self, ctx: Context) -> None:
         self.buffer.dist = ctx.dist

@@ -44,6 +44,29 @@ def test_balanced_policies_split_the_memory_equally():
     assert task.fields["task"].bincount().tolist() == [17, 17, 16]  # remainder to the first
 
 
+def test_balanced_sample_draws_each_group_uniformly_without_replacement():
+    """A-GEM's reference sample: ``n // groups`` distinct examples of every group, each
+    equally likely; all of a group that holds fewer. Groups of 17, 17 and 16 (padded) and of
+    25 and 25 (not)."""
+    for n_tasks, sizes in ((3, [17, 17, 16]), (2, [25, 25])):
+        buf = Buffer(50, "task_balanced")
+        for k, data in enumerate(stream(n_tasks, 60)):
+            buf.add(data, k, seed=3)
+        gen = torch.Generator().manual_seed(0)
+        counts = torch.zeros(len(buf))
+        draws = 3000
+        for _ in range(draws):
+            index = buf.sample_balanced(10 * n_tasks, gen)
+            assert len(index.unique()) == len(index) == 10 * n_tasks
+            assert buf.fields["task"][index].bincount().tolist() == [10] * n_tasks
+            counts[index] += 1
+        for k, size in enumerate(sizes):  # each member: binomial(draws, 10 / size)
+            mine = counts[buf.fields["task"] == k] / draws
+            assert (mine - 10 / size).abs().max() < 0.04, (k, mine)
+        everything = buf.sample_balanced(100 * n_tasks, gen)
+        assert sorted(everything.tolist()) == list(range(len(buf)))
+
+
 def test_shrinking_keeps_the_largest_keys_and_extras_stay_aligned():
     buf = Buffer(20, "task_balanced")
     for k, data in enumerate(stream(4, 50)):
