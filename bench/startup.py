@@ -6,9 +6,10 @@ whole process, so an import row includes the interpreter's exit (about 0.8 s onc
 Lightning are loaded). ``retain run`` imports torch (and Lightning only for the Trainer
 engine); the time to the task loop is measured from process start to its first "task 1/N"
 line (imports, config, scenario and model build; the untrained evaluation is skipped), and
-the time to the first training step until that step's loss terms reach metrics.jsonl (the
-first optimizer's construction imports torch._dynamo, ~1.4 s, in between). The scenarios'
-preparation cache is warm (the runs before fill it).
+the time to the first training step until that step's loss terms reach metrics.jsonl. The
+command imports torch._dynamo (~1.4 s), which the first torch optimizer would import, with its
+other imports, before the task loop. The scenarios' preparation cache is warm (the runs
+before fill it).
 
     python -m bench.startup
 """

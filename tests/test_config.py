@@ -100,6 +100,32 @@ def test_cli_user_errors_exit_2_with_one_line_and_no_run_dir(tmp_path, args):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_command_run_prints_only_its_progress_on_stderr(tmp_path):
+    """`retain run` freezes its import-time heap (harness.cli._import_run) and unfreezes it
+    at exit: a heap still frozen then makes native extensions (triton) print leak reports."""
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", *DIGITS, "logger=none",
+                           "trainer.max_steps=1", "eval_init=false", f"out_dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [line for line in proc.stderr.splitlines() if not line.startswith("task ")] == []
+
+
+def test_only_a_command_freezes_the_heap():
+    """Called from code (tests, notebooks), the caller's garbage collector is left alone."""
+    import gc
+
+    from harness import cli
+
+    before = gc.get_freeze_count()
+    cli._import_run(freeze_heap=False)
+    assert gc.get_freeze_count() == before
+    cli._import_run(freeze_heap=True)
+    try:
+        assert gc.get_freeze_count() > before and gc.isenabled()
+    finally:
+        gc.unfreeze()
+
+
 def test_help_and_list_do_not_import_torch():
     code = ("import sys; from harness.cli import main; main(['list']); main(['--help']); "
             "main(['run', '--help']); bad = [m for m in ('torch', 'lightning', 'avalanche', "
