@@ -10,7 +10,8 @@ one experience for each engine (set-up, teardown) and of evaluating one test exp
 Two workloads: ``gpt`` (2 layers, d_model 128, 128-token sequences, batch 32, AdamW), where a
 step is ~160 ms of arithmetic, and ``mlp``, the Split-Digits reference (64-256-10 on the
 1,400 training digits, batch 32, SGD with momentum), where a step is a few hundred
-microseconds and the harness's per-step Python is what shows.
+microseconds and the harness's per-step Python is what shows. ``bench.gpu`` runs the same
+loops on a GPU, in bf16, at ~100M parameters.
 
     python -m bench.overhead            # or: python -m bench overhead
     python -m bench.overhead --workloads mlp
@@ -19,6 +20,7 @@ microseconds and the harness's per-step Python is what shows.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass
@@ -54,7 +56,9 @@ class Workload:
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
-def gpt_workload(d_model: int, seq_len: int, n_seq: int, seed: int = 0) -> Workload:
+def gpt_workload(d_model: int, seq_len: int, n_seq: int, seed: int = 0, n_layer: int = 2,
+                 n_head: int = 4, device: str = "cpu", precision: str = "32-true") -> Workload:
+    """Random byte sequences for ``gpt``; network and data on ``device`` (bench.gpu)."""
     from harness.config import TrainerConfig
     from harness.data import TaskData
     from harness.models.base import DataSpec
@@ -63,12 +67,14 @@ def gpt_workload(d_model: int, seq_len: int, n_seq: int, seed: int = 0) -> Workl
 
     torch.manual_seed(seed)
     spec = DataSpec(kind="tokens", task="lm", vocab_size=258, seq_len=seq_len)
-    net = Network(GPT(GPTConfig(d_model=d_model, n_head=4, n_layer=2), spec), spec)
-    tokens = torch.randint(0, 256, (n_seq, seq_len + 1))
+    model = GPT(GPTConfig(d_model=d_model, n_head=n_head, n_layer=n_layer), spec)
+    net = Network(model, spec).to(device)
+    tokens = torch.randint(0, 256, (n_seq, seq_len + 1), device=device)
     data = TaskData(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous(),
-                    torch.zeros(n_seq, dtype=torch.long))
-    return Workload("gpt", net, data, TrainerConfig(max_epochs=1, progress=False, lr=1e-3),
-                    "tokens", seq_len, f"gpt d={d_model}, {n_seq}x{seq_len} tokens")
+                    torch.zeros(n_seq, dtype=torch.long, device=device))
+    cfg = TrainerConfig(max_epochs=1, progress=False, lr=1e-3, precision=precision)
+    return Workload("gpt", net, data, cfg, "tokens", seq_len,
+                    f"gpt d={d_model} x {n_layer} layers, {n_seq}x{seq_len} tokens")
 
 
 def mlp_workload(seed: int = 0) -> Workload:
@@ -91,18 +97,31 @@ def mlp_workload(seed: int = 0) -> Workload:
 def plain_epoch(work: Workload, batch_size: int) -> tuple[float, int]:
     """Hand-written loop over one shuffled epoch; returns its ``steady`` seconds and steps.
     Same optimizer as retain's (fused), so the ratio measures the harness, not the optimizer
-    kernel."""
+    kernel; bf16 autocast when the workload's precision is bf16-mixed, as retain's."""
     opt, data = work.optimizer(), work.data
+    device = data.x.device
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
+                if work.cfg.precision == "bf16-mixed" else contextlib.nullcontext())
     order = torch.randperm(len(data))
     times = []
     for i in range(0, len(data), batch_size):
-        idx = order[i : i + batch_size]
-        loss = work.loss(data.x[idx], data.y[idx])
+        idx = order[i : i + batch_size].to(device)
+        with autocast:
+            loss = work.loss(data.x[idx], data.y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         times.append(time.perf_counter())
+    settle(times, device)
     return steady(times), len(times)
+
+
+def settle(step_ends: list[float], device: torch.device) -> None:
+    """On a GPU a step ends on the host once its kernels are queued: wait for the device to
+    run them and move the last step's end to then."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        step_ends[-1] = time.perf_counter()
 
 
 def steady(step_ends: list[float]) -> float:
@@ -131,6 +150,7 @@ def retain_epoch(work: Workload, batch_size: int, engine: str) -> tuple[float, f
             return super().after_step(step, *args)
 
     net, data, cfg = work.net, work.data, work.cfg
+    device = data.x.device
     system = ContinualSystem(net, [Naive(NaiveConfig())], cfg)
     loader = DistLoader(data, batch_size, shuffle=True, seed=0)
     system.ctx = Context(system=system, task_id=0, n_tasks=1, train_data=lambda i: data,
@@ -139,9 +159,10 @@ def retain_epoch(work: Workload, batch_size: int, engine: str) -> tuple[float, f
     clock.times = []
     start = time.perf_counter()
     if engine == "lean":
-        LeanLoop(cfg, torch.device("cpu"), "bench").fit(system, loader, clock)
+        LeanLoop(cfg, device, "bench").fit(system, loader, clock)
+        settle(clock.times, device)
     else:
-        trainer = make_trainer(cfg, "bench", uses_gpu=False)
+        trainer = make_trainer(cfg, "bench", uses_gpu=device.type == "cuda")
         trainer.callbacks.append(LightningStepCheckpoint(clock))
         trainer.fit(LightningSystem(system), train_dataloaders=loader)
     total = time.perf_counter() - start
