@@ -40,12 +40,22 @@ class AGEMConfig:
         "help": "memory examples per reference gradient (split over ranks)"})
 
 
-def project(grad: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """A-GEM's projection of a flat gradient; whether it was needed."""
-    dot = torch.dot(grad, ref)
-    if dot >= 0:
-        return grad, False
-    return grad - ref * (dot / torch.dot(ref, ref).clamp_min(1e-30)), True
+def project_(grads: list[torch.Tensor | None], refs: list[torch.Tensor]) -> bool:
+    """A-GEM's projection, in place, of the gradient made of ``grads`` (one per parameter;
+    None counts as zero and stays None) against the reference gradient ``refs``; whether it
+    was needed. Computed tensor by tensor: concatenating both into flat vectors and copying
+    the result back read and wrote every gradient four times more (on split-MNIST's MLP,
+    200k parameters, ~0.3 ms of a step)."""
+    dot = sum(torch.dot(g.reshape(-1).float(), r.reshape(-1))
+              for g, r in zip(grads, refs) if g is not None)
+    if not dot < 0:
+        return False
+    ref_sq = sum(torch.dot(r.reshape(-1), r.reshape(-1)) for r in refs)
+    scale = -(dot / ref_sq.clamp_min(1e-30)).item()
+    for g, r in zip(grads, refs):
+        if g is not None:
+            g.add_(r.to(g.dtype), alpha=scale)
+    return True
 
 
 @register_strategy("agem", config=AGEMConfig)
@@ -73,20 +83,13 @@ class AGEM(Strategy):
         if self.filled == 0:
             return
         params = [p for _, p in ctx.trainable]
-        ref = self.reference_gradient(ctx, params)
-        grad = torch.cat([p.grad.reshape(-1).float() if p.grad is not None
-                          else p.new_zeros(p.numel(), dtype=torch.float32) for p in params])
-        new, changed = project(grad, ref)
-        if changed:
+        refs = self.reference_gradient(ctx, params)
+        if project_([p.grad for p in params], refs):
             self.projected += 1
-            offset = 0
-            for p in params:
-                if p.grad is not None:
-                    p.grad.copy_(new[offset:offset + p.numel()].view_as(p))
-                offset += p.numel()
 
-    def reference_gradient(self, ctx: Context, params) -> torch.Tensor:
-        """Gradient of the mean loss on a balanced memory sample, averaged over ranks."""
+    def reference_gradient(self, ctx: Context, params) -> list[torch.Tensor]:
+        """Gradient of the mean loss on a balanced memory sample, averaged over ranks: one
+        float32 tensor per parameter."""
         if self.gen is None:  # inside fit: rank known
             self.gen = torch.Generator().manual_seed(
                 stream_seed(ctx.seed, ctx.task_id, ctx.dist.rank))
@@ -102,17 +105,17 @@ class AGEM(Strategy):
             with torch.enable_grad():
                 loss = net.loss(batch, net(batch.x, batch.t))
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
-            ref = torch.cat([g.reshape(-1).float() if g is not None
-                             else p.new_zeros(p.numel(), dtype=torch.float32)
-                             for g, p in zip(grads, params)])
+            refs = [g.float() if g is not None else torch.zeros_like(p, dtype=torch.float32)
+                    for g, p in zip(grads, params)]
         else:
-            ref = torch.zeros(sum(p.numel() for p in params), device=params[0].device)
+            refs = [torch.zeros_like(p, dtype=torch.float32) for p in params]
         if ctx.dist.world_size == 1:
-            return ref
-        # the ranks' mean gradients, weighted by their sample counts
-        weighted = torch.cat([ref * n, ref.new_full((1,), n)])
+            return refs
+        # the ranks' mean gradients, weighted by their sample counts, in one all-reduce
+        weighted = torch.cat([*(r.reshape(-1) * n for r in refs), refs[0].new_full((1,), n)])
         ctx.dist.all_reduce_(weighted)
-        return weighted[:-1] / weighted[-1].clamp_min(1)
+        mean = weighted[:-1] / weighted[-1].clamp_min(1)
+        return [m.view_as(p) for m, p in zip(mean.split([p.numel() for p in params]), params)]
 
     def after_task(self, ctx: Context) -> None:
         self.buffer.dist = ctx.dist

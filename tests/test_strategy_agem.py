@@ -3,19 +3,40 @@
 import torch
 from strategy_checks import context, resume_matches, tiny_net, toy_tasks
 
-from strategies.agem import AGEM, AGEMConfig, project
+from strategies.agem import AGEM, AGEMConfig, project_
 from strategies.base import trainable
+
+
+def flat_projection(grad: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """A-GEM's formula on whole vectors, in float64."""
+    grad, ref = grad.double(), ref.double()
+    return grad - min(0.0, float(grad @ ref)) / float(ref @ ref) * ref
 
 
 def test_projection_removes_only_the_conflicting_component():
     g = torch.Generator().manual_seed(0)
+    sizes = [20, 25, 5]  # the gradient of three parameters
     for _ in range(200):
         grad, ref = torch.randn(50, generator=g), torch.randn(50, generator=g)
-        new, changed = project(grad, ref)
+        parts = list(grad.clone().split(sizes))  # views: projected in place
+        changed = project_(parts, list(ref.split(sizes)))
+        new = torch.cat(parts)
         assert changed == bool(grad @ ref < 0)
+        assert torch.allclose(new.double(), flat_projection(grad, ref), atol=1e-5)
         assert new @ ref >= -1e-5 * ref.norm() * grad.norm()  # first order: no increase
         if not changed:
             assert torch.equal(new, grad)
+
+
+def test_a_missing_gradient_counts_as_zero_and_stays_missing():
+    g = torch.Generator().manual_seed(1)
+    ref = torch.randn(30, generator=g)
+    grad = torch.cat([torch.zeros(10), -ref[10:]])  # points against ref: projected
+    tail = grad[10:].clone()
+    parts = [None, tail]
+    assert project_(parts, list(ref.split([10, 20])))
+    assert parts[0] is None
+    assert torch.allclose(tail.double(), flat_projection(grad, ref)[10:], atol=1e-6)
 
 
 def test_hook_projects_the_step_gradient_against_the_memory_gradient():
@@ -29,7 +50,7 @@ def test_hook_projects_the_step_gradient_against_the_memory_gradient():
     agem.reference_gradient(ctx, params)  # creates the sampling generator, as the hook would
     for step in range(20):
         agem.gen.manual_seed(step)
-        ref = agem.reference_gradient(ctx, params)
+        ref = torch.cat([r.reshape(-1) for r in agem.reference_gradient(ctx, params)])
         for p in params:
             p.grad = torch.randn_like(p)
         agem.gen.manual_seed(step)
