@@ -33,7 +33,9 @@ SIZES = {
     "100m": dict(d_model=768, n_head=12, n_layer=14, seq_len=1024, batch=16),
     "tiny": dict(d_model=64, n_head=4, n_layer=2, seq_len=64, batch=8),
 }
-PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
+# dense bf16 FLOP/s by device name, the first match wins
+PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12),
+             ("L4", 121e12), ("A10", 125e12))
 
 
 def peak_flops(device: torch.device) -> float | None:

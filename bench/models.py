@@ -6,8 +6,7 @@ best of three timing windows, and peak memory. On CPU peak memory is the peak RS
 process that only builds and runs that model (so it includes PyTorch itself, ~300 MB); on
 CUDA it is ``max_memory_allocated``.
 With CUDA the models also run in bf16 autocast, and ``gpt`` reports model FLOPs utilisation
-(6 x non-embedding parameters + 12 x layers x d_model x context per token, over the card's
-dense bf16 peak).
+as ``bench.gpu`` counts it (which times gpt at ~100M parameters, where MFU means something).
 
 Sizes: ``small`` d_model 128, 2 layers, 256-token sequences of 64-token segments, batch 16;
 ``medium`` d_model 256, 4 layers, 512-token sequences of 128-token segments, batch 8. The
@@ -40,7 +39,6 @@ SIZES = {
     "medium": dict(d_model=256, n_layer=4, n_head=8, seq_len=512, seg_len=128, batch=8),
 }
 VOCAB = 258  # byte-level, like the built-in text scenarios
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
 
 def build(name: str, size: dict, device: str):
@@ -111,13 +109,12 @@ def measure(name: str, size_name: str, steps: int, device: str, bf16: bool) -> d
 def _mfu(model, size: dict, tokens_per_s: float) -> str:
     import torch
 
-    peak = next((v for k, v in PEAK_BF16.items() if k in torch.cuda.get_device_name(0)), None)
+    from bench.gpu import flops_per_token, peak_flops
+
+    peak = peak_flops(torch.device("cuda"))
     if peak is None:
         return "unknown peak"
-    embedding = sum(p.numel() for n, p in model.named_parameters() if "embed" in n)
-    n = sum(p.numel() for p in model.parameters()) - embedding
-    flops_per_token = 6 * n + 12 * size["n_layer"] * size["d_model"] * size["seq_len"]
-    return f"{100 * flops_per_token * tokens_per_s / peak:.1f}%"
+    return f"{100 * flops_per_token(model, size) * tokens_per_s / peak:.1f}%"
 
 
 def _timed(step, steps: int, device: str, repeats: int = 3) -> float:
