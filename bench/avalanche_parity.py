@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     # does for its own: otherwise a full collection re-scans it (~0.15 s) about once in ten
     # runs, landing on whichever side's run is under way. Unfrozen after, for the parts that
     # run next and for the interpreter's last collection.
+    gc.collect()  # the warm-up's garbage is not frozen with it
     gc.freeze()
     try:
         rows = compare(args.strategies, args.seeds)

@@ -4,7 +4,9 @@ retain's step (the lean engine, naive strategy, ``trainer.precision=bf16-mixed``
 and a hand-written loop on the same model, data and optimizer under the same bf16 autocast,
 in one process and in alternation (``bench.overhead``'s two loops), then, with ``--compile``,
 both again with the model compiled in place (``nn.Module.compile``: the state dict keeps its
-keys). Data and model live on the GPU; each epoch's last step waits for the device.
+keys). Data and model live on the GPU; an epoch is timed from its first step's end to its
+last's, each waited for on the device. ``trainer.deterministic`` is off (retain's default
+is on: deterministic kernels can be slower; a run gets this with trainer.deterministic=false).
 
 MFU is the achieved model FLOP/s over the card's dense bf16 peak (H100 SXM and H200: 989
 TFLOP/s; H100 PCIe: 756). A token costs ``6 N + 12 L d T`` FLOPs for training (PaLM,
@@ -23,6 +25,7 @@ on any device.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 
 import torch
@@ -33,16 +36,18 @@ SIZES = {
     "100m": dict(d_model=768, n_head=12, n_layer=14, seq_len=1024, batch=16),
     "tiny": dict(d_model=64, n_head=4, n_layer=2, seq_len=64, batch=8),
 }
-# dense bf16 FLOP/s by device name, the first match wins
-PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12),
-             ("L4", 121e12), ("A10", 125e12))
+# Dense bf16 FLOP/s by the device name's words, the first match wins; a card not listed
+# gets no MFU rather than another card's peak (an L40S is not an L4).
+PEAK_BF16 = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
+             ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12))
 
 
 def peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    return next((flops for key, flops in PEAK_BF16 if key in name), None)
+    return next((flops for key, flops in PEAK_BF16
+                 if re.search(rf"\b{re.escape(key)}\b", name)), None)
 
 
 def flops_per_token(net, size: dict) -> float:
@@ -105,7 +110,7 @@ def main(argv=None) -> list[dict]:
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 parts (the loss) as a user runs them
     work = gpt_workload(size["d_model"], size["seq_len"], size["batch"] * args.steps,
                         n_layer=size["n_layer"], n_head=size["n_head"], device=args.device,
-                        precision="bf16-mixed")
+                        precision="bf16-mixed", deterministic=False)
     params = sum(p.numel() for p in work.net.parameters())
     rows = measure(work, size, args.steps, args.repeats, "eager")
     if args.compile:

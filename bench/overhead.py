@@ -57,7 +57,8 @@ class Workload:
 
 
 def gpt_workload(d_model: int, seq_len: int, n_seq: int, seed: int = 0, n_layer: int = 2,
-                 n_head: int = 4, device: str = "cpu", precision: str = "32-true") -> Workload:
+                 n_head: int = 4, device: str = "cpu", precision: str = "32-true",
+                 deterministic: bool = True) -> Workload:
     """Random byte sequences for ``gpt``; network and data on ``device`` (bench.gpu)."""
     from harness.config import TrainerConfig
     from harness.data import TaskData
@@ -72,7 +73,8 @@ def gpt_workload(d_model: int, seq_len: int, n_seq: int, seed: int = 0, n_layer:
     tokens = torch.randint(0, 256, (n_seq, seq_len + 1), device=device)
     data = TaskData(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous(),
                     torch.zeros(n_seq, dtype=torch.long, device=device))
-    cfg = TrainerConfig(max_epochs=1, progress=False, lr=1e-3, precision=precision)
+    cfg = TrainerConfig(max_epochs=1, progress=False, lr=1e-3, precision=precision,
+                        deterministic=deterministic)
     return Workload("gpt", net, data, cfg, "tokens", seq_len,
                     f"gpt d={d_model} x {n_layer} layers, {n_seq}x{seq_len} tokens")
 
@@ -102,23 +104,31 @@ def plain_epoch(work: Workload, batch_size: int) -> tuple[float, int]:
     device = data.x.device
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                 if work.cfg.precision == "bf16-mixed" else contextlib.nullcontext())
-    order = torch.randperm(len(data))
+    order = torch.randperm(len(data), device=device)
     times = []
     for i in range(0, len(data), batch_size):
-        idx = order[i : i + batch_size].to(device)
+        idx = order[i : i + batch_size]
         with autocast:
             loss = work.loss(data.x[idx], data.y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        times.append(time.perf_counter())
+        times.append(step_end(device, first=not times))
     settle(times, device)
     return steady(times), len(times)
 
 
+def step_end(device: torch.device, first: bool) -> float:
+    """When a step ended. On a GPU a step ends on the host once its kernels are queued: the
+    first step's end (where ``steady`` starts counting) waits for the device to run them."""
+    if first and device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def settle(step_ends: list[float], device: torch.device) -> None:
-    """On a GPU a step ends on the host once its kernels are queued: wait for the device to
-    run them and move the last step's end to then."""
+    """On a GPU, wait for the device to run the queued steps and move the last one's end to
+    then."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         step_ends[-1] = time.perf_counter()
@@ -146,7 +156,7 @@ def retain_epoch(work: Workload, batch_size: int, engine: str) -> tuple[float, f
 
     class Clock(StepCheckpoint):  # times the steps: from the first one's end to the last's
         def after_step(self, step, *args):
-            self.times.append(time.perf_counter())
+            self.times.append(step_end(device, first=not self.times))
             return super().after_step(step, *args)
 
     net, data, cfg = work.net, work.data, work.cfg
@@ -165,6 +175,7 @@ def retain_epoch(work: Workload, batch_size: int, engine: str) -> tuple[float, f
         trainer = make_trainer(cfg, "bench", uses_gpu=device.type == "cuda")
         trainer.callbacks.append(LightningStepCheckpoint(clock))
         trainer.fit(LightningSystem(system), train_dataloaders=loader)
+        settle(clock.times, device)
     total = time.perf_counter() - start
     loop_s = steady(clock.times)  # the rest of the wall time is fixed cost
     return loop_s, total - loop_s

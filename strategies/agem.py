@@ -53,8 +53,12 @@ def project_(grads: list[torch.Tensor | None], refs: list[torch.Tensor]) -> bool
     ref_sq = sum(torch.dot(r.reshape(-1), r.reshape(-1)) for r in refs)
     scale = -(dot / ref_sq.clamp_min(1e-30)).item()
     for g, r in zip(grads, refs):
-        if g is not None:
-            g.add_(r.to(g.dtype), alpha=scale)
+        if g is None:
+            continue
+        if g.dtype == r.dtype:
+            g.add_(r, alpha=scale)
+        else:  # a bf16/fp16 gradient: add in float32, round once
+            g.copy_(g.float().add_(r, alpha=scale))
     return True
 
 

@@ -71,3 +71,46 @@ def test_memory_grows_by_patterns_per_experience():
 def test_resume_between_and_inside_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     resume_matches(tmp_path, monkeypatch, "strategy.name=[agem]",
                    "strategy.agem.patterns_per_experience=30")
+
+
+class TwoRanks:
+    """Rank 0 of two, the other rank's count-weighted reference gradient already known."""
+
+    rank, world_size = 0, 2
+
+    def __init__(self, other: torch.Tensor):
+        self.other = other
+
+    def all_reduce_(self, tensor, op="sum"):
+        return tensor.add_(self.other)
+
+
+def test_ranks_reference_gradients_are_averaged_by_their_sample_counts(monkeypatch):
+    net, tasks = tiny_net(), toy_tasks(2)
+    agem = AGEM(AGEMConfig(patterns_per_experience=16, sample_size=16))
+    agem.after_task(context(net, tasks, 0))
+    ctx = context(net, tasks, 1)
+    agem.before_task(ctx)
+    params = [p for _, p in trainable(net)]
+
+    def reference(index, dist):
+        monkeypatch.setattr(agem.buffer, "sample_balanced", lambda n, gen: index)
+        ctx.dist = dist
+        return torch.cat([r.reshape(-1) for r in agem.reference_gradient(ctx, params)])
+
+    single = ctx.dist
+    mine, theirs = reference(torch.tensor([0, 1, 2]), single), reference(torch.tensor([5]), single)
+    other_rank = torch.cat([theirs * 1, torch.ones(1)])  # what the other rank contributes
+    averaged = reference(torch.tensor([0, 1, 2]), TwoRanks(other_rank))
+    assert torch.allclose(averaged, (3 * mine + theirs) / 4, atol=1e-6)
+    nothing_here = reference(torch.empty(0, dtype=torch.long), TwoRanks(other_rank))
+    assert torch.allclose(nothing_here, theirs, atol=1e-6)  # a rank with an empty sample
+
+
+def test_a_low_precision_gradient_is_projected_in_float32_and_rounded_once():
+    g = torch.Generator().manual_seed(2)
+    ref = torch.randn(64, generator=g)
+    grad = (-ref + 0.1 * torch.randn(64, generator=g)).bfloat16()
+    projected = grad.clone()
+    assert project_([projected], [ref])
+    assert torch.equal(projected, flat_projection(grad.float(), ref).bfloat16())
