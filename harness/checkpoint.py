@@ -192,8 +192,8 @@ def set_rng_state(state: dict) -> None:
 
     torch.set_rng_state(state["torch"])
     version, words, gauss = state["python"]
-    random.setstate((version, tuple(words.tolist()) if isinstance(words, torch.Tensor)
-                     else _as_tuple(words), gauss))  # a list in checkpoints before this one
+    random.setstate((version, tuple(words.tolist() if isinstance(words, torch.Tensor)
+                                    else words), gauss))  # a list in checkpoints before this one
     if "numpy" in state:
         name, keys, pos, has_gauss, gauss = state["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
@@ -205,6 +205,3 @@ def _numpy_state(state) -> tuple:
     name, keys, pos, has_gauss, gauss = state  # keys: uint32 array; weights_only wants tensors
     return (name, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(gauss))
 
-
-def _as_tuple(value):
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value

@@ -1,9 +1,9 @@
 """Whether CUDA is usable, asked once per process.
 
-Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` when imported (so that forking stays safe),
-and from then on every ``torch.cuda.is_available()`` loads NVML again: 0.2-0.3 ms a call on a
-machine without a driver, about 17 calls in a five-task run (RNG state, peak memory,
-devices).
+Under the Trainer engine Lightning is imported, which sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1``
+(so that forking stays safe); from then on every ``torch.cuda.is_available()`` loads NVML
+again: 0.2-0.3 ms a call on a machine without a driver, about 17 calls in a five-task run (RNG
+state, peak memory, devices). The lean engine never imports Lightning, but asks as often.
 Which devices a process can see does not change while it runs.
 """
 

@@ -94,16 +94,18 @@ def _score_classes(net: Network, loader, device) -> dict[str, float]:
 def _score_classes_together(net: Network, datasets: list[TaskData], batch_size: int,
                             device) -> list[dict[str, float]]:
     """``_score_classes`` of every dataset, read in one pass of batches that cross them."""
+    if not datasets:
+        return []
     preds, losses = [], []
-    data = TaskData.cat(datasets) if datasets else None
-    for batch in BatchLoader(data, batch_size, shuffle=False) if data is not None else ():
+    data = TaskData.cat(datasets)
+    for batch in BatchLoader(data, batch_size, shuffle=False):
         batch = batch.to(device)
         logits = net(batch.x, batch.t).logits.float()
         losses.append(torch.nn.functional.cross_entropy(logits, batch.y, reduction="none"))
         preds.append(logits.argmax(-1))
     sizes = torch.tensor([len(d) for d in datasets])
     owner = torch.repeat_interleave(torch.arange(len(datasets)), sizes)
-    labels = data.y if data is not None else torch.empty(0, dtype=torch.long)
+    labels = data.y
     pred = torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
     loss = torch.zeros(len(datasets), dtype=torch.float64)
     if losses:

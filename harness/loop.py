@@ -4,7 +4,7 @@ Why: continual-learning benchmarks are mostly small models on short tasks. On Sp
 (an MLP 64-256-10, 45 steps a task) a step takes 0.31 ms in this loop and 0.95 ms under the
 Trainer, whose per-step machinery (closures, hook dispatch, progress tracking, data fetcher)
 costs more than the step; a Trainer's set-up adds 9 ms per experience (``bench overhead``).
-And a run on this engine never imports Lightning (3-4 s of start-up). For one process this
+And a run on this engine never imports Lightning (3-5 s of start-up). For one process this
 loop drives the ContinualSystem through the same hooks as the Trainer, in the Trainer's order:
 
     training_step -> zero_grad (first batch of an accumulation window) -> backward

@@ -2,7 +2,8 @@
 
 For each experience of the scenario's stream::
 
-    before_task hooks -> fit on that experience (harness.loop, or Lightning's Trainer under DDP)
+    before_task hooks -> fit on that experience (harness.loop, or Lightning's Trainer: see
+      harness.config.engine_for)
       -> after_task hooks
       -> evaluate on every test experience -> one row of the score matrix -> checkpoint
 

@@ -3,7 +3,7 @@
 The task loop (``harness.run``) fits it on each experience, with the lean loop
 (``harness.loop``) or a Lightning Trainer (through ``harness.trainer.LightningSystem``, which
 hands Lightning's hooks to it); this module only knows how to take a training step. It is a
-plain ``nn.Module``, so a run on the lean engine never imports Lightning (3-4 s of start-up).
+plain ``nn.Module``, so a run on the lean engine never imports Lightning (3-5 s of start-up).
 
 The loss is written out term by term: the task's own cross-entropy plus whatever each
 strategy's ``loss_terms`` returns, each logged under its own name (``loss/task``,
@@ -22,7 +22,7 @@ import torch
 from harness.config import TrainerConfig
 from harness.data import Batch
 from harness.errors import UserError
-from harness.network import Network, Outputs
+from harness.network import Network
 from strategies.base import Context, Strategy
 
 
@@ -43,13 +43,6 @@ class ContinualSystem(torch.nn.Module):
         self.on_metrics = on_metrics  # sink for per-step metrics (run dir + W&B), rank 0 only
         self.ctx: Context | None = None  # set by the task loop before each fit
         self.stream_step = 0  # optimizer steps over the whole stream, for monotone logging
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> Outputs:
-        return self.net(x, t)
 
     def logging_step(self) -> bool:
         """Whether this step's loss terms are valued and logged."""

@@ -6,10 +6,10 @@ Lightning's own logger, checkpointing and sanity checks are off: the task loop l
 stream-wide step and writes its own checkpoints. The Trainer fits ``LightningSystem``, which
 hands the hooks to the ``ContinualSystem``, as the lean loop calls them.
 
-Only the Trainer engine (DDP, several devices, 16-mixed, MPS) imports this module, which
+Only the Trainer engine (``harness.config.engine_for``) imports this module, which
 with the DDP strategy ``harness.distributed`` builds is all of retain that imports Lightning:
 ``import lightning`` takes 4.6-6.2 s beyond torch here (torchmetrics, torchvision,
-torch._dynamo); 3-4 s of it a run saves, since torch's optimizers import torch._dynamo
+torch._dynamo); 3-5 s of it a run saves, since torch's optimizers import torch._dynamo
 anyway (~1.4 s).
 """
 

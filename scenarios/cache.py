@@ -35,7 +35,7 @@ class Prepared:
     """Arrays of one cache entry and how they were obtained (for logs and bench output)."""
 
     arrays: dict[str, np.ndarray]
-    path: Path | None  # the entry folder, None when caching is off
+    path: Path | None  # the entry folder; None when caching is off or the folder is unwritable
     hit: bool  # True when loaded from an existing entry
     seconds: float  # time to build (miss) or to verify and map (hit)
     nbytes: int

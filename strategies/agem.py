@@ -53,12 +53,8 @@ def project_(grads: list[torch.Tensor | None], refs: list[torch.Tensor]) -> bool
     ref_sq = sum(torch.dot(r.reshape(-1), r.reshape(-1)) for r in refs)
     scale = -(dot / ref_sq.clamp_min(1e-30)).item()
     for g, r in zip(grads, refs):
-        if g is None:
-            continue
-        if g.dtype == r.dtype:
-            g.add_(r, alpha=scale)
-        else:  # a bf16/fp16 gradient: add in float32, round once
-            g.copy_(g.float().add_(r, alpha=scale))
+        if g is not None:  # a bf16 gradient plus the float32 reference: computed in float32,
+            g.add_(r, alpha=scale)  # rounded once
     return True
 
 
@@ -101,8 +97,8 @@ class AGEM(Strategy):
                 self.gen.set_state(self._gen_state)
                 self._gen_state = None
         n_local = per_rank(self.cfg.sample_size, ctx.dist)
-        index = self.buffer.sample_balanced(n_local, self.gen) if len(self.buffer) else None
-        n = 0 if index is None else len(index)
+        index = self.buffer.sample_balanced(n_local, self.gen)  # empty for an empty memory
+        n = len(index)
         if n:
             net = ctx.system.net
             batch = self.buffer.batch(index).to(params[0].device)

@@ -9,7 +9,7 @@ Order of calls for one experience (task ``ctx.task_id``)::
     before_task(ctx)                 # e.g. snapshot a teacher
     loader = train_loader(ctx, loader)  # e.g. mix replayed examples into each batch
     for batch in loader:              # inside the engine's fit
-        outputs = system(batch)
+        outputs = net(batch.x, batch.t)
         loss = task_loss + sum(loss_terms(ctx, batch, outputs).values())
         loss.backward()
         for penalty in penalties(ctx).values():  # EWC, SI: a quadratic pull to an anchor
@@ -52,10 +52,6 @@ class Context:
     seed: int = 0
     max_epochs: int = 1  # epochs over this experience's data (trainer.max_epochs)
     eval_batch_size: int = 128  # examples per gradient-free forward (trainer.eval_batch_size)
-
-    @property
-    def device(self):
-        return self.system.device
 
     @functools.cached_property
     def trainable(self) -> list[tuple[str, Tensor]]:

@@ -43,3 +43,18 @@ def test_blocks_of_any_size_give_the_batches_of_the_shuffled_order(monkeypatch, 
                        for p, q in zip(batches, other[epoch], strict=True))
     assert n < 2 or not torch.equal(torch.cat([b[3] for b in runs[0][0]]),
                                     torch.cat([b[3] for b in runs[0][1]]))  # reshuffled
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_in_order_batches_are_views_of_the_data_only_when_unsharded(world_size):
+    """Evaluation reads in order: one process slices the data (no copy); a rank of several
+    gathers its strided shard. Either way the batches hold the data's rows in order."""
+    data = TaskData(torch.randn(50, 3), torch.arange(50), torch.zeros(50, dtype=torch.long))
+    batches = [BatchLoader(data, 8, shuffle=False, rank=rank, world_size=world_size,
+                           with_index=True) for rank in range(world_size)]
+    for rank, loader in enumerate(batches):
+        got = list(loader)
+        assert torch.equal(torch.cat([b.y for b in got]), torch.arange(50)[rank::world_size])
+        assert all(torch.equal(b.x, data.x[b.index]) for b in got)
+        shares = {b.x.untyped_storage().data_ptr() for b in got}
+        assert (shares == {data.x.untyped_storage().data_ptr()}) == (world_size == 1)

@@ -437,15 +437,16 @@ def test_bf16_accumulation_and_clipping_work_with_every_strategy(name, tmp_path,
         dtypes.extend(v.dtype for v in terms.values())
         return terms
 
-    original_penalties, penalised = cls.penalties, []
+    from strategies.penalty import Quadratic
 
-    def spy_penalties(self, ctx):
-        penalties = original_penalties(self, ctx)
-        penalised.extend(penalties)
-        return penalties
+    original_add, penalised = Quadratic.add_gradient_, []
+
+    def spy_add(self, net):  # the penalty's gradient, added to the accumulated gradients
+        penalised.extend(p.grad.dtype for p in net.parameters() if p.grad is not None)
+        return original_add(self, net)
 
     monkeypatch.setattr(cls, "loss_terms", spy)
-    monkeypatch.setattr(cls, "penalties", spy_penalties)
+    monkeypatch.setattr(Quadratic, "add_gradient_", spy_add)
     cfg = config.load(None, quick(*DIGITS, *STRATEGIES[name], "trainer.max_epochs=1",
                                   "trainer.precision=bf16-mixed",
                                   "trainer.accumulate_grad_batches=2", "trainer.grad_clip=1.0",
@@ -458,4 +459,5 @@ def test_bf16_accumulation_and_clipping_work_with_every_strategy(name, tmp_path,
     if name in ("der", "distill"):
         assert dtypes, f"{name} added no loss term in task 2"
     if name in ("ewc", "si"):  # penalties: a closed-form gradient, no loss term
-        assert penalised and not dtypes, f"{name} added no penalty in task 2"
+        assert penalised and not dtypes, f"{name} added no penalty gradient in task 2"
+        assert set(penalised) == {torch.float32}  # onto fp32 gradients under bf16 autocast

@@ -83,7 +83,7 @@ def test_the_trainer_calls_only_the_hooks_the_lean_loop_calls():
 
 
 def test_a_lean_run_never_imports_lightning(tmp_path):
-    """Lightning's import is 3-4 s of a run's start-up; the lean engine does without."""
+    """Lightning's import is 3-5 s of a run's start-up; the lean engine does without."""
     import subprocess
     import sys
 

@@ -1,8 +1,12 @@
 """A-GEM: projected gradients never point against the memory's reference gradient."""
 
+import dataclasses
+
 import torch
 from strategy_checks import context, resume_matches, tiny_net, toy_tasks
+from test_ddp_threads import run_ranks
 
+from harness.distributed import DIST
 from strategies.agem import AGEM, AGEMConfig, project_
 from strategies.base import trainable
 
@@ -73,38 +77,26 @@ def test_resume_between_and_inside_tasks_matches_an_uninterrupted_run(tmp_path, 
                    "strategy.agem.patterns_per_experience=30")
 
 
-class TwoRanks:
-    """Rank 0 of two, the other rank's count-weighted reference gradient already known."""
-
-    rank, world_size = 0, 2
-
-    def __init__(self, other: torch.Tensor):
-        self.other = other
-
-    def all_reduce_(self, tensor, op="sum"):
-        return tensor.add_(self.other)
-
-
-def test_ranks_reference_gradients_are_averaged_by_their_sample_counts(monkeypatch):
+def test_ranks_reference_gradients_are_averaged_by_their_sample_counts():
+    """Two simulated ranks (threads, real all-reduce semantics) whose samples hold 3 and 1
+    examples get (3 g_0 + g_1) / 4; a rank whose sample is empty gets the other's."""
     net, tasks = tiny_net(), toy_tasks(2)
-    agem = AGEM(AGEMConfig(patterns_per_experience=16, sample_size=16))
-    agem.after_task(context(net, tasks, 0))
-    ctx = context(net, tasks, 1)
-    agem.before_task(ctx)
     params = [p for _, p in trainable(net)]
 
-    def reference(index, dist):
-        monkeypatch.setattr(agem.buffer, "sample_balanced", lambda n, gen: index)
-        ctx.dist = dist
+    def reference(samples, dist):
+        agem = AGEM(AGEMConfig(patterns_per_experience=16, sample_size=16))
+        agem.after_task(context(net, tasks, 0))
+        agem.buffer.sample_balanced = lambda n, gen: samples[dist.rank]
+        ctx = dataclasses.replace(context(net, tasks, 1), dist=dist)
+        agem.before_task(ctx)
         return torch.cat([r.reshape(-1) for r in agem.reference_gradient(ctx, params)])
 
-    single = ctx.dist
-    mine, theirs = reference(torch.tensor([0, 1, 2]), single), reference(torch.tensor([5]), single)
-    other_rank = torch.cat([theirs * 1, torch.ones(1)])  # what the other rank contributes
-    averaged = reference(torch.tensor([0, 1, 2]), TwoRanks(other_rank))
-    assert torch.allclose(averaged, (3 * mine + theirs) / 4, atol=1e-6)
-    nothing_here = reference(torch.empty(0, dtype=torch.long), TwoRanks(other_rank))
-    assert torch.allclose(nothing_here, theirs, atol=1e-6)  # a rank with an empty sample
+    three, one, none = torch.tensor([0, 1, 2]), torch.tensor([5]), torch.tensor([], dtype=int)
+    g3, g1 = reference([three], DIST), reference([one], DIST)
+    for averaged in run_ranks(2, lambda d: reference([three, one], d)):
+        assert torch.allclose(averaged, (3 * g3 + g1) / 4, atol=1e-6)
+    for averaged in run_ranks(2, lambda d: reference([none, one], d)):
+        assert torch.allclose(averaged, g1, atol=1e-6)
 
 
 def test_a_low_precision_gradient_is_projected_in_float32_and_rounded_once():

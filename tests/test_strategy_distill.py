@@ -63,6 +63,23 @@ def test_task_il_distils_each_earlier_head_from_unmasked_logits():
     assert term.item() > 0 and term.requires_grad
 
 
+@pytest.mark.parametrize("task_classes", [None, [[0, 1], [2, 3]]])
+def test_alpha_weights_the_whole_term(task_classes):
+    """alpha scales the term once, over every head (task-IL: a KL per earlier head)."""
+    net, tasks = tiny_net(task_classes=task_classes), toy_tasks(2)
+    ctx = context(net, tasks, 1)
+    strategies = [Distill(DistillConfig(alpha=alpha)) for alpha in (1.0, 0.5)]
+    for lwf in strategies:
+        lwf.after_task(context(net, tasks, 0))
+        lwf.before_task(ctx)  # both teachers: the same snapshot
+    with torch.no_grad():
+        net.classifier.bias[:2] += torch.tensor([1.0, -1.0])  # the student moves away
+    batch = Batch(tasks[1].x[:8], tasks[1].y[:8], tasks[1].t[:8])
+    whole, half = (lwf.loss_terms(ctx, batch, net(batch.x, batch.t))["distill"]
+                   for lwf in strategies)
+    assert whole.item() > 0 and torch.allclose(half, 0.5 * whole)
+
+
 def test_language_model_kl_ignores_padded_positions():
     student, teacher = torch.randn(2, 5, 7), torch.randn(2, 5, 7)
     y = torch.full((2, 5), -100)
@@ -83,14 +100,14 @@ def test_kl_value_and_gradient_match_the_formulas(cols, dtype):
     student = (3 * torch.randn(6, 7, generator=g)).to(dtype).requires_grad_()
     teacher = (3 * torch.randn(6, 7, generator=g)).to(dtype)
     picked = list(range(7)) if cols is None else torch.arange(7)[cols].tolist()
-    T, rows, scale = 2.0, 6, 1.5
+    T, rows = 2.0, 6
     s, t = student.detach().double()[:, picked] / T, teacher.double()[:, picked] / T
     p, q = s.exp() / s.exp().sum(1, keepdim=True), t.exp() / t.exp().sum(1, keepdim=True)
-    want_value = scale * (q * (q.log() - p.log())).sum() / rows
+    want_value = (q * (q.log() - p.log())).sum() / rows
     want_grad = torch.zeros(6, 7, dtype=torch.float64)
-    want_grad[:, picked] = scale * (p - q) / (T * rows)
+    want_grad[:, picked] = (p - q) / (T * rows)
 
-    got = kl_to(student, log_targets(teacher, cols, T), cols, T, scale)
+    got = kl_to(student, log_targets(teacher, cols, T), cols, T)
     got.backward()
     assert got.dtype == torch.float32 and student.grad.dtype == dtype
     assert got.item() == pytest.approx(want_value.item(), rel=1e-5)
