@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     # warm-up: first-use costs (imports, kernels, caches) outside the table, for both
     run_retain("naive", 99)
     run_avalanche("naive", 99)
-    # Freeze the imported heap (~340k objects: torch, Lightning, Avalanche), as `retain run`
+    # Freeze the imported heap (torch, torch._dynamo, Avalanche), as `retain run`
     # does for its own: otherwise a full collection re-scans it (~0.15 s) about once in ten
     # runs, landing on whichever side's run is under way. Unfrozen after, for the parts that
     # run next and for the interpreter's last collection.

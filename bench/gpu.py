@@ -8,6 +8,7 @@ keys). Data and model live on the GPU; an epoch is timed from its first step's e
 last's, each waited for on the device. ``trainer.deterministic`` is off (retain's default
 is on: deterministic kernels can be slower; a run gets this with trainer.deterministic=false).
 
+Peak memory is each loop's own (``max_memory_allocated``, reset before each of its epochs).
 MFU is the achieved model FLOP/s over the card's dense bf16 peak (H100 SXM and H200: 989
 TFLOP/s; H100 PCIe: 756). A token costs ``6 N + 12 L d T`` FLOPs for training (PaLM,
 appendix B): N the parameters (the tied embedding counted once: its matmul is the LM head),
@@ -62,12 +63,17 @@ def measure(work, size: dict, steps: int, repeats: int, label: str) -> list[dict
     batch = size["batch"]
     plain_epoch(work, batch)  # warm-up: allocator, kernels, compilation
     retain_epoch(work, batch, "lean")
-    times = {"plain": [], "retain": []}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    epochs = {"plain": lambda: plain_epoch(work, batch)[0],
+              "retain": lambda: retain_epoch(work, batch, "lean")[0]}
+    times = {loop: [] for loop in epochs}
+    peak_bytes = dict.fromkeys(epochs, 0)
     for _ in range(repeats):  # interleaved: a slow spell hits both alike
-        times["plain"].append(plain_epoch(work, batch)[0])
-        times["retain"].append(retain_epoch(work, batch, "lean")[0])
+        for loop, epoch in epochs.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            times[loop].append(epoch())
+            if device.type == "cuda":
+                peak_bytes[loop] = max(peak_bytes[loop], torch.cuda.max_memory_allocated(device))
     tokens = len(work.data) * size["seq_len"]
     per_token, peak = flops_per_token(work.net, size), peak_flops(device)
     rows = []
@@ -79,12 +85,11 @@ def measure(work, size: dict, steps: int, repeats: int, label: str) -> list[dict
             "tokens/s": f"{rate:,.0f}",
             "ms/step": f"{seconds / steps * 1e3:.1f}",
             "MFU": f"{100 * rate * per_token / peak:.1f}%" if peak else "n/a",
+            "peak GiB": f"{peak_bytes[loop] / 2**30:.1f}" if device.type == "cuda" else "n/a",
         })
     ratio = statistics.median(times["plain"]) / statistics.median(times["retain"])
     rows.append({"figure": f"ratio retain / hand-written, {label}", "tokens/s": f"{ratio:.3f}",
-                 "ms/step": "", "MFU": ""})
-    if device.type == "cuda":
-        rows[-1]["MFU"] = f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
+                 "ms/step": "", "MFU": "", "peak GiB": ""})
     return rows
 
 
@@ -106,8 +111,6 @@ def main(argv=None) -> list[dict]:
 
     size = {**SIZES[args.size], **({"batch": args.batch_size} if args.batch_size else {})}
     device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 parts (the loss) as a user runs them
     work = gpt_workload(size["d_model"], size["seq_len"], size["batch"] * args.steps,
                         n_layer=size["n_layer"], n_head=size["n_head"], device=args.device,
                         precision="bf16-mixed", deterministic=False)

@@ -144,13 +144,12 @@ def steady(step_ends: list[float]) -> float:
 
 def retain_epoch(work: Workload, batch_size: int, engine: str) -> tuple[float, float]:
     """One epoch of retain's fit with ``engine`` (lean loop or Lightning's Trainer), as the
-    task loop runs it; returns (seconds from the first to the last step, set-up seconds)."""
+    task loop runs it; returns (its ``steady`` seconds, the rest of its wall time: set-up)."""
     from harness.distributed import DIST
     from harness.loop import LeanLoop
     from harness.resume import StepCheckpoint, StopSignals
     from harness.run import DistLoader
     from harness.system import ContinualSystem
-    from harness.trainer import LightningStepCheckpoint, LightningSystem, make_trainer
     from strategies.base import Context
     from strategies.naive import Naive, NaiveConfig
 
@@ -167,6 +166,8 @@ def retain_epoch(work: Workload, batch_size: int, engine: str) -> tuple[float, f
                          make_loader=None, batch_size=batch_size, dist=DIST)
     clock = Clock(lambda position: None, loader, cfg, 0, StopSignals())
     clock.times = []
+    if engine != "lean":  # Lightning imported only for its engine, and outside the timing
+        from harness.trainer import LightningStepCheckpoint, LightningSystem, make_trainer
     start = time.perf_counter()
     if engine == "lean":
         LeanLoop(cfg, device, "bench").fit(system, loader, clock)

@@ -3,13 +3,15 @@
 ``retain --help`` and ``retain list`` import neither torch, Lightning, Avalanche nor W&B
 (target: under 1 s); the commands and the bare imports are timed in round-robin, each a
 whole process, so an import row includes the interpreter's exit (about 0.8 s once torch and
-Lightning are loaded). ``retain run`` imports torch (and Lightning only for the Trainer
-engine); the time to the task loop is measured from process start to its first "task 1/N"
-line (imports, config, scenario and model build; the untrained evaluation is skipped), and
-the time to the first training step until that step's loss terms reach metrics.jsonl. The
-command imports torch._dynamo (~1.4 s), which the first torch optimizer would import, with its
-other imports, before the task loop. The scenarios' preparation cache is warm (the runs
-before fill it).
+Lightning are loaded, measured 2026-11-22). ``retain run`` imports torch (and Lightning only
+for the Trainer engine); the time to the task loop is measured from process start to its
+first "task 1/N" line (imports, config, scenario and model build), and the time to the first
+training step until that step's loss terms reach metrics.jsonl. The command imports
+torch._dynamo (~1.4 s), which the first torch optimizer would import, with its other
+imports, before the task loop. The runs are ``logger=none eval_init=false
+trainer.max_steps=1``: without the W&B start and the untrained model's evaluation that the
+default job also does before its first step. The run rows are the median of 3 round-robin
+runs: a cold preparation cache is filled by the first, so the median is a warm-cache figure.
 
     python -m bench.startup
 """
