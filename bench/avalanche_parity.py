@@ -5,11 +5,11 @@ Setup (the reference numbers of the project's brief): Split-Digits (scikit-learn
 5 experiences of 2 classes in order 0..9, class-IL), MLP 64-256-10, SGD lr 0.05 momentum 0.9,
 batch 32, 5 epochs, seeds 0 1 2 unless ``--seeds`` says otherwise. ``--workload mnist`` runs
 split-MNIST instead (784-256-10, 10 epochs; ``--epochs`` changes either).
-retain runs ``configs/experiments/split_digits.yaml`` through ``harness.run.run``; Avalanche
-runs its strategy classes on a benchmark built from retain's scenario tensors. Avalanche's benchmark
-gives every example task label 0, as its class-incremental benchmarks do (this is what makes
-its LwF distil all previously seen classes; retain's scenarios number tasks, which only
-task-IL networks read).
+retain runs ``configs/experiments/split_digits.yaml`` through
+``harness.experiment.run.run``; Avalanche runs its strategy classes on a benchmark built from
+retain's scenario tensors. Avalanche's benchmark gives every example task label 0, as its
+class-incremental benchmarks do (this is what makes its LwF distil all previously seen
+classes; retain's scenarios number tasks, which only task-IL networks read).
 
 Strategy pairs (Avalanche -> retain):
 
@@ -32,7 +32,7 @@ machine, multi-threaded kernels of this size wait for cores and the timings beco
 After a warm-up run of each, the imported heap is frozen (``gc.freeze``, as ``retain run``
 freezes its own), so that a full garbage collection does not land at random on one side.
 Accuracy is the mean over the 5 test experiences after the last one; forgetting as in
-``harness.metrics``. Wall times are the median over seeds (a run is a fraction of a second:
+``harness.core.metrics``. Wall times are the median over seeds (a run is a fraction of a second:
 one slow spell of the machine would move a mean; ``--json`` keeps every seed's), and R/A is
 the median of each seed's ratio (see ``paired_ratio``).
 
@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from harness import config  # noqa: E402
-from harness.metrics import forgetting  # noqa: E402
+from harness.core.metrics import forgetting  # noqa: E402
 
 EXPERIMENT = ROOT / "configs" / "experiments" / "split_digits.yaml"
 # Split-Digits by default; main() switches to split-MNIST (784-256-10, 10 epochs) for
@@ -101,7 +101,7 @@ PAIRS = {
 
 
 def run_retain(name: str, seed: int) -> dict:
-    from harness.run import run
+    from harness.experiment.run import run
 
     overrides = PAIRS[name][1] + [f"seed={seed}", "logger=none", "trainer.progress=false",
                                   "trainer.accelerator=cpu", f"out_dir={tempfile.mkdtemp()}",

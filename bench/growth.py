@@ -1,6 +1,6 @@
 """Long runs: memory per task over a 20-task stream, with replay, EWC and a kNN memory.
 
-Two streams go through the real task loop (``harness.run.run``, checkpoints included):
+Two streams go through the real task loop (``harness.experiment.run.run``, checkpoints included):
 
 * ``permuted-digits`` x 20 (domain-IL), the MLP, ``strategy=[replay,ewc]``;
 * ``mqar`` x 20 (each task its own vocabulary), the ``knn`` model (a long-term key-value store
@@ -43,7 +43,7 @@ STREAMS = {
 
 def run_stream(name: str, tasks: int, epochs: int, out: Path) -> tuple[list[dict], dict]:
     from harness import config
-    from harness.run import TaskLoop, run
+    from harness.experiment.run import TaskLoop, run
 
     rows: list[dict] = []
     original = TaskLoop.train_task

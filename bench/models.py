@@ -44,7 +44,7 @@ VOCAB = 258  # byte-level, like the built-in text scenarios
 def build(name: str, size: dict, device: str):
     import torch
 
-    from harness.models.base import DataSpec
+    from harness.api import DataSpec
     from harness.registry import MODELS as REGISTRY
 
     entry = REGISTRY.get(name)

@@ -2,7 +2,7 @@
 
 Same process, same network, same batches, same fused optimizer: (a) a plain loop — forward,
 cross-entropy, backward, step — and retain's fit of the ContinualSystem on the task loop's
-loader with the naive strategy, (b) on the lean engine (``harness.loop``, the default for one
+loader with the naive strategy, (b) on the lean engine (``harness.core.loop``, the default for one
 process) and (c) on Lightning's Trainer (the DDP engine). They are timed in alternation and
 the median is reported, so a busy machine slows all alike. Also reported: the fixed cost of
 one experience for each engine (set-up, teardown) and of evaluating one test experience.
@@ -34,8 +34,8 @@ from bench.common import print_table
 @dataclass
 class Workload:
     name: str
-    net: torch.nn.Module  # a harness.network.Network
-    data: object  # harness.data.TaskData
+    net: torch.nn.Module  # a harness.core.network.Network
+    data: object  # harness.api.data.TaskData
     cfg: object  # harness.config.TrainerConfig: retain's optimizer settings
     unit: str  # what the throughput counts: tokens or examples
     per_example: int  # units in one example
@@ -43,7 +43,7 @@ class Workload:
 
     def optimizer(self) -> torch.optim.Optimizer:
         """The plain loop's optimizer: the one retain's system builds for the same config."""
-        from harness.system import ContinualSystem
+        from harness.core.system import ContinualSystem
 
         return ContinualSystem(self.net, [], self.cfg).configure_optimizers()
 
@@ -60,11 +60,10 @@ def gpt_workload(d_model: int, seq_len: int, n_seq: int, seed: int = 0, n_layer:
                  n_head: int = 4, device: str = "cpu", precision: str = "32-true",
                  deterministic: bool = True) -> Workload:
     """Random byte sequences for ``gpt``; network and data on ``device`` (bench.gpu)."""
+    from harness.api import DataSpec, TaskData
     from harness.config import TrainerConfig
-    from harness.data import TaskData
-    from harness.models.base import DataSpec
+    from harness.core.network import Network
     from harness.models.gpt import GPT, GPTConfig
-    from harness.network import Network
 
     torch.manual_seed(seed)
     spec = DataSpec(kind="tokens", task="lm", vocab_size=258, seq_len=seq_len)
@@ -80,11 +79,10 @@ def gpt_workload(d_model: int, seq_len: int, n_seq: int, seed: int = 0, n_layer:
 
 
 def mlp_workload(seed: int = 0) -> Workload:
+    from harness.api import DataSpec, TaskData
     from harness.config import TrainerConfig
-    from harness.data import TaskData
-    from harness.models.base import DataSpec
+    from harness.core.network import Network
     from harness.models.mlp import MLP, MLPConfig
-    from harness.network import Network
     from scenarios.split_digits import digits_split
 
     torch.manual_seed(seed)
@@ -145,12 +143,12 @@ def steady(step_ends: list[float]) -> float:
 def retain_epoch(work: Workload, batch_size: int, engine: str) -> tuple[float, float]:
     """One epoch of retain's fit with ``engine`` (lean loop or Lightning's Trainer), as the
     task loop runs it; returns (its ``steady`` seconds, the rest of its wall time: set-up)."""
-    from harness.distributed import DIST
-    from harness.loop import LeanLoop
-    from harness.resume import StepCheckpoint, StopSignals
-    from harness.run import DistLoader
-    from harness.system import ContinualSystem
-    from strategies.base import Context
+    from harness.api import Context
+    from harness.core.loop import LeanLoop
+    from harness.core.resume import StepCheckpoint, StopSignals
+    from harness.core.system import ContinualSystem
+    from harness.experiment.run import DistLoader
+    from harness.runtime.distributed import DIST
     from strategies.naive import Naive, NaiveConfig
 
     class Clock(StepCheckpoint):  # times the steps: from the first one's end to the last's
@@ -167,7 +165,7 @@ def retain_epoch(work: Workload, batch_size: int, engine: str) -> tuple[float, f
     clock = Clock(lambda position: None, loader, cfg, 0, StopSignals())
     clock.times = []
     if engine != "lean":  # Lightning imported only for its engine, and outside the timing
-        from harness.trainer import LightningStepCheckpoint, LightningSystem, make_trainer
+        from harness.core.trainer import LightningStepCheckpoint, LightningSystem, make_trainer
     start = time.perf_counter()
     if engine == "lean":
         LeanLoop(cfg, device, "bench").fit(system, loader, clock)
@@ -183,7 +181,7 @@ def retain_epoch(work: Workload, batch_size: int, engine: str) -> tuple[float, f
 
 
 def eval_seconds(net, data, batch_size: int) -> float:
-    from harness.evaluate import evaluate
+    from harness.core.evaluate import evaluate
 
     start = time.perf_counter()
     evaluate(net, [data], batch_size)

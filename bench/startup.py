@@ -86,7 +86,8 @@ def main(argv=None) -> list[dict]:
         "import torch": [*py, "import torch"],
         "import lightning": [*py, "import lightning"],
         "import avalanche": [*py, "import avalanche"],
-        "import harness.run (what retain run imports)": [*py, "import harness.run"],
+        "import harness.experiment.run (what retain run imports)":
+            [*py, "import harness.experiment.run"],
     }, args.repeats)
     rows = [{"figure": name, "seconds": f"{s:.3f}"} for name, s in medians.items()]
     jobs = {"split-digits + mlp": ["scenario.name=split-digits", "model.name=mlp"],

@@ -1,6 +1,6 @@
 """What each strategy costs per training step, relative to naive, on the same model.
 
-A step is ``harness.system.ContinualSystem``'s own: its ``training_step`` (forward, task loss
+A step is ``harness.core.system.ContinualSystem``'s own: its ``training_step`` (forward, task loss
 plus the strategies' loss terms), backward, its ``on_before_optimizer_step`` (penalty
 gradients, strategies' hooks), its fused SGD step (called as the lean engine calls it), and
 reading the batch from the strategy's loader (replay mixes memory in there); run in a plain
@@ -32,15 +32,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness.api import (  # noqa: E402
+    BatchLoader,
+    Context,  # noqa: E402
+    DataSpec,  # noqa: E402
+    TaskData,
+)
 from harness.config import TrainerConfig  # noqa: E402
-from harness.data import BatchLoader, TaskData  # noqa: E402
-from harness.distributed import DIST  # noqa: E402
-from harness.loop import bare_step  # noqa: E402
-from harness.models.base import DataSpec  # noqa: E402
-from harness.network import Network  # noqa: E402
+from harness.core.loop import bare_step  # noqa: E402
+from harness.core.network import Network  # noqa: E402
+from harness.core.system import ContinualSystem  # noqa: E402
 from harness.registry import MODELS, STRATEGIES  # noqa: E402
-from harness.system import ContinualSystem  # noqa: E402
-from strategies.base import Context  # noqa: E402
+from harness.runtime.distributed import DIST  # noqa: E402
 
 STRATEGY_SETTINGS = {  # memories of 200 examples; SI and A-GEM differ from the parity bench
     "naive": {}, "replay": {"mem_size": 200}, "ewc": {"lam": 1000.0},

@@ -61,10 +61,10 @@ class TaskILDigitsConfig:
 def register_task_il_digits() -> None:
     if "split-digits-task-il" in SCENARIOS.names():
         return
-    from harness.models.base import DataSpec
-    from scenarios.base import Scenario, class_task_data
+    from harness.api import DataSpec, Scenario
     from scenarios.permuted_digits import permutations
     from scenarios.split_digits import build, class_groups, digits_split, split_by_class
+    from scenarios.splits import class_task_data
 
     @register_scenario("permuted-digits-task-il", config=TaskILDigitsConfig)
     def build_permuted(cfg: TaskILDigitsConfig, seed: int) -> Scenario:
@@ -90,7 +90,7 @@ def register_task_il_digits() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from harness.run import run
+    from harness.experiment.run import run
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

@@ -33,6 +33,8 @@ options of a run:  retain run --help
 """
 
 RUN_OPTIONS = ("--resume", "--help", "-h")
+COMMANDS = {"sweep": "harness.sweeps.runner", "compare": "harness.analysis.compare",
+            "report": "harness.analysis.report"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(rest, owns_process=argv_given is None)
         if command == "list":
             return cmd_list(rest)
-        if command in ("sweep", "compare", "report"):
+        if command in COMMANDS:
             import importlib
 
-            return importlib.import_module(f"harness.{command}").main(rest)
+            return importlib.import_module(COMMANDS[command]).main(rest)
         raise UserError(f"unknown command '{command}'; valid commands: run, list, sweep, "
                         "compare, report")
     except UserError as err:
@@ -110,7 +112,7 @@ def cmd_run(argv: list[str], owns_process: bool = False) -> int:
     if resume is not None and (resume.root / "results.json").is_file():
         print(f"run {resume.root} is already complete; see {resume.root}/results.json")
         return 0
-    from harness.console import print_report
+    from harness.experiment.console import print_report
 
     run = _import_run(freeze_heap=owns_process)
     results = run(cfg, resume)
@@ -123,14 +125,13 @@ def cmd_run(argv: list[str], owns_process: bool = False) -> int:
 
 
 def _import_run(freeze_heap: bool):
-    """``harness.run.run``. As a command, the imports run with the cyclic garbage collector
-    paused and their objects are then frozen (``gc.freeze``): a run's process imports ~340k
-    long-lived objects (torch, and the torch._dynamo that the first optimizer imports), and
-    every full collection re-scanned them, 5 times in a Split-Digits run, 0.3-0.45 s in all
-    (2026-11-23). Imports leave almost no cyclic garbage. Called from code (tests, notebooks),
-    the caller's collector is left alone."""
+    """``harness.experiment.run.run``. As a command, the imports run with the cyclic garbage
+    collector paused and their objects are then frozen (``gc.freeze``): a run imports ~340k
+    long-lived objects, which every full collection would re-scan, and imports leave almost no
+    cyclic garbage (docs/performance.md). Called from code (tests, notebooks), the caller's
+    collector is left alone."""
     if not freeze_heap:
-        from harness.run import run
+        from harness.experiment.run import run
 
         return run
     import atexit
@@ -140,7 +141,7 @@ def _import_run(freeze_heap: bool):
     try:
         import torch._dynamo  # noqa: F401  (the first torch optimizer imports it anyway)
 
-        from harness.run import run
+        from harness.experiment.run import run
     finally:
         gc.freeze()
         gc.enable()
@@ -160,7 +161,7 @@ class _Parser(argparse.ArgumentParser):
 def _resumable(cfg, resume_dir: Path | None):
     """The RunDir to continue: the one asked for, or an existing folder of the same name."""
     from harness.config import config_hash
-    from harness.results import RunDir
+    from harness.experiment.results import RunDir
 
     if resume_dir is None and cfg.name:
         candidate = Path(cfg.out_dir) / cfg.name
@@ -181,7 +182,7 @@ def _resumable(cfg, resume_dir: Path | None):
 
 def _rank_zero() -> bool:
     """Other DDP ranks re-run this command while rank zero writes the run: they join it."""
-    from harness.distributed import launch_rank
+    from harness.runtime.distributed import launch_rank
 
     return launch_rank() == 0
 

@@ -305,7 +305,7 @@ def _is_open_mapping(schema, key) -> bool:
     return OmegaConf.is_dict(schema[key]) if schema[key] is not None else False
 
 
-LEAN_PRECISIONS = ("32-true", "32", "bf16-mixed")  # what harness.loop implements
+LEAN_PRECISIONS = ("32-true", "32", "bf16-mixed")  # what harness.core.loop implements
 
 
 def processes(cfg: TrainerConfig) -> int:
@@ -316,7 +316,7 @@ def processes(cfg: TrainerConfig) -> int:
 def engine_for(cfg: TrainerConfig, device_type: str | None = None) -> str:
     """``lean`` or ``lightning``: what ``trainer.engine`` asks for, or what ``auto`` picks.
 
-    The lean loop (``harness.loop``) runs one process on the CPU or one CUDA GPU; DDP, MPS
+    The lean loop (``harness.core.loop``) runs one process on the CPU or one CUDA GPU; DDP, MPS
     (asked for, or the ``device_type`` that ``accelerator=auto`` resolved to), an explicit
     ``trainer.strategy`` and the other precisions go through Lightning's Trainer.
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.errors import UserError
-from scenarios.base import class_task_data
+from scenarios.splits import class_task_data
 
 
 def class_groups(order: list[int], n_experiences: int, n_classes: int, seed: int,

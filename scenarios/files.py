@@ -44,12 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.api import DataSpec, Scenario
 from harness.errors import UserError
-from harness.models.base import DataSpec
 from harness.registry import register_scenario
-from scenarios.base import Scenario, class_task_data, lm_task_data
 from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, prepare
 from scenarios.files_reader import load_tasks, source_files
+from scenarios.splits import class_task_data, lm_task_data
 from scenarios.tokenize import PAD, VOCAB_SIZE, encode, join_documents, pack, pad_to
 
 FORMAT_VERSION = 2

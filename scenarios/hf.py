@@ -20,12 +20,12 @@ import importlib.util
 import time
 from dataclasses import dataclass, field
 
+from harness.api import DataSpec, Scenario
 from harness.errors import UserError
-from harness.models.base import DataSpec
 from harness.registry import register_scenario
-from scenarios.base import Scenario, lm_task_data
 from scenarios.cache import cache_dir_option, cache_flag, fingerprint, prepare
 from scenarios.lm_split import split_and_pack
+from scenarios.splits import lm_task_data
 from scenarios.tokenize import PAD, VOCAB_SIZE
 
 FORMAT_VERSION = 1

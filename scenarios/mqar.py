@@ -24,11 +24,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from harness.data import TaskData
+from harness.api import DataSpec, Scenario, TaskData
 from harness.errors import UserError
-from harness.models.base import DataSpec
 from harness.registry import register_scenario
-from scenarios.base import Scenario
 from scenarios.tokenize import IGNORE
 
 

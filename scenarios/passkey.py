@@ -28,11 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.data import TaskData
+from harness.api import DataSpec, Scenario, TaskData
 from harness.errors import UserError
-from harness.models.base import DataSpec
 from harness.registry import register_scenario
-from scenarios.base import Scenario
 from scenarios.tokenize import IGNORE, PAD, VOCAB_SIZE, encode
 
 FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. "

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness.api import DataSpec, Scenario
 from harness.errors import UserError
-from harness.models.base import DataSpec
 from harness.registry import register_scenario
-from scenarios.base import Scenario, class_task_data
 from scenarios.cache import cache_dir_option, cache_flag
 from scenarios.split_digits import DIGITS_CACHE_HELP, digits_split
+from scenarios.splits import class_task_data
 
 
 @dataclass

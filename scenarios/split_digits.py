@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.models.base import DataSpec
+from harness.api import DataSpec, Scenario
 from harness.registry import register_scenario
-from scenarios.base import Scenario
 from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, prepare
 from scenarios.classes import class_groups, group_names, split_by_class
 

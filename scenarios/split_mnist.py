@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.api import DataSpec, Scenario
 from harness.errors import UserError
-from harness.models.base import DataSpec
 from harness.registry import register_scenario
-from scenarios.base import Scenario
 from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, prepare
 from scenarios.classes import class_groups, group_names, split_by_class
 

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness.api import DataSpec, Scenario
 from harness.errors import UserError
-from harness.models.base import DataSpec
 from harness.registry import register_scenario
-from scenarios.base import Scenario, lm_task_data
 from scenarios.bpe import BPE, PAD_ID, train_bpe
 from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, fingerprint, prepare
 from scenarios.lm_split import split_and_pack, split_documents
+from scenarios.splits import lm_task_data
 from scenarios.text_sources import domain
 from scenarios.tokenize import PAD, VOCAB_SIZE
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness.api import DataSpec, Scenario
 from harness.errors import UserError
-from harness.models.base import DataSpec
 from harness.registry import register_scenario
-from scenarios.base import Scenario, class_task_data
 from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, prepare
+from scenarios.splits import class_task_data
 from scenarios.text_sources import conversations, dialogue_files
 from scenarios.tokenize import PAD, VOCAB_SIZE, encode, pad_to
 

@@ -1,6 +1,6 @@
 """Continual-learning strategies: one plug-in per file, declared here by name.
 
-Declarations are lazy: listing them imports nothing heavy. See ``strategies.base`` for the
+Declarations are lazy: listing them imports nothing heavy. See ``harness.api.strategy`` for the
 protocol and ``harness.registry`` for how registration works.
 """
 

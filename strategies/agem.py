@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from harness.api import Context, Strategy
 from harness.errors import UserError
 from harness.registry import register_strategy
-from strategies.base import Context, Strategy
 from strategies.buffer import Buffer, per_rank, stream_seed
 
 

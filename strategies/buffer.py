@@ -34,9 +34,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from harness.data import Batch, TaskData
-from harness.distributed import DIST, Dist
+from harness.api import Batch, TaskData
 from harness.errors import UserError
+from harness.runtime.distributed import DIST, Dist
 
 POLICIES = ("reservoir", "class_balanced", "task_balanced")
 CORE = ("x", "y", "t", "task", "key")  # task: experience index; key: the selection key

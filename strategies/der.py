@@ -30,10 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.data import Batch
+from harness.api import Batch, Context, Strategy
 from harness.errors import UserError
 from harness.registry import register_strategy
-from strategies.base import Context, Strategy
 from strategies.buffer import Buffer, MemoryStream, check_policy, per_rank, stream_seed
 from strategies.distill import at_targets, full_logits
 

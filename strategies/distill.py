@@ -37,11 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from harness.api import IGNORE, Context, Outputs, Strategy, carries_memory
+from harness.core.network import Network
 from harness.errors import UserError
-from harness.models.base import carries_memory
-from harness.network import IGNORE, Network, Outputs
 from harness.registry import register_strategy
-from strategies.base import Context, Strategy
 
 
 @dataclass

@@ -8,9 +8,8 @@ against. Its state is only which experiences it has seen, so a checkpoint stays 
 
 from dataclasses import dataclass
 
-from harness.data import TaskData
+from harness.api import Context, Strategy, TaskData
 from harness.registry import register_strategy
-from strategies.base import Context, Strategy
 
 
 @dataclass

@@ -7,8 +7,8 @@ The lower bound every strategy is compared with::
 
 from dataclasses import dataclass
 
+from harness.api import Strategy
 from harness.registry import register_strategy
-from strategies.base import Strategy
 
 
 @dataclass

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from strategies.base import trainable
+from harness.api import trainable
 
 
 @dataclass

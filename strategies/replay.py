@@ -21,9 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.data import Batch
+from harness.api import Batch, Context, Strategy
 from harness.registry import register_strategy
-from strategies.base import Context, Strategy
 from strategies.buffer import Buffer, MemoryStream, check_policy, per_rank, stream_seed
 
 

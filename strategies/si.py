@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from harness.api import Context, Strategy
 from harness.errors import UserError
 from harness.registry import register_strategy
-from strategies.base import Context, Strategy
 from strategies.penalty import Quadratic
 
 

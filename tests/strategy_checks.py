@@ -15,17 +15,16 @@ import pytest
 import torch
 from conftest import quick
 
-from harness import config, faults
+from harness import config
+from harness.api import BatchLoader, Context, DataSpec, TaskData
 from harness.config import TrainerConfig
-from harness.data import BatchLoader, TaskData
-from harness.distributed import DIST
-from harness.models.base import DataSpec
+from harness.core.network import Network
+from harness.core.system import ContinualSystem
+from harness.experiment.results import RunDir
+from harness.experiment.run import TaskLoop, run
 from harness.models.mlp import MLP, MLPConfig
-from harness.network import Network
-from harness.results import RunDir
-from harness.run import TaskLoop, run
-from harness.system import ContinualSystem
-from strategies.base import Context
+from harness.runtime import faults
+from harness.runtime.distributed import DIST
 
 DIGITS = ["scenario.name=split-digits", "model.name=mlp", "trainer.optimizer=sgd",
           "trainer.lr=0.05", "trainer.momentum=0.9", "trainer.accelerator=cpu"]

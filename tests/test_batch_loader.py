@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import data as data_mod
-from harness.data import BatchLoader, TaskData
+from harness.api import BatchLoader, TaskData
+from harness.api import data as data_mod
 
 
 def _batches(loader) -> list[tuple]:

@@ -11,9 +11,9 @@ import pytest
 from conftest_report import matrix, write_run, write_strategy_sweep
 from scipy import stats as sps
 
-from harness import compare
+from harness.analysis import compare
+from harness.analysis.stats import holm, paired_test, summarize
 from harness.errors import UserError
-from harness.stats import holm, paired_test, summarize
 
 
 def test_summary_matches_scipy_student_t():

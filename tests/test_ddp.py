@@ -28,9 +28,10 @@ import torch
 from conftest import quick
 from test_ddp_threads import run_ranks
 
-from harness import checkpoint, config
-from harness.data import TaskData
-from harness.distributed import DIST
+from harness import config
+from harness.api import TaskData
+from harness.experiment import checkpoint
+from harness.runtime.distributed import DIST
 from strategies.buffer import Buffer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,9 +165,8 @@ def _replay_batch_sizes(strategy_name: str) -> tuple[int, int]:
     """(current, memory) examples in one rank's step of task 2: global batch 32, 2 ranks."""
     from test_ddp_threads import ThreadDist, _Group
 
-    from harness.data import BatchLoader
+    from harness.api import BatchLoader, Context
     from harness.registry import STRATEGIES as REGISTRY
-    from strategies.base import Context
 
     tasks = _stream(2, 200)
     strategy = REGISTRY.get(strategy_name).cls(REGISTRY.get(strategy_name).config(mem_size=64))
@@ -246,7 +246,7 @@ def two_procs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_proc(tmp_path_factory):
     """The single-process run of an experiment of EXPERIMENTS (in this process, memoised)."""
-    from harness.run import run
+    from harness.experiment.run import run
 
     tmp, done = tmp_path_factory.mktemp("one"), {}
 
@@ -425,8 +425,8 @@ def test_a_checkpoint_of_two_ranks_resumes_on_one(crashed, one_proc):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_bf16_accumulation_and_clipping_work_with_every_strategy(name, tmp_path, monkeypatch):
+    from harness.experiment.run import run
     from harness.registry import STRATEGIES as REGISTRY
-    from harness.run import run
 
     dtypes = []
     cls = REGISTRY.get(name).cls

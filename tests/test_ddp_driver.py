@@ -18,7 +18,7 @@ from pathlib import Path
 
 def main(spec_path: str) -> int:
     from harness import config
-    from harness.run import run
+    from harness.experiment.run import run
 
     spec = json.loads(Path(spec_path).read_text())
     for overrides in spec["runs"]:
@@ -31,13 +31,13 @@ def main(spec_path: str) -> int:
 def eval_ids(sizes: list[int], out: str) -> None:
     """Which examples each rank scores, gathered over the live process group.
 
-    The test set is sharded exactly as ``harness.evaluate`` shards it; rank 0 writes, per
+    The test set is sharded exactly as ``harness.core.evaluate`` shards it; rank 0 writes, per
     size, every example id scored by any rank (duplicates included) and the count per rank.
     """
     import torch
 
-    from harness.data import BatchLoader, TaskData
-    from harness.distributed import DIST
+    from harness.api import BatchLoader, TaskData
+    from harness.runtime.distributed import DIST
 
     seen = {}
     for n in sizes:

@@ -1,7 +1,7 @@
 """Simulated DDP ranks in one process: threads that exchange through a shared barrier.
 
-``ThreadDist`` has the interface of ``harness.distributed.Dist`` with the semantics of the real
-collectives (sums in rank order, gathers in rank order), so code that takes a ``dist`` (the
+``ThreadDist`` has the interface of ``harness.runtime.distributed.Dist`` with the semantics of
+the real collectives (sums in rank order, gathers in rank order), so code that takes a ``dist`` (the
 strategies' memories, ``Context.dist``) or reads a module's ``DIST`` (patched with
 ``thread_dist()``'s proxy) can be checked for world sizes 2 and 3 in milliseconds. The real
 process-group checks are in ``test_ddp.py``. Not a test module: it defines no tests.

@@ -1,7 +1,7 @@
 """Evaluation under DDP counts every test example exactly once.
 
 ``BatchLoader`` shards are checked directly for world size 2 (and 3) with odd sizes; then
-``harness.evaluate.evaluate`` runs on two simulated ranks (threads with real all-reduce and
+``harness.core.evaluate.evaluate`` runs on two simulated ranks (threads with real all-reduce and
 all-gather semantics, ``test_ddp_threads``) and must give exactly the single-process scores. The
 real two-process check is in ``test_ddp.py``.
 """
@@ -12,11 +12,10 @@ import pytest
 import torch
 from test_ddp_threads import run_ranks, thread_dist
 
-from harness import evaluate as evaluate_mod
-from harness.data import BatchLoader, TaskData
-from harness.models.base import DataSpec
+from harness.api import IGNORE, BatchLoader, DataSpec, TaskData
+from harness.core import evaluate as evaluate_mod
+from harness.core.network import Network
 from harness.models.mlp import MLP, MLPConfig
-from harness.network import IGNORE, Network
 
 
 def _ids(n: int) -> TaskData:
@@ -120,7 +119,7 @@ def test_one_pass_over_every_test_set_equals_scoring_them_one_by_one(monkeypatch
 def test_every_lm_score_but_accuracy_counts_as_lower_is_better():
     """Forgetting and BWT take their sign from LOWER_IS_BETTER: a metric evaluation reports
     under another name would be summarised as if higher were better."""
-    from harness.metrics import LOWER_IS_BETTER
+    from harness.core.metrics import LOWER_IS_BETTER
 
     net, sets = _network("lm")
     reported = set(evaluate_mod.evaluate(net, sets, batch_size=8))

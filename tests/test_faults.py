@@ -2,7 +2,7 @@
 diverging loss, W&B without a network or failing mid-run, a full disk, an unwritable run
 directory, and a checkpoint crafted to run code.
 
-The kills use the ``RETAIN_FAULT`` hook (``harness.faults``) in ``python -m harness run``
+The kills use the ``RETAIN_FAULT`` hook (``harness.runtime.faults``) in ``python -m harness run``
 subprocesses; the reference runs in this process (same seed, one thread: bit-identical).
 """
 
@@ -20,9 +20,11 @@ import pytest
 import torch
 from conftest import quick
 
-from harness import checkpoint, config, faults
+from harness import config
 from harness.cli import main
-from harness.run import run
+from harness.experiment import checkpoint
+from harness.experiment.run import run
+from harness.runtime import faults
 
 # Two tasks, two epochs, every strategy with state at once; a step checkpoint every 4 steps.
 RUN = ["scenario.name=split-digits", "scenario.n_experiences=2", "model.name=mlp",
@@ -110,7 +112,7 @@ def test_wandb_online_without_network_falls_back_to_offline_quickly(monkeypatch,
 
 
 def test_a_wandb_error_mid_run_turns_logging_off_and_the_run_goes_on(monkeypatch, capsys):
-    from harness.tracking import WandbRun
+    from harness.experiment.tracking import WandbRun
 
     def broken(self, metrics, step=None):
         raise ConnectionError("wandb is down")

@@ -19,8 +19,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import results
 from harness.cli import main
+from harness.experiment import results
 
 BASE = ["scenario.name=split-digits", "model.name=mlp", "logger=none", "trainer.progress=false"]
 KEYS = ["seed", "name", "out_dir", "logger", "eval_init", "trainer.max_epochs",

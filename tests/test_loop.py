@@ -1,4 +1,4 @@
-"""The lean engine (``harness.loop``) trains exactly as Lightning's Trainer does.
+"""The lean engine (``harness.core.loop``) trains exactly as Lightning's Trainer does.
 
 Same config, same seed, CPU: the two engines must give bit-identical score matrices and loss
 curves, with gradient clipping, accumulation (an epoch whose length is not a multiple of the
@@ -13,12 +13,13 @@ import lightning as L
 import pytest
 from conftest import quick
 
-from harness import config, faults
+from harness import config
 from harness.cli import _resumable
+from harness.core.loop import LEAN_HOOKS
+from harness.core.system import ContinualSystem
 from harness.errors import UserError
-from harness.loop import LEAN_HOOKS
-from harness.run import run
-from harness.system import ContinualSystem
+from harness.experiment.run import run
+from harness.runtime import faults
 
 # 2 tasks x 2 epochs of 11-12 batches: steps on an epoch's last, incomplete window too.
 DIGITS = ["scenario.name=split-digits", "scenario.n_experiences=2", "model.name=mlp",
@@ -72,7 +73,7 @@ def test_a_run_checkpointed_inside_a_task_by_one_engine_resumes_under_the_other(
 def test_the_trainer_calls_only_the_hooks_the_lean_loop_calls():
     """A hook added to LightningSystem would run under the Trainer and silently not under
     the lean loop: this fails first. Each one hands over to the ContinualSystem's own."""
-    from harness.trainer import LightningSystem
+    from harness.core.trainer import LightningSystem
 
     lightning_names = {n for n in dir(L.LightningModule) if not n.startswith("_")}
     overridden = {n for cls in LightningSystem.__mro__
@@ -87,7 +88,7 @@ def test_a_lean_run_never_imports_lightning(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from harness import config; from harness.run import run; "
+    code = ("import sys; from harness import config; from harness.experiment.run import run; "
             f"run(config.load(None, {quick(*DIGITS, 'strategy=[replay,ewc,distill]')!r} + "
             f"['out_dir={tmp_path}', 'logger=wandb', 'wandb.mode=offline'])); "
             "print('LIGHTNING' if 'lightning' in sys.modules else 'WITHOUT')")
@@ -129,7 +130,7 @@ def test_the_bare_optimizer_step_still_runs_hooks_and_instance_wrappers():
     """The lean loop skips torch's step wrapper only where nothing could notice."""
     import torch
 
-    from harness.loop import bare_step
+    from harness.core.loop import bare_step
 
     def sgd():
         p = torch.nn.Parameter(torch.ones(2))

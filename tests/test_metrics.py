@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from harness import metrics
+from harness.core import metrics
 
 # R[i][j]: accuracy on task j after training task i.
 R = [[0.9, 0.1, 0.2],

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from harness.api import DataSpec
 from harness.errors import UserError
-from harness.models.base import DataSpec
 from harness.models.knn import KNN, KNNConfig
 from harness.models.knn_memory import KVStore
 

@@ -4,8 +4,8 @@ checkpoints."""
 import pytest
 import torch
 
+from harness.api import DataSpec
 from harness.errors import UserError
-from harness.models.base import DataSpec
 from harness.registry import MODELS
 
 SPEC = DataSpec("tokens", "lm", vocab_size=40, seq_len=24)

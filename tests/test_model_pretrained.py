@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from harness.api import DataSpec
 from harness.errors import UserError
-from harness.models.base import DataSpec
 from harness.models.pretrained import MiniLM, MiniLMConfig, SmolLM2, SmolLM2Config, _row_text
 from scenarios.tokenize import PAD, VOCAB_SIZE, encode, pad_to
 

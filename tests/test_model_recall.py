@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.models.base import DataSpec
+from harness.api import DataSpec
 from harness.models.knn import KNN, KNNConfig
 from harness.models.rmt import RMT, RMTConfig
 from harness.models.xl import XL, XLConfig

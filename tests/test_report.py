@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from conftest_report import matrix, write_run, write_strategy_sweep
 
-from harness import report
+from harness.analysis import report
 
 XSS = "<script>alert(1)</script>"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

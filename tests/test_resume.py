@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 from conftest import quick
 
-from harness import checkpoint, config, faults
+from harness import config
 from harness.cli import _resumable, main
-from harness.run import run
+from harness.experiment import checkpoint
+from harness.experiment.run import run
+from harness.runtime import faults
+from harness.runtime.seed import rng_state, set_rng_state
 
 # 2 tasks x 2 epochs x 11-12 batches: ~46 optimizer steps, a step checkpoint every 4.
 DIGITS = ["scenario.name=split-digits", "scenario.n_experiences=2", "model.name=mlp",
@@ -202,7 +205,7 @@ def test_random_states_survive_a_checkpoint(tmp_path, python_words_as):
     import torch
 
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
-    state = checkpoint.rng_state()
+    state = rng_state()
     if python_words_as == "list":
         version, words, gauss = state["python"]
         state["python"] = (version, words.tolist(), gauss)
@@ -213,5 +216,5 @@ def test_random_states_survive_a_checkpoint(tmp_path, python_words_as):
 
     expected = draw()
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
-    checkpoint.set_rng_state(checkpoint.load(tmp_path / "last.ckpt")["rng"])
+    set_rng_state(checkpoint.load(tmp_path / "last.ckpt")["rng"])
     assert draw() == expected

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 from conftest import quick
 
-from harness import checkpoint, config
+from harness import config
 from harness.errors import UserError
-from harness.run import run
+from harness.experiment import checkpoint
+from harness.experiment.run import run
 
 DIGITS = ["scenario.name=split-digits", "model.name=mlp", "trainer.max_epochs=1"]
 # The default scenario, shrunk to seconds: two very different domains, small model.

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import TaskData
-from harness.models.base import DataSpec
+from harness.api import DataSpec, Scenario, TaskData
+from harness.api.scenario import materialise
 from harness.registry import SCENARIOS
-from scenarios.base import Scenario, lm_task_data, materialise
+from scenarios.splits import lm_task_data
 from scenarios.tokenize import EOS, PAD, VOCAB_SIZE, decode, encode, join_documents, pack, pad_to
 
 

@@ -6,9 +6,9 @@ import torch
 from strategy_checks import context, resume_matches, tiny_net, toy_tasks
 from test_ddp_threads import run_ranks
 
-from harness.distributed import DIST
+from harness.api import trainable
+from harness.runtime.distributed import DIST
 from strategies.agem import AGEM, AGEMConfig, project_
-from strategies.base import trainable
 
 
 def flat_projection(grad: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 import torch
 from strategy_checks import context, resume_matches, tiny_net, toy_tasks
 
-from harness.data import Batch
+from harness.api import Batch
 from strategies.der import DER, DERConfig
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from strategy_checks import context, resume_matches, sgd_steps, tiny_net, toy_tasks
 
-from harness.data import Batch
+from harness.api import Batch
 from strategies.distill import (
     Distill,
     DistillConfig,

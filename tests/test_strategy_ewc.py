@@ -4,8 +4,8 @@ import pytest
 import torch
 from strategy_checks import context, resume_matches, tiny_net, toy_tasks
 
+from harness.api import trainable
 from harness.errors import UserError
-from strategies.base import trainable
 from strategies.ewc import EWC, EWCConfig
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from strategy_checks import context, digits_run, resume_matches, tiny_net, toy_tasks
 
-from harness.data import BatchLoader, TaskData
+from harness.api import BatchLoader, TaskData
 from harness.errors import UserError
 from strategies.buffer import Buffer, key_seed
 from strategies.replay import Replay, ReplayConfig

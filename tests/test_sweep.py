@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from harness import sweep as sweep_mod
 from harness.errors import UserError
-from harness.sweep_grid import expand, format_value, load_sweep, parse_param, plan
+from harness.sweeps import runner as sweep_mod
+from harness.sweeps.grid import expand, format_value, load_sweep, parse_param, plan
 
 FAKE_RUN = textwrap.dedent('''
     """Stands in for `retain run`: mode=fail|flaky|hang|ok decides what it does."""
@@ -280,7 +280,7 @@ def test_sigterm_stops_children_and_records_interrupted(tmp_path, fake_run):
     f = write(tmp_path / "s.yaml", "method: grid\nparameters: {mode: {values: [hang]},"
                                    " seed: {values: [0, 1, 2]}}\n")
     out = tmp_path / "out"
-    code = ("import sys; from harness import sweep; "
+    code = ("import sys; from harness.sweeps import runner as sweep; "
             f"sweep.RUN_COMMAND = [sys.executable, {str(fake_run)!r}]; "
             "sys.exit(sweep.main(sys.argv[1:]))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(f), "--out", str(out),

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
-from harness.models.base import DataSpec, SequenceModel
 from harness.models.layers import Block, check_tokens, init_weights
 from harness.registry import register_model
 

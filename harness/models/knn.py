@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
-from harness.models.base import DataSpec, SequenceModel
 from harness.models.knn_memory import KVStore
 from harness.models.layers import Block, check_tokens, init_weights, rope
 from harness.registry import register_model

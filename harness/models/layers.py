@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.api import DataSpec
 from harness.errors import UserError
-from harness.models.base import DataSpec
 
 
 def rope(x: Tensor, start: int) -> Tensor:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.models.base import DataSpec, SequenceModel
+from harness.api import DataSpec, SequenceModel
 from harness.models.layers import check_tokens
 from harness.registry import register_model
 

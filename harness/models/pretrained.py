@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
-from harness.models.base import DataSpec, SequenceModel
 from harness.models.layers import check_tokens
 from harness.registry import register_model
 

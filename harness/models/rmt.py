@@ -6,7 +6,7 @@ come last, see the whole segment, and their outputs become the read memory of th
 Gradients flow back through the memory for ``bptt_segments`` segments and are cut beyond
 (truncated backpropagation through time), which bounds the activation memory of long inputs.
 
-    python -c "from harness.models.rmt import *; from harness.models.base import DataSpec; \
+    python -c "from harness.models.rmt import *; from harness.api import DataSpec; \
 m = RMT(RMTConfig(seg_len=8), DataSpec('tokens', 'lm', vocab_size=258)); \
 import torch; print(m(torch.randint(0, 258, (2, 32))).shape)"
 """
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
-from harness.models.base import DataSpec, SequenceModel
 from harness.models.layers import Block, check_tokens
 from harness.registry import register_model
 

@@ -9,7 +9,7 @@ segment: the baseline the recall tests compare against.
 
 The attention layers live in ``harness.models.layers``, shared with ``gpt``, ``rmt`` and ``knn``.
 
-    python -c "from harness.models.xl import *; from harness.models.base import DataSpec; \
+    python -c "from harness.models.xl import *; from harness.api import DataSpec; \
 m = XL(XLConfig(seg_len=8, mem_len=8), DataSpec('tokens', 'lm', vocab_size=258)); \
 import torch; print(m(torch.randint(0, 258, (2, 32))).shape)"
 """
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
-from harness.models.base import DataSpec, SequenceModel
 from harness.models.layers import Block, check_tokens, init_weights
 from harness.registry import register_model
 

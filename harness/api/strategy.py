@@ -27,28 +27,64 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from torch import Tensor
+from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from harness.data import Batch
-    from harness.distributed import Dist
-    from harness.system import ContinualSystem, Outputs
-    from strategies.penalty import Quadratic
+from harness.api.data import Batch
+from harness.api.model import Outputs
+
+
+class System(Protocol):
+    """The part of the continual system (``harness.core.system``) a strategy reads."""
+
+    net: nn.Module  # the Network being trained: the model plus its heads
+    stream_step: int  # optimizer steps taken over the whole stream so far
+
+
+class Collectives(Protocol):
+    """Collective operations over the DDP ranks, no-ops on one process
+    (``harness.runtime.distributed.DIST``)."""
+
+    @property
+    def rank(self) -> int: ...
+
+    @property
+    def world_size(self) -> int: ...
+
+    def all_reduce_(self, tensor: Tensor, op: str = "sum") -> Tensor: ...
+
+    def all_gather_object(self, obj) -> list: ...
+
+    def all_gather_cat(self, tensor: Tensor) -> Tensor: ...
+
+    def barrier(self) -> None: ...
+
+
+class Penalty(Protocol):
+    """A penalty whose gradient is added in closed form after the backward pass
+    (``strategies.penalty.Quadratic`` for EWC and SI)."""
+
+    def value(self, net: nn.Module) -> Tensor:
+        """The penalty now, a scalar without a graph (valued on logging steps only)."""
+        ...
+
+    def add_gradient_(self, net: nn.Module) -> None:
+        """Add the penalty's gradient to the parameters' ``.grad``."""
+        ...
 
 
 @dataclass
 class Context:
     """What a strategy may read. Built by the task loop; strategies do not mutate it."""
 
-    system: ContinualSystem  # ``system.net`` is the Network being trained
+    system: System  # ``system.net`` is the Network being trained
     task_id: int  # index of the experience being trained (0-based)
     n_tasks: int
     train_data: Any  # callable: task index -> TaskData of that experience's training split
     make_loader: Any  # callable: TaskData -> training loader (batch size, shuffling, sharding)
     batch_size: int
-    dist: Dist  # rank, world size, all_reduce / all_gather helpers (no-ops on one process)
+    dist: Collectives  # rank, world size, all_reduce / all_gather helpers (no-ops on one process)
     seed: int = 0
     max_epochs: int = 1  # epochs over this experience's data (trainer.max_epochs)
     eval_batch_size: int = 128  # examples per gradient-free forward (trainer.eval_batch_size)
@@ -80,7 +116,7 @@ class Strategy:
     def loss_terms(self, ctx: Context, batch: Batch, outputs: Outputs) -> dict[str, Tensor]:
         return {}
 
-    def penalties(self, ctx: Context) -> dict[str, Quadratic]:
+    def penalties(self, ctx: Context) -> dict[str, Penalty]:
         """Quadratic penalties whose gradient is added in closed form, not through autograd."""
         return {}
 

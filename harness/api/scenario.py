@@ -19,12 +19,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
-from harness.data import TaskData
-from harness.models.base import DataSpec
-from scenarios.tokenize import IGNORE, PAD
+from harness.api.data import DataSpec, TaskData
 
 SETTINGS = ("class-il", "domain-il", "task-il")
 STREAMS = {"train": "train_stream", "test": "test_stream", "val": "valid_stream"}
@@ -175,25 +172,3 @@ def _matches(data: TaskData, dataset) -> bool:
                 and torch.equal(torch.as_tensor(y), data.y[i]) and int(t) == int(data.t[i])):
             return False
     return True
-
-
-def lm_task_data(windows, task: int, pad_id: int = PAD) -> TaskData:
-    """Next-token TaskData from packed ``(N, T + 1)`` windows (see scenarios.tokenize.pack).
-
-    A padding target is never a token to predict: it becomes -100 (no loss).
-    """
-    w = torch.from_numpy(np.asarray(windows).astype(np.int64))
-    y = w[:, 1:].clone()
-    y[y == pad_id] = IGNORE
-    return TaskData(w[:, :-1].contiguous(), y, torch.full((len(w),), task, dtype=torch.long))
-
-
-def class_task_data(x, y, task: int) -> TaskData:
-    """Classification TaskData: inputs as given (float features or long tokens), long labels.
-
-    Arrays are copied: memory-mapped cache arrays and the process-wide digits split are
-    read-only, torch needs writable memory, and a tensor sharing them could change them.
-    """
-    x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x))
-    y = torch.from_numpy(np.array(y, dtype=np.int64))
-    return TaskData(x, y, torch.full((len(y),), task, dtype=torch.long))

@@ -1,8 +1,8 @@
 """Stopping and resuming inside a task: step checkpoints, fast-forwarded loaders, Ctrl-C.
 
-A run checkpoints after every experience (``harness.run.TaskLoop``) and, within one, every
-``checkpoint.every_n_steps`` optimizer steps and whenever it is asked to stop. A checkpoint
-taken inside task ``i`` adds ``partial``: the position (epoch, batch within the epoch,
+A run checkpoints after every experience (``harness.experiment.run.TaskLoop``) and, within
+one, every ``checkpoint.every_n_steps`` optimizer steps and whenever it is asked to stop. A
+checkpoint taken inside task ``i`` adds ``partial``: the position (epoch, batch within the epoch,
 optimizer steps), the optimizer's state and the RNG states at that step. Resuming rebuilds the
 task exactly as the first attempt did (``before_task``, loaders), then
 
@@ -26,10 +26,11 @@ import threading
 
 import torch
 
-from harness import checkpoint, faults
-from harness.console import say
-from harness.distributed import DIST
 from harness.errors import Interrupted
+from harness.runtime import faults
+from harness.runtime.distributed import DIST
+from harness.runtime.progress import say
+from harness.runtime.seed import set_rng_state
 
 
 class StopSignals:
@@ -104,8 +105,8 @@ def resumed_trainer_cfg(cfg, start: dict):
 class StepCheckpoint:
     """Restores a task's optimizer and RNG on resume; checkpoints every n optimizer steps.
 
-    Engine-neutral: the lean loop (``harness.loop``) calls it directly, Lightning's Trainer
-    through ``harness.trainer.LightningStepCheckpoint``.
+    Engine-neutral: the lean loop (``harness.core.loop``) calls it directly, Lightning's Trainer
+    through ``harness.core.trainer.LightningStepCheckpoint``.
     """
 
     def __init__(self, save, loader, trainer_cfg, every: int, stop: StopSignals,
@@ -123,7 +124,7 @@ class StepCheckpoint:
         if scaler is not None and self.start.get("scaler"):
             scaler.load_state_dict(self.start["scaler"])
         if self.start.get("rng") is not None:
-            checkpoint.set_rng_state(self.start["rng"])
+            set_rng_state(self.start["rng"])
 
     def after_step(self, step: int, epoch: int, batch_idx: int, optimizer, scaler,
                    device: torch.device, stream_step: int) -> bool:

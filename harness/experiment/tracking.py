@@ -153,7 +153,7 @@ def _run_id(run_dir: Path, fresh: bool = False) -> str:
     if not fresh and path.is_file():
         return path.read_text().strip()
     run_id = secrets.token_hex(4)
-    from harness.results import atomic_write_text
+    from harness.experiment.results import atomic_write_text
 
     atomic_write_text(path, run_id)
     return run_id
@@ -165,6 +165,6 @@ def _first_line(err: Exception) -> str:
 
 
 def _warn(message: str) -> None:
-    from harness.console import say
+    from harness.runtime.progress import say
 
     say(f"warning: {message}")

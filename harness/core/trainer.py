@@ -6,8 +6,8 @@ Lightning's own logger, checkpointing and sanity checks are off: the task loop l
 stream-wide step and writes its own checkpoints. The Trainer fits ``LightningSystem``, which
 hands the hooks to the ``ContinualSystem``, as the lean loop calls them.
 
-Only the Trainer engine (``harness.config.engine_for``) imports this module, which
-with the DDP strategy ``harness.distributed`` builds is all of retain that imports Lightning:
+Only the Trainer engine (``harness.config.engine_for``) imports this module, which with the
+DDP strategy ``harness.runtime.distributed`` builds is all of retain that imports Lightning:
 ``import lightning`` takes 4.6-6.2 s beyond torch here (torchmetrics, torchvision,
 torch._dynamo); 3-5 s of it a run saves, since torch's optimizers import torch._dynamo
 anyway (~1.4 s).
@@ -25,9 +25,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from harness.config import TrainerConfig
-from harness.distributed import FAULT_ENV, fault_point, make_strategy
-from harness.resume import StepCheckpoint
-from harness.system import ContinualSystem
+from harness.core.resume import StepCheckpoint
+from harness.core.system import ContinualSystem
+from harness.runtime.distributed import FAULT_ENV, fault_point, make_strategy
 
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
               "lightning.fabric.utilities.seed", "lightning.pytorch.utilities.distributed"):
@@ -39,7 +39,7 @@ warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")  # torch/Lightning v
 
 
 class LightningSystem(L.LightningModule):
-    """A ``ContinualSystem`` as a LightningModule: the hooks of ``harness.loop.LEAN_HOOKS``,
+    """A ``ContinualSystem`` as a LightningModule: the hooks of ``harness.core.loop.LEAN_HOOKS``,
     each handed to the system, and nothing else (a test keeps it so)."""
 
     def __init__(self, system: ContinualSystem):
@@ -65,7 +65,7 @@ class LightningSystem(L.LightningModule):
 
 
 class LightningStepCheckpoint(Callback):
-    """``harness.resume.StepCheckpoint`` as a callback of Lightning's Trainer."""
+    """``harness.core.resume.StepCheckpoint`` as a callback of Lightning's Trainer."""
 
     def __init__(self, steps: StepCheckpoint):
         self.steps, self.last_step = steps, 0

@@ -2,13 +2,13 @@
 
 For each experience of the scenario's stream::
 
-    before_task hooks -> fit on that experience (harness.loop, or Lightning's Trainer: see
+    before_task hooks -> fit on that experience (harness.core.loop, or Lightning's Trainer: see
       harness.config.engine_for)
       -> after_task hooks
       -> evaluate on every test experience -> one row of the score matrix -> checkpoint
 
 Inside a task a checkpoint is also written every ``checkpoint.every_n_steps`` optimizer steps
-and on Ctrl-C / SIGTERM; ``harness.resume`` continues from one at the same batch.
+and on Ctrl-C / SIGTERM; ``harness.core.resume`` continues from one at the same batch.
 Only rank zero writes the run directory and logs; every rank trains and evaluates its shard.
 """
 
@@ -23,24 +23,24 @@ from pathlib import Path
 
 import torch
 
-from harness import checkpoint, faults
+from harness.api import BatchLoader, Context
 from harness.config import config_hash, engine_for, strategy_names, to_dict, to_yaml
-from harness.console import say
-from harness.data import BatchLoader
-from harness.devices import cuda_available
-from harness.distributed import DIST, WATCHDOG, launch_rank, on_failure
-from harness.environment import environment
+from harness.core.evaluate import evaluate
+from harness.core.loop import LeanLoop
+from harness.core.metrics import LOWER_IS_BETTER, average_seen, summarize
+from harness.core.network import Network
+from harness.core.resume import FastForward, StepCheckpoint, StopSignals, resumed_trainer_cfg
+from harness.core.system import ContinualSystem
 from harness.errors import Interrupted, UserError
-from harness.evaluate import evaluate
-from harness.loop import LeanLoop
-from harness.metrics import LOWER_IS_BETTER, average_seen, summarize
-from harness.network import Network
+from harness.experiment import checkpoint
+from harness.experiment.environment import environment
+from harness.experiment.results import RunDir
 from harness.registry import MODELS, SCENARIOS, STRATEGIES
-from harness.results import RunDir
-from harness.resume import FastForward, StepCheckpoint, StopSignals, resumed_trainer_cfg
-from harness.seed import seed_everything
-from harness.system import ContinualSystem
-from strategies.base import Context
+from harness.runtime import faults
+from harness.runtime.devices import cuda_available
+from harness.runtime.distributed import DIST, WATCHDOG, launch_rank, on_failure
+from harness.runtime.progress import say
+from harness.runtime.seed import rng_state, seed_everything, set_rng_state
 
 
 def run(cfg, resume: RunDir | None = None) -> dict:
@@ -61,7 +61,7 @@ def run(cfg, resume: RunDir | None = None) -> dict:
     run_dir = (resume or RunDir.create(cfg.out_dir, cfg.name or default_name(cfg))) if main \
         else None
     chash = config_hash(cfg)
-    if main:  # if another rank dies and rank zero cannot end by itself (harness.distributed)
+    if main:  # another rank died and rank zero cannot end by itself (harness.runtime.distributed)
         WATCHDOG.on_fatal = [lambda error: run_dir.fail(error, chash)]
     tracker = None
     writer = checkpoint.Writer()  # rank zero's checkpoints, written in the background
@@ -154,7 +154,7 @@ class TaskLoop:
         self.system.stream_step = state["stream_step"]
         self.partial = state["partial"]
         if self.partial is None:
-            checkpoint.set_rng_state(state["rng"])
+            set_rng_state(state["rng"])
         else:  # set when training resumes, after the task has been rebuilt
             self.partial["rng"] = state["rng"]
         where = {"task": self.position, **{k: (self.partial or {}).get(k, 0)
@@ -199,7 +199,7 @@ class TaskLoop:
         if start is None or not start["trained"]:
             self._fit(i, loader, start, t0, step0)
         else:  # killed after the last step, before the task's checkpoint
-            checkpoint.set_rng_state(start["rng"])
+            set_rng_state(start["rng"])
         self.stop.check()
         for strategy in self.system.strategies:
             strategy.after_task(ctx)
@@ -252,7 +252,7 @@ class TaskLoop:
         if self.engine == "lean":
             LeanLoop(trainer_cfg, self.device, label).fit(self.system, loader, steps)
             return
-        from harness.trainer import LightningStepCheckpoint, LightningSystem, make_trainer
+        from harness.core.trainer import LightningStepCheckpoint, LightningSystem, make_trainer
 
         if self.lightning is None:  # one per run: Lightning keeps state on its module
             self.lightning = LightningSystem(self.system)
@@ -287,7 +287,7 @@ class TaskLoop:
             "strategies": states, "rows": self.rows, "baseline": self.baseline,
             "per_task": self.per_task, "resumes": self.resumes,
             "stream_step": self.system.stream_step if stream_step is None else stream_step,
-            "rng": checkpoint.rng_state(),
+            "rng": rng_state(),
         })
 
     def results(self, chash: str, names: list[str], started: float) -> dict:
@@ -352,7 +352,7 @@ def default_name(cfg) -> str:
 
 
 def _eval_sets(tests):
-    """The test sets, one at a time, with a fault point before each (see harness.faults)."""
+    """The test sets, one at a time, with a fault point before each (see harness.runtime.faults)."""
     for data in tests:
         faults.point("eval")
         yield data
@@ -370,7 +370,7 @@ def _run_device(cfg) -> torch.device:
 def _tracker(cfg, run_dir: RunDir, group: str):
     if cfg.logger == "none" or cfg.wandb.mode == "disabled":
         return None
-    from harness.tracking import Tracker
+    from harness.experiment.tracking import Tracker
 
     return Tracker(cfg, run_dir.root, to_dict(cfg), group)
 

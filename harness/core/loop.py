@@ -12,7 +12,7 @@ loop drives the ContinualSystem through the same hooks as the Trainer, in the Tr
       -> step checkpoint -> on_train_batch_end
 
 with the loss divided by ``accumulate_grad_batches`` and a step forced on an epoch's last
-batch, as Lightning does. It calls the hooks ``harness.trainer.LightningSystem`` hands to the
+batch, as Lightning does. It calls the hooks ``harness.core.trainer.LightningSystem`` hands to the
 system under the Trainer (a test keeps the two lists equal) and is tested to give
 bit-identical results to the Trainer. DDP, several devices
 and the precisions it does not implement run on Lightning's Trainer (``harness.config.engine_for``).
@@ -28,7 +28,7 @@ import torch
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from harness.config import TrainerConfig
-from harness.resume import StepCheckpoint
+from harness.core.resume import StepCheckpoint
 
 # The LightningModule hooks the lean loop calls; LightningSystem must override no others.
 LEAN_HOOKS = ("training_step", "configure_optimizers", "on_before_optimizer_step",

@@ -1,19 +1,9 @@
-"""What a run prints: progress lines, the score matrix and the summary, as plain tables."""
+"""What a run prints at its end: the score matrix and the summary, as plain tables."""
 
 from __future__ import annotations
 
-import sys
-
-from harness.distributed import launch_rank
-
 SUMMARY_ROWS = [("avg", "average"), ("bwt", "backward transfer"), ("fwt", "forward transfer"),
                 ("forgetting", "forgetting")]
-
-
-def say(message: str) -> None:
-    """A progress line on stderr, from rank zero only."""
-    if launch_rank() == 0:
-        print(message, file=sys.stderr, flush=True)
 
 
 def format_matrix(R: list[list[float]], names: list[str], metric: str,

@@ -1,30 +1,23 @@
-"""What the continual system (``harness.system``) needs from a model, and what a model
-learns about its data.
+"""The model protocol: what the continual system (``harness.core.system``) needs from a model.
 
-A model is a plain ``nn.Module``. It maps inputs to hidden states; the system puts the heads
-on top (the model's own tied LM head for next-token prediction, a linear classifier over
-pooled hidden states for classification). Models with a long-term memory keep it in buffers
-or in ``memory_state_dict`` so that checkpoints carry it.
+A model is a plain ``nn.Module``. It maps inputs to hidden states; the network
+(``harness.core.network``) puts the heads on top (the model's own tied LM head for next-token
+prediction, a linear classifier over pooled hidden states for classification). Models with a
+long-term memory keep it in buffers or in ``memory_state_dict`` so that checkpoints carry it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from torch import Tensor, nn
 
 
-@dataclass(frozen=True)
-class DataSpec:
-    """Shape of a scenario's data, handed to every model constructor."""
+class Outputs(NamedTuple):
+    """What the network returns for a batch: what strategies' ``loss_terms`` receive."""
 
-    kind: str  # "tokens" (B, T) long or "vectors" (B, F) float
-    task: str  # "lm" (next-token prediction) or "classification"
-    vocab_size: int = 0  # tokens only
-    seq_len: int = 0  # tokens only: length of one training sequence
-    input_dim: int = 0  # vectors only
-    n_classes: int = 0  # classification only
-    pad_id: int = -1  # tokens only: padding id for classification inputs (-1 = none)
+    logits: Tensor  # (B, T, V) next-token or (B, C) class logits
+    hidden: Tensor  # the model's hidden states
 
 
 class SequenceModel(nn.Module):

@@ -3,7 +3,7 @@
 Runs are grouped by scenario, then by strategy *and* by every other config value that differs
 between that strategy's runs (seed excluded): replay with 100 and with 200 buffer slots are two
 rows, never one average. Each row is compared with the baseline strategy (default ``naive``)
-paired by seed; see ``harness.stats`` for why Student-t, pairing and Holm.
+paired by seed; see ``harness.analysis.stats`` for why Student-t, pairing and Holm.
 
 ``load_runs`` / ``aggregate`` are shared with ``retain report`` so the HTML shows the same numbers.
 """
@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.analysis.stats import ALPHA, Paired, Summary, holm, paired_test, summarize
 from harness.config import NON_RESULT_KEYS
 from harness.errors import UserError
-from harness.stats import ALPHA, Paired, Summary, holm, paired_test, summarize
 
 # (summary key, short header); "{m}" is the scenario's primary metric (accuracy, perplexity, ...)
 COLUMNS = [("{m}/avg", "{m}"), ("{m}/bwt", "BWT"), ("{m}/fwt", "FWT"),

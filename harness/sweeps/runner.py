@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.sweep_grid import RunSpec, Sweep, load_sweep, plan
+from harness.sweeps.grid import RunSpec, Sweep, load_sweep, plan
 
 # argv prefix of one run; the experiment file (if any), the overrides, out_dir= and name= follow.
 DEFAULT_RUN_COMMAND = [sys.executable, "-m", "harness", "run"]

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import torch
 
-from harness import faults
-from harness.devices import cuda_available
 from harness.errors import UserError
+from harness.runtime import faults
 
 FORMAT = 2
 MAGIC = b"\nretain-sha256:"
@@ -167,41 +166,3 @@ def load_latest(folder: Path) -> tuple[dict, Path] | None:
         if state is not None:
             return state, Path(folder) / name
     return None
-
-
-def rng_state() -> dict:
-    import random
-
-    import numpy as np
-
-    version, words, gauss = random.getstate()
-    # Python's 625 state words as one tensor: pickled one by one they were half a small
-    # model's checkpoint time.
-    state = {"torch": torch.get_rng_state(),
-             "python": (version, torch.tensor(words, dtype=torch.int64), gauss),
-             "numpy": _numpy_state(np.random.get_state())}
-    if cuda_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    version, words, gauss = state["python"]
-    random.setstate((version, tuple(words.tolist() if isinstance(words, torch.Tensor)
-                                    else words), gauss))  # a list in checkpoints before this one
-    if "numpy" in state:
-        name, keys, pos, has_gauss, gauss = state["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    if "cuda" in state and cuda_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _numpy_state(state) -> tuple:
-    name, keys, pos, has_gauss, gauss = state  # keys: uint32 array; weights_only wants tensors
-    return (name, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(gauss))
-

@@ -1,9 +1,10 @@
 """The continual system: trains a ``Network`` on one experience at a time.
 
-The task loop (``harness.run``) fits it on each experience, with the lean loop
-(``harness.loop``) or a Lightning Trainer (through ``harness.trainer.LightningSystem``, which
-hands Lightning's hooks to it); this module only knows how to take a training step. It is a
-plain ``nn.Module``, so a run on the lean engine never imports Lightning (3-5 s of start-up).
+The task loop (``harness.experiment.run``) fits it on each experience, with the lean loop
+(``harness.core.loop``) or a Lightning Trainer (through
+``harness.core.trainer.LightningSystem``, which hands Lightning's hooks to it); this module
+only knows how to take a training step. It is a plain ``nn.Module``, so a run on the lean
+engine never imports Lightning.
 
 The loss is written out term by term: the task's own cross-entropy plus whatever each
 strategy's ``loss_terms`` returns, each logged under its own name (``loss/task``,
@@ -19,11 +20,10 @@ from collections.abc import Callable
 
 import torch
 
+from harness.api import Batch, Context, Strategy
 from harness.config import TrainerConfig
-from harness.data import Batch
+from harness.core.network import Network
 from harness.errors import UserError
-from harness.network import Network
-from strategies.base import Context, Strategy
 
 
 class NonFiniteLoss(UserError):
@@ -32,7 +32,7 @@ class NonFiniteLoss(UserError):
 
 class ContinualSystem(torch.nn.Module):
     """The network, its strategies and the stream's step count; the methods are the
-    LightningModule hooks both engines call (``harness.loop.LEAN_HOOKS``)."""
+    LightningModule hooks both engines call (``harness.core.loop.LEAN_HOOKS``)."""
 
     def __init__(self, net: Network, strategies: list[Strategy], trainer_cfg: TrainerConfig,
                  on_metrics: Callable[[int, dict], None] | None = None):

@@ -1,4 +1,4 @@
-"""In-memory task data and the batch loader every experience is trained and evaluated with.
+"""Data as every component sees it: the data spec, task data, batches and the batch loader.
 
 An Avalanche experience's dataset is materialised once into three tensors (inputs, targets,
 task labels). Batches are then sliced from those tensors: one index operation per block of
@@ -16,6 +16,21 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+IGNORE = -100  # target id that carries no loss (padding, prompt positions)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Shape of a scenario's data, handed to every model constructor."""
+
+    kind: str  # "tokens" (B, T) long or "vectors" (B, F) float
+    task: str  # "lm" (next-token prediction) or "classification"
+    vocab_size: int = 0  # tokens only
+    seq_len: int = 0  # tokens only: length of one training sequence
+    input_dim: int = 0  # vectors only
+    n_classes: int = 0  # classification only
+    pad_id: int = -1  # tokens only: padding id for classification inputs (-1 = none)
 
 
 class Batch(NamedTuple):
@@ -65,8 +80,9 @@ class TaskData:
     def from_dataset(dataset) -> TaskData:
         """Materialise any map-style dataset of ``(x, y, t)`` items, one item at a time.
 
-        Scenarios built by retain keep their tensors and skip this (``scenarios.base.materialise``
-        checks that they still match what the experience holds).
+        Scenarios built by retain keep their tensors and skip this
+        (``harness.api.scenario.materialise`` checks that they still match what the experience
+        holds).
         """
         items = [dataset[i] for i in range(len(dataset))]
         if not items:

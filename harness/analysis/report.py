@@ -1,6 +1,6 @@
 """``retain report``: one self-contained HTML file that explains a set of runs.
 
-The numbers come from ``harness.compare`` (same grouping, same statistics as ``retain
+The numbers come from ``harness.analysis.compare`` (same grouping, same statistics as ``retain
 compare``); this module only lays them out: the comparison table, mean score matrices, score
 curves over the stream, forgetting per task, score versus cost with the Pareto front, and the
 configuration behind every row. No script and no network: charts are inline SVG, the file opens
@@ -19,8 +19,8 @@ from string import Template
 
 import numpy as np
 
-from harness import compare
-from harness import report_assets as svg
+from harness.analysis import compare
+from harness.analysis import report_assets as svg
 from harness.errors import UserError
 
 esc = svg.esc
@@ -171,7 +171,7 @@ def task_names(row: compare.Row, n: int) -> list[str]:
 
 def _mean_ci(stack: np.ndarray) -> tuple[list, list]:
     """Mean and Student-t half-width over axis 0, as lists with None for missing values."""
-    from harness.stats import summarize
+    from harness.analysis.stats import summarize
 
     means, errs = [], []
     for col in stack.reshape(stack.shape[0], -1).T:

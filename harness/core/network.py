@@ -8,21 +8,11 @@ task's classes (a multi-head classifier expressed as a mask over one shared head
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.data import Batch
-from harness.models.base import DataSpec, SequenceModel
-
-IGNORE = -100  # target id that carries no loss (padding, prompt positions)
-
-
-class Outputs(NamedTuple):
-    logits: Tensor  # (B, T, V) next-token or (B, C) class logits
-    hidden: Tensor  # the model's hidden states
+from harness.api import IGNORE, Batch, DataSpec, Outputs, SequenceModel
 
 
 class Network(nn.Module):

@@ -20,11 +20,10 @@ import math
 
 import torch
 
-from harness.data import BatchLoader, TaskData
-from harness.distributed import DIST
-from harness.metrics import confusion_scores, grouped_confusion_scores
-from harness.models.base import carries_memory
-from harness.network import IGNORE, Network
+from harness.api import IGNORE, BatchLoader, TaskData, carries_memory
+from harness.core.metrics import confusion_scores, grouped_confusion_scores
+from harness.core.network import Network
+from harness.runtime.distributed import DIST
 
 
 @torch.no_grad()
