@@ -147,7 +147,7 @@ def retain_epoch(work: Workload, batch_size: int, engine: str) -> tuple[float, f
     from harness.core.loop import LeanLoop
     from harness.core.resume import StepCheckpoint, StopSignals
     from harness.core.system import ContinualSystem
-    from harness.experiment.run import DistLoader
+    from harness.core.task import DistLoader
     from harness.runtime.distributed import DIST
     from strategies.naive import Naive, NaiveConfig
 

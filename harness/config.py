@@ -56,6 +56,8 @@ class TrainerConfig:
     deterministic: bool = field(default=True, metadata={"help": "deterministic algorithms"})
     log_every_n_steps: int = field(default=10, metadata={"help": "training log interval"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    callbacks: list[str] = field(default_factory=list, metadata={
+        "help": "Lightning callbacks as module:Class, built without arguments (Trainer engine)"})
 
 
 @dataclass
@@ -146,7 +148,7 @@ def to_yaml(cfg) -> str:
 NON_RESULT_KEYS = ("name", "out_dir", "logger", "wandb", "checkpoint", "trainer.progress",
                    "scenario.cache", "scenario.cache_dir", "trainer.devices",
                    "trainer.num_nodes", "trainer.strategy", "trainer.ddp_timeout_s",
-                   "trainer.engine")
+                   "trainer.engine", "trainer.callbacks")
 
 
 def config_hash(cfg) -> str:
@@ -318,8 +320,20 @@ def engine_for(cfg: TrainerConfig, device_type: str | None = None) -> str:
 
     The lean loop (``harness.core.loop``) runs one process on the CPU or one CUDA GPU; DDP, MPS
     (asked for, or the ``device_type`` that ``accelerator=auto`` resolved to), an explicit
-    ``trainer.strategy`` and the other precisions go through Lightning's Trainer.
+    ``trainer.strategy``, the other precisions and Lightning callbacks go through Lightning's
+    Trainer.
     """
+    if cfg.callbacks:
+        for spec in cfg.callbacks:
+            module, _, name = spec.partition(":")
+            if not (module and name and all(p.isidentifier() for p in module.split("."))
+                    and name.isidentifier()):
+                raise UserError(f"trainer.callbacks: '{spec}' is not of the form "
+                                "module:Class (e.g. lightning.pytorch.callbacks:Timer)")
+        if cfg.engine == "lean":
+            raise UserError("trainer.callbacks are Lightning callbacks, which need Lightning's "
+                            "Trainer: use trainer.engine=lightning (or auto), not lean")
+        return "lightning"
     launched = int(os.environ.get("WORLD_SIZE", "1"))  # by torchrun / SLURM
     why_not = (
         f"trainer.devices={cfg.devices}, trainer.num_nodes={cfg.num_nodes}"

@@ -23,22 +23,21 @@ from pathlib import Path
 
 import torch
 
-from harness.api import BatchLoader, Context
 from harness.config import config_hash, engine_for, strategy_names, to_dict, to_yaml
+from harness.core.build import build
 from harness.core.evaluate import evaluate
 from harness.core.loop import LeanLoop
 from harness.core.metrics import LOWER_IS_BETTER, average_seen, summarize
-from harness.core.network import Network
 from harness.core.resume import FastForward, StepCheckpoint, StopSignals, resumed_trainer_cfg
 from harness.core.system import ContinualSystem
+from harness.core.task import begin_task, end_task
 from harness.errors import Interrupted, UserError
 from harness.experiment import checkpoint
 from harness.experiment.environment import environment
 from harness.experiment.results import RunDir
-from harness.registry import MODELS, SCENARIOS, STRATEGIES
 from harness.runtime import faults
 from harness.runtime.devices import cuda_available
-from harness.runtime.distributed import DIST, WATCHDOG, launch_rank, on_failure
+from harness.runtime.distributed import WATCHDOG, launch_rank, on_failure
 from harness.runtime.progress import say
 from harness.runtime.seed import rng_state, seed_everything, set_rng_state
 
@@ -47,15 +46,12 @@ def run(cfg, resume: RunDir | None = None) -> dict:
     """Train on the whole stream and return the results dict (also written to the run dir)."""
     started = time.time()
     seed_everything(cfg.seed)
-    # Strategies first: their option errors need no data, so they come before the scenario
-    # (and Avalanche's import) is paid for.
     names = strategy_names(cfg)
-    strategies = [STRATEGIES.get(n).cls(getattr(cfg.strategy, n)) for n in names]
-    scenario = SCENARIOS.get(cfg.scenario.name).cls(cfg.scenario, cfg.seed)
-    spec = scenario.spec
-    model = MODELS.get(cfg.model.name).cls(cfg.model, spec)
-    task_classes = scenario.classes_per_task if scenario.setting == "task-il" else None
-    net = Network(model, spec, task_classes)
+    strategies, scenario, net = build(cfg)
+    if cfg.trainer.callbacks:  # a bad callback name is one line before the run directory exists
+        from harness.core.trainer import callback_classes
+
+        callback_classes(cfg.trainer.callbacks)
     main = launch_rank() == 0
     # Every rank reads the checkpoint it resumes from; only rank zero writes the run dir.
     run_dir = (resume or RunDir.create(cfg.out_dir, cfg.name or default_name(cfg))) if main \
@@ -183,14 +179,7 @@ class TaskLoop:
     def train_task(self, i: int, tests) -> None:
         name = self.scenario.task_names[i]
         say(f"task {i + 1}/{self.n}: {name}")
-        ctx = self._context(i)
-        self.system.ctx = ctx
-        for strategy in self.system.strategies:
-            strategy.before_task(ctx)
-        # the experience's own batches say where their examples sit in it (Batch.index)
-        loader = ctx.make_loader(self.scenario.train_data(i), with_index=True)
-        for strategy in self.system.strategies:
-            loader = strategy.train_loader(ctx, loader)
+        loader = begin_task(self.system, self.scenario, self.cfg.trainer, self.cfg.seed, i)
         if cuda_available():
             torch.cuda.reset_peak_memory_stats()
         start, self.partial = self.partial, None
@@ -201,8 +190,7 @@ class TaskLoop:
         else:  # killed after the last step, before the task's checkpoint
             set_rng_state(start["rng"])
         self.stop.check()
-        for strategy in self.system.strategies:
-            strategy.after_task(ctx)
+        end_task(self.system)
         t1 = time.time()
         row = evaluate(self.system.net, _eval_sets(tests), self.cfg.trainer.eval_batch_size,
                        self.cfg.trainer.precision)
@@ -256,25 +244,10 @@ class TaskLoop:
 
         if self.lightning is None:  # one per run: Lightning keeps state on its module
             self.lightning = LightningSystem(self.system)
-        trainer = make_trainer(trainer_cfg, label, self.device.type == "cuda")
+        trainer = make_trainer(trainer_cfg, label, self.device.type == "cuda", self.system)
         trainer.callbacks.append(LightningStepCheckpoint(steps))
         trainer.fit(self.lightning, train_dataloaders=loader)
         self.system.net.to(self.device)  # Lightning's teardown moves the module to CPU
-
-    def _context(self, i: int) -> Context:
-        cfg = self.cfg
-
-        def make_loader(data, shuffle: bool = True, with_index: bool = False):
-            # Reads rank and world size when iterated: under DDP the process group only
-            # exists once Lightning's first fit has started.
-            return DistLoader(data, cfg.trainer.batch_size, shuffle=shuffle,
-                              seed=cfg.seed * 1000 + i, with_index=with_index)
-
-        return Context(system=self.system, task_id=i, n_tasks=self.n,
-                       train_data=self.scenario.train_data, make_loader=make_loader,
-                       batch_size=cfg.trainer.batch_size, dist=DIST, seed=cfg.seed,
-                       max_epochs=cfg.trainer.max_epochs,
-                       eval_batch_size=cfg.trainer.eval_batch_size)
 
     def _save_checkpoint(self, partial: dict | None = None,
                          stream_step: int | None = None) -> None:
@@ -314,35 +287,6 @@ class TaskLoop:
             "per_task": self.per_task, "resumes": self.resumes,
             "env": environment(cfg, self.device),
         }
-
-
-class DistLoader(BatchLoader):
-    """A training BatchLoader whose shard is decided when it is iterated.
-
-    ``batch_size`` is the global batch: each of W ranks takes ``batch_size / W`` examples
-    from its interleaved shard, so the union of the ranks' k-th batches is exactly the k-th
-    batch of a single-process run, and DDP's gradient average equals its gradient.
-    """
-
-    def __init__(self, data, batch_size: int, *, shuffle: bool, seed: int,
-                 with_index: bool = False):
-        super().__init__(data, batch_size, shuffle=shuffle, seed=seed, with_index=with_index)
-        self.global_batch_size = batch_size
-
-    def _shard(self) -> None:
-        self.rank, self.world_size = DIST.rank, DIST.world_size
-        if self.global_batch_size % self.world_size:
-            raise UserError(f"trainer.batch_size={self.global_batch_size} must be divisible "
-                            f"by the number of processes ({self.world_size})")
-        self.batch_size = self.global_batch_size // self.world_size
-
-    def __iter__(self):
-        self._shard()
-        return super().__iter__()
-
-    def __len__(self) -> int:
-        self._shard()
-        return super().__len__()
 
 
 def default_name(cfg) -> str:
