@@ -29,9 +29,10 @@ match the labels found.
 Each task's documents (exact repeats dropped) are split into train / validation / test by
 document (never one document in two splits) and packed into ``seq_len`` byte windows;
 classification examples are split by example and truncated or padded to ``seq_len`` bytes.
-Bad input (missing path, empty task, not UTF-8, a bad JSON line, a missing field, a task
-smaller than one batch, labels that do not match ``n_classes``) is a one-line error naming the
-file and line, before training starts.
+Bad input (missing path, empty task, a named pipe or device instead of a regular file, not
+UTF-8, a bad JSON line, a missing field, a task smaller than one batch, an integer label beyond
+``MAX_CLASSES``, labels that do not match ``n_classes``) is a one-line error naming the file and
+line, before training starts.
 Prepared arrays are cached, keyed by the files' contents and the data options.
 """
 
@@ -53,6 +54,7 @@ from scenarios.splits import class_task_data, lm_task_data
 from scenarios.tokenize import PAD, VOCAB_SIZE, encode, join_documents, pack, pad_to
 
 FORMAT_VERSION = 2
+MAX_CLASSES = 1_000_000  # an integer label is a class id: the head has max(label) + 1 outputs
 SPLITS = ("train", "val", "test")
 
 
@@ -123,9 +125,11 @@ def label_ids(tasks: dict) -> tuple[dict, list]:
         raise UserError(f"{odd.where}: label {odd.label!r} mixes strings and integers; use one")
     found = sorted({r.label for r in records})
     if kinds == {int}:
-        bad = next((r for r in records if r.label < 0), None)
+        bad = next((r for r in records if not 0 <= r.label < MAX_CLASSES), None)
         if bad:
-            raise UserError(f"{bad.where}: label {bad.label} is negative")
+            raise UserError(f"{bad.where}: label {bad.label} is out of range: integer labels "
+                            f"are class ids from 0 to {MAX_CLASSES - 1:,} (string labels may "
+                            "name anything)")
         return {v: v for v in found}, found
     return {v: i for i, v in enumerate(found)}, found
 
