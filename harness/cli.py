@@ -230,7 +230,10 @@ def _prefix(kind: str, name: str) -> str:
 
 
 def format_fields(cls, prefix: str = "") -> str:
+    """One line per option: key, default, help and, in brackets, the values it takes."""
     import dataclasses
+
+    from harness.ranges import describe
 
     lines = []
     for f in dataclasses.fields(cls):
@@ -243,7 +246,8 @@ def format_fields(cls, prefix: str = "") -> str:
         component = not prefix and f.name in ("model", "scenario", "strategy")
         if component or dataclasses.is_dataclass(default):
             continue
-        help_text = f.metadata.get("help", "")
+        valid = describe(f.metadata)
+        help_text = " ".join(filter(None, (f.metadata.get("help", ""), valid and f"[{valid}]")))
         lines.append(f"  {prefix + f.name:<34} {default!s:<12} {help_text}")
     return "\n".join(lines)
 

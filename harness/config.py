@@ -20,12 +20,12 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import ranges
 from harness.errors import UserError, did_you_mean
 
 COMPONENTS = ("model", "scenario", "strategy")
@@ -33,41 +33,54 @@ COMPONENTS = ("model", "scenario", "strategy")
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = field(default=1, metadata={"help": "epochs per experience"})
-    max_steps: int = field(default=-1, metadata={"help": "cap on steps per experience (-1: none)"})
-    batch_size: int = field(default=32, metadata={"help": "training mini-batch size"})
-    eval_batch_size: int = field(default=128, metadata={"help": "evaluation batch size"})
-    optimizer: str = field(default="adamw", metadata={"help": "adamw | adam | sgd"})
-    lr: float = field(default=3e-3, metadata={"help": "learning rate"})
-    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
-    weight_decay: float = field(default=0.0, metadata={"help": "weight decay"})
-    grad_clip: float = field(default=0.0, metadata={"help": "clip gradient norm (0: off)"})
-    accumulate_grad_batches: int = field(default=1, metadata={"help": "gradient accumulation"})
-    accelerator: str = field(default="auto", metadata={"help": "auto | cpu | gpu"})
-    devices: int = field(default=1, metadata={"help": "processes / GPUs per machine"})
-    num_nodes: int = field(default=1, metadata={"help": "machines (torchrun / SLURM)"})
-    strategy: str = field(default="auto", metadata={"help": "Lightning strategy: auto | ddp"})
+    max_epochs: int = field(default=1, metadata={"help": "epochs per experience", "min": 1})
+    max_steps: int = field(default=-1, metadata={
+        "help": "cap on steps per experience (-1: none)", "min": 1, "or": (-1,)})
+    batch_size: int = field(default=32, metadata={"help": "training mini-batch size", "min": 1})
+    eval_batch_size: int = field(default=128, metadata={"help": "evaluation batch size",
+                                                        "min": 1})
+    optimizer: str = field(default="adamw", metadata={
+        "help": "optimizer", "choices": ("adamw", "adam", "sgd")})
+    lr: float = field(default=3e-3, metadata={"help": "learning rate", "above": 0})
+    momentum: float = field(default=0.0, metadata={"help": "SGD momentum", "min": 0, "below": 1})
+    weight_decay: float = field(default=0.0, metadata={"help": "weight decay", "min": 0})
+    grad_clip: float = field(default=0.0, metadata={"help": "clip gradient norm (0: off)",
+                                                    "min": 0})
+    accumulate_grad_batches: int = field(default=1, metadata={"help": "gradient accumulation",
+                                                              "min": 1})
+    accelerator: str = field(default="auto", metadata={
+        "help": "device type", "choices": ("auto", "cpu", "gpu", "cuda", "mps")})
+    devices: int = field(default=1, metadata={"help": "processes / GPUs per machine", "min": 1})
+    num_nodes: int = field(default=1, metadata={"help": "machines (torchrun / SLURM)", "min": 1})
+    strategy: str = field(default="auto", metadata={
+        "help": "Lightning strategy", "choices": ("auto", "ddp", "ddp_spawn")})
     engine: str = field(default="auto", metadata={
-        "help": "auto | lean | lightning (auto: retain's lean loop for one process on CPU or "
-                "one CUDA GPU in 32 or bf16-mixed; Lightning's Trainer otherwise)"})
+        "help": "auto: retain's lean loop for one process on CPU or one CUDA GPU in 32 or "
+                "bf16-mixed; Lightning's Trainer otherwise",
+        "choices": ("auto", "lean", "lightning")})
     ddp_timeout_s: int = field(default=1800, metadata={
-        "help": "DDP: seconds a collective waits for a stuck rank before the run fails"})
-    precision: str = field(default="32-true", metadata={"help": "32-true | bf16-mixed | 16-mixed"})
+        "help": "DDP: seconds a collective waits for a stuck rank before the run fails", "min": 1})
+    precision: str = field(default="32-true", metadata={
+        "help": "numeric precision",
+        "choices": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")})
     deterministic: bool = field(default=True, metadata={"help": "deterministic algorithms"})
-    log_every_n_steps: int = field(default=10, metadata={"help": "training log interval"})
+    log_every_n_steps: int = field(default=10, metadata={"help": "training log interval",
+                                                         "min": 1})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     callbacks: list[str] = field(default_factory=list, metadata={
         "help": "Lightning callbacks as module:Class, built without arguments (Trainer engine)"})
+
+    def check(self) -> None:
+        engine_for(self)  # trainer.engine=lean refuses what only Lightning's Trainer runs
 
 
 @dataclass
 class WandbConfig:
     project: str = field(default="retain", metadata={"help": "W&B project"})
     entity: str | None = field(default=None, metadata={"help": "W&B entity (team or user)"})
-    mode: str | None = field(
-        default=None,
-        metadata={"help": "online | offline | disabled (default: online only when logged in)"},
-    )
+    mode: str | None = field(default=None, metadata={
+        "help": "default: online only when logged in",
+        "choices": (None, "online", "offline", "disabled")})
     group: str | None = field(default=None, metadata={"help": "W&B group (default: strategy)"})
     tags: list[str] = field(default_factory=list, metadata={"help": "W&B tags"})
 
@@ -75,15 +88,18 @@ class WandbConfig:
 @dataclass
 class CheckpointConfig:
     every_n_steps: int = field(default=0, metadata={
-        "help": "also checkpoint inside a task every n optimizer steps (0: after each task only)"})
+        "help": "also checkpoint inside a task every n optimizer steps (0: after each task only)",
+        "min": 0})
 
 
 @dataclass
 class RunConfig:
     name: str | None = field(default=None, metadata={"help": "run name (default: generated)"})
     out_dir: str = field(default="runs", metadata={"help": "directory that holds run folders"})
-    seed: int = field(default=0, metadata={"help": "global random seed"})
-    logger: str = field(default="wandb", metadata={"help": "wandb | none"})
+    seed: int = field(default=0, metadata={"help": "global random seed", "min": 0,
+                                           "max": 2**32 - 1})
+    logger: str = field(default="wandb", metadata={"help": "experiment tracker",
+                                                   "choices": ("wandb", "none")})
     eval_init: bool = field(
         default=True, metadata={"help": "evaluate the untrained model (forward transfer)"}
     )
@@ -96,15 +112,6 @@ class RunConfig:
 
 
 DEFAULT_NAMES = {"model": "gpt", "scenario": "text-domains", "strategy": ["naive"]}
-CHOICES = {
-    "logger": ("wandb", "none"),
-    "trainer.optimizer": ("adamw", "adam", "sgd"),
-    "trainer.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
-    "trainer.strategy": ("auto", "ddp", "ddp_spawn"),
-    "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
-    "trainer.engine": ("auto", "lean", "lightning"),
-    "wandb.mode": (None, "online", "offline", "disabled"),
-}
 
 
 def load(experiment: str | None = None, overrides: list[str] = ()):
@@ -122,7 +129,7 @@ def load(experiment: str | None = None, overrides: list[str] = ()):
         cfg = OmegaConf.to_object(merged)
     except Exception as err:  # omegaconf's ValidationError and friends
         raise UserError(_describe(err)) from None
-    _check_choices(cfg)
+    ranges.check(cfg)
     return cfg
 
 
@@ -350,36 +357,6 @@ def engine_for(cfg: TrainerConfig, device_type: str | None = None) -> str:
                         f"{' | '.join(LEAN_PRECISIONS)} precision, not with {why_not}; "
                         "use trainer.engine=auto or lightning")
     return "lean"
-
-
-def _check_choices(cfg) -> None:
-    for key, choices in CHOICES.items():
-        obj = cfg
-        for part in key.split("."):
-            obj = getattr(obj, part)
-        if obj not in choices:
-            shown = [c for c in choices if c is not None]
-            raise UserError(f"invalid value {obj!r} for '{key}'{did_you_mean(str(obj), shown)}")
-    for key in ("trainer.max_epochs", "trainer.batch_size", "trainer.eval_batch_size",
-                "trainer.devices", "trainer.num_nodes", "trainer.ddp_timeout_s",
-                "trainer.accumulate_grad_batches",
-                "trainer.log_every_n_steps"):
-        section, attr = key.split(".")
-        if getattr(getattr(cfg, section), attr) < 1:
-            raise UserError(f"'{key}' must be at least 1")
-    t = cfg.trainer
-    for key, ok, rule in (
-        ("seed", 0 <= cfg.seed < 2**32, "an integer from 0 to 2**32 - 1"),
-        ("trainer.lr", math.isfinite(t.lr) and t.lr > 0, "a finite number above 0"),
-        ("trainer.momentum", 0 <= t.momentum < math.inf, "a finite number >= 0"),
-        ("trainer.weight_decay", 0 <= t.weight_decay < math.inf, "a finite number >= 0"),
-        ("trainer.grad_clip", 0 <= t.grad_clip < math.inf, "a finite number >= 0 (0: off)"),
-        ("trainer.max_steps", t.max_steps == -1 or t.max_steps >= 1, "-1 (no cap) or >= 1"),
-        ("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps >= 0, "0 (off) or more"),
-    ):
-        if not ok:
-            raise UserError(f"'{key}' must be {rule}")
-    engine_for(t)
 
 
 def _describe(err: Exception) -> str:

@@ -29,9 +29,10 @@ match the labels found.
 Each task's documents (exact repeats dropped) are split into train / validation / test by
 document (never one document in two splits) and packed into ``seq_len`` byte windows;
 classification examples are split by example and truncated or padded to ``seq_len`` bytes.
-Bad input (missing path, empty task, not UTF-8, a bad JSON line, a missing field, a task
-smaller than one batch, labels that do not match ``n_classes``) is a one-line error naming the
-file and line, before training starts.
+Bad input (missing path, empty task, a named pipe or device instead of a regular file, not
+UTF-8, a bad JSON line, a missing field, a task smaller than one batch, an integer label beyond
+``MAX_CLASSES``, labels that do not match ``n_classes``) is a one-line error naming the file and
+line, before training starts.
 Prepared arrays are cached, keyed by the files' contents and the data options.
 """
 
@@ -53,6 +54,7 @@ from scenarios.splits import class_task_data, lm_task_data
 from scenarios.tokenize import PAD, VOCAB_SIZE, encode, join_documents, pack, pad_to
 
 FORMAT_VERSION = 2
+MAX_CLASSES = 1_000_000  # an integer label is a class id: the head has max(label) + 1 outputs
 SPLITS = ("train", "val", "test")
 
 
@@ -62,51 +64,44 @@ class FilesConfig:
     path: str = field(default="", metadata={
         "help": "folder with one sub-folder or .txt/.jsonl file per task, or one .jsonl file "
                 "with a 'task' field"})
-    task: str = field(default="lm", metadata={"help": "lm | classification"})
+    task: str = field(default="lm", metadata={"help": "what to learn",
+                                              "choices": ("lm", "classification")})
     n_experiences: int = field(default=0, metadata={
-        "help": "use the first n tasks (0 = all tasks found)"})
+        "help": "use the first n tasks (0 = all tasks found)", "min": 0})
     tasks: list[str] = field(default_factory=list, metadata={
         "help": "task order by name (default: folder name order, or first appearance in JSONL)"})
     setting: str = field(default="auto", metadata={
-        "help": "auto | class-il | domain-il | task-il (auto: domain-il for lm and for tasks "
-                "sharing one label set, else class-il)"})
-    seq_len: int = field(default=128, metadata={"help": "tokens (bytes) per sequence"})
+        "help": "auto: domain-il for lm and for tasks sharing one label set, else class-il",
+        "choices": ("auto", "class-il", "domain-il", "task-il")})
+    seq_len: int = field(default=128, metadata={"help": "tokens (bytes) per sequence", "min": 1})
     n_classes: int = field(default=0, metadata={
-        "help": "classification: expected number of classes (0 = as found)"})
+        "help": "classification: expected number of classes (0 = as found)", "min": 0})
     test_fraction: float = field(default=0.1, metadata={
-        "help": "share of each task's documents (examples) held out for testing"})
+        "help": "share of each task's documents (examples) held out for testing",
+        "above": 0, "below": 1})
     val_fraction: float = field(default=0.0, metadata={
-        "help": "share held out for validation (0 = no validation stream)"})
+        "help": "share held out for validation (0 = no validation stream)", "min": 0, "below": 1})
     min_train_examples: int = field(default=32, metadata={
         "help": "each task needs at least this many training sequences: one batch "
-                "(match trainer.batch_size)"})
+                "(match trainer.batch_size)", "min": 1})
     text_field: str = field(default="text", metadata={"help": "JSONL field with the text"})
     label_field: str = field(default="label", metadata={"help": "JSONL field with the label"})
     task_field: str = field(default="task", metadata={
         "help": "JSONL field naming the task (single-file layout)"})
     txt_split: str = field(default="auto", metadata={
-        "help": "documents of a .txt file: file | paragraph | auto (paragraphs when the file is "
-                "a whole task, else the file)"})
-    split_seed: int = field(default=0, metadata={"help": "shuffle of documents for the splits"})
+        "help": "documents of a .txt file (auto: paragraphs when the file is a whole task, "
+                "else the file)", "choices": ("auto", "file", "paragraph")})
+    split_seed: int = field(default=0, metadata={"help": "shuffle of documents for the splits",
+                                                 "min": 0, "max": 2**32 - 1})
     cache: bool = cache_flag()
     cache_dir: str = cache_dir_option()
 
-
-def check_config(cfg: FilesConfig) -> Path:
-    if not cfg.path:
-        raise UserError("scenario 'files' needs scenario.path=<folder or .jsonl file>")
-    if cfg.task not in ("lm", "classification"):
-        raise UserError(f"scenario.task must be lm or classification, got '{cfg.task}'")
-    if cfg.setting not in ("auto", "class-il", "domain-il", "task-il"):
-        raise UserError(f"scenario.setting must be auto, class-il, domain-il or task-il, "
-                        f"got '{cfg.setting}'")
-    if not (0 < cfg.test_fraction < 1 and 0 <= cfg.val_fraction < 1
-            and cfg.test_fraction + cfg.val_fraction < 1):
-        raise UserError("scenario.test_fraction must be in (0, 1), val_fraction in [0, 1), "
-                        "and their sum below 1")
-    if cfg.seq_len < 1 or cfg.n_experiences < 0 or cfg.n_classes < 0:
-        raise UserError("scenario.seq_len must be positive; n_experiences, n_classes >= 0")
-    return Path(cfg.path).expanduser()
+    def check(self) -> None:
+        if not self.path:
+            raise UserError("scenario 'files' needs scenario.path=<folder or .jsonl file>")
+        if self.test_fraction + self.val_fraction >= 1:
+            raise UserError(f"scenario.test_fraction + scenario.val_fraction must be below 1, "
+                            f"not {self.test_fraction} + {self.val_fraction}")
 
 
 def split_indices(n: int, cfg: FilesConfig, rng, what: str) -> dict[str, np.ndarray]:
@@ -130,9 +125,11 @@ def label_ids(tasks: dict) -> tuple[dict, list]:
         raise UserError(f"{odd.where}: label {odd.label!r} mixes strings and integers; use one")
     found = sorted({r.label for r in records})
     if kinds == {int}:
-        bad = next((r for r in records if r.label < 0), None)
+        bad = next((r for r in records if not 0 <= r.label < MAX_CLASSES), None)
         if bad:
-            raise UserError(f"{bad.where}: label {bad.label} is negative")
+            raise UserError(f"{bad.where}: label {bad.label} is out of range: integer labels "
+                            f"are class ids from 0 to {MAX_CLASSES - 1:,} (string labels may "
+                            "name anything)")
         return {v: v for v in found}, found
     return {v: i for i, v in enumerate(found)}, found
 
@@ -212,7 +209,8 @@ def check_labels(cfg: FilesConfig, meta: dict, root: Path) -> int:
 @register_scenario("files", config=FilesConfig)
 def build(cfg: FilesConfig, seed: int) -> Scenario:
     start = time.perf_counter()
-    root = check_config(cfg)
+    cfg.check()
+    root = Path(cfg.path).expanduser()
     files = source_files(root)
     key = {k: getattr(cfg, k) for k in ("task", "seq_len", "test_fraction", "val_fraction",
                                         "text_field", "label_field", "task_field", "txt_split",

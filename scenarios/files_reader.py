@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UserError
 
 SUFFIXES = (".txt", ".jsonl")
+SPECIAL = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
 
 @dataclass
@@ -38,8 +41,8 @@ def discover(path: Path) -> list[TaskSource]:
     folder whose sub-folders and .txt/.jsonl files are the tasks, in name order."""
     if not path.exists():
         raise UserError(f"scenario.path '{path}' does not exist")
-    if path.is_file():
-        if path.suffix != ".jsonl":
+    if not path.is_dir():
+        if regular(path).suffix != ".jsonl":
             raise UserError(f"{path}: a single data file must be .jsonl with a 'task' field "
                             f"(or give a folder with one sub-folder or file per task)")
         return [TaskSource("", [path], path)]
@@ -48,14 +51,30 @@ def discover(path: Path) -> list[TaskSource]:
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            files = sorted(f for f in entry.rglob("*") if f.suffix in SUFFIXES and f.is_file()
+            files = sorted(regular(f) for f in entry.rglob("*")
+                           if f.suffix in SUFFIXES and not f.is_dir()
                            and not any(p.startswith(".") for p in f.relative_to(entry).parts))
             tasks.append(TaskSource(entry.name, files, entry))
         elif entry.suffix in SUFFIXES:
-            tasks.append(TaskSource(entry.stem, [entry], entry))
+            tasks.append(TaskSource(entry.stem, [regular(entry)], entry))
     if not tasks:
         raise UserError(f"{path}: no task sub-folders or .txt/.jsonl files found")
     return tasks
+
+
+def regular(path: Path) -> Path:
+    """``path``, which must be a regular file (or a link to one). A named pipe or a device
+    would block the read or never end, and cannot be fingerprinted for the cache; skipping it
+    quietly would drop data the user put there, so it is an error that says what it is."""
+    if path.is_file():
+        return path
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        what = "a broken link"
+    else:
+        what = next((name for test, name in SPECIAL if test(mode)), "not a regular file")
+    raise UserError(f"{path}: {what}; scenario 'files' reads regular .txt and .jsonl files only")
 
 
 def read_utf8(path: Path) -> str:

@@ -36,20 +36,36 @@ class HFConfig:
     name: str = "hf"
     datasets: list[str] = field(default_factory=list, metadata={
         "help": "one Hub dataset per task: 'path' or 'path:config', in task order"})
-    n_experiences: int = field(default=0, metadata={"help": "first n datasets (0 = all)"})
+    n_experiences: int = field(default=0, metadata={"help": "first n datasets (0 = all)",
+                                                    "min": 0})
     split: str = field(default="train", metadata={"help": "dataset split to read documents from"})
     text_field: str = field(default="text", metadata={"help": "column holding the text"})
     revision: str = field(default="", metadata={
         "help": "dataset revision (commit) to pin; also makes the prep cache work offline"})
     max_documents: int = field(default=200_000, metadata={
-        "help": "stop reading a dataset after this many documents"})
-    seq_len: int = field(default=128, metadata={"help": "tokens (bytes) per training sequence"})
-    train_tokens: int = field(default=163_840, metadata={"help": "training tokens per task"})
-    val_tokens: int = field(default=8_192, metadata={"help": "validation tokens (0 = none)"})
-    test_tokens: int = field(default=20_480, metadata={"help": "test tokens per task"})
-    split_seed: int = field(default=0, metadata={"help": "document shuffle for the splits"})
+        "help": "stop reading a dataset after this many documents", "min": 1})
+    seq_len: int = field(default=128, metadata={"help": "tokens (bytes) per training sequence",
+                                                "min": 1})
+    train_tokens: int = field(default=163_840, metadata={
+        "help": "training tokens per task (at least seq_len)", "min": 1})
+    val_tokens: int = field(default=8_192, metadata={"help": "validation tokens (0 = none)",
+                                                     "min": 0})
+    test_tokens: int = field(default=20_480, metadata={
+        "help": "test tokens per task (at least seq_len)", "min": 1})
+    split_seed: int = field(default=0, metadata={"help": "document shuffle for the splits",
+                                                 "min": 0, "max": 2**32 - 1})
     cache: bool = cache_flag()
     cache_dir: str = cache_dir_option()
+
+    def check(self) -> None:
+        if not self.datasets:
+            raise UserError("scenario 'hf' needs scenario.datasets=[path or path:config, ...]")
+        if self.n_experiences > len(self.datasets):
+            raise UserError(f"scenario.n_experiences={self.n_experiences} must be between 0 and "
+                            f"{len(self.datasets)}")
+        if self.train_tokens < self.seq_len or self.test_tokens < self.seq_len:
+            raise UserError(f"scenario train_tokens and test_tokens must be at least "
+                            f"seq_len={self.seq_len}")
 
 
 def fetch_documents(cfg: HFConfig, spec: str, needed_bytes: int) -> list[str]:
@@ -107,13 +123,7 @@ def prepare_dataset(cfg: HFConfig, spec: str):
 @register_scenario("hf", config=HFConfig)
 def build(cfg: HFConfig, seed: int) -> Scenario:
     start = time.perf_counter()
-    if not cfg.datasets:
-        raise UserError("scenario 'hf' needs scenario.datasets=[path or path:config, ...]")
-    if not 0 <= cfg.n_experiences <= len(cfg.datasets):
-        raise UserError(f"scenario.n_experiences={cfg.n_experiences} must be between 0 and "
-                        f"{len(cfg.datasets)}")
-    if cfg.train_tokens < cfg.seq_len or cfg.test_tokens < cfg.seq_len or cfg.val_tokens < 0:
-        raise UserError("scenario train_tokens and test_tokens must be at least seq_len")
+    cfg.check()
     names = list(cfg.datasets)[: cfg.n_experiences or None]
     prepared = [prepare_dataset(cfg, n) for n in names]
     splits = {s: [lm_task_data(p.arrays[s], i) for i, p in enumerate(prepared)]

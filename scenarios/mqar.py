@@ -82,19 +82,33 @@ def mqar_sequences(n: int, seq_len: int, n_pairs: int, key_ids: Tensor, value_id
 @dataclass
 class MQARConfig:
     name: str = "mqar"
-    n_experiences: int = field(default=4, metadata={"help": "tasks, each with its own vocabulary"})
-    seq_len: int = field(default=128, metadata={"help": "tokens per sequence (>= 4 * n_pairs)"})
-    n_pairs: int = field(default=8, metadata={"help": "key-value pairs per sequence"})
-    n_keys: int = field(default=64, metadata={"help": "key vocabulary per experience"})
-    n_values: int = field(default=64, metadata={"help": "value vocabulary per experience"})
-    n_filler: int = field(default=16, metadata={"help": "filler vocabulary shared by all tasks"})
+    n_experiences: int = field(default=4, metadata={"help": "tasks, each with its own vocabulary",
+                                                    "min": 1})
+    seq_len: int = field(default=128, metadata={"help": "tokens per sequence (>= 4 * n_pairs)",
+                                                "min": 1})
+    n_pairs: int = field(default=8, metadata={
+        "help": "key-value pairs per sequence (at most n_keys and n_values)", "min": 1})
+    n_keys: int = field(default=64, metadata={"help": "key vocabulary per experience", "min": 1})
+    n_values: int = field(default=64, metadata={"help": "value vocabulary per experience",
+                                                "min": 1})
+    n_filler: int = field(default=16, metadata={"help": "filler vocabulary shared by all tasks",
+                                                "min": 1})
     alpha: float = field(default=0.01, metadata={
         "help": "power-law exponent of query distances (smaller: longer gaps)"})
-    n_train: int = field(default=2000, metadata={"help": "training sequences per experience"})
-    n_val: int = field(default=128, metadata={"help": "validation sequences (0 = none)"})
-    n_test: int = field(default=256, metadata={"help": "test sequences per experience"})
+    n_train: int = field(default=2000, metadata={"help": "training sequences per experience",
+                                                 "min": 1})
+    n_val: int = field(default=128, metadata={"help": "validation sequences (0 = none)",
+                                              "min": 0})
+    n_test: int = field(default=256, metadata={"help": "test sequences per experience", "min": 1})
     data_seed: int = field(default=0, metadata={
-        "help": "generator seed; fixed so every run sees the same sequences"})
+        "help": "generator seed; fixed so every run sees the same sequences",
+        "min": 0, "max": 2**32 - 1})
+
+    def check(self) -> None:
+        if 4 * self.n_pairs > self.seq_len or self.n_pairs > min(self.n_keys, self.n_values):
+            raise UserError(f"mqar needs 4*n_pairs <= seq_len and n_pairs <= n_keys, n_values "
+                            f"(got n_pairs={self.n_pairs}, seq_len={self.seq_len}, "
+                            f"n_keys={self.n_keys}, n_values={self.n_values})")
 
 
 def vocab_slices(cfg: MQARConfig) -> list[tuple[Tensor, Tensor]]:
@@ -110,11 +124,7 @@ def vocab_slices(cfg: MQARConfig) -> list[tuple[Tensor, Tensor]]:
 
 @register_scenario("mqar", config=MQARConfig)
 def build(cfg: MQARConfig, seed: int) -> Scenario:
-    if cfg.n_experiences < 1 or cfg.n_train < 1 or cfg.n_test < 1 or cfg.n_filler < 1:
-        raise UserError("mqar: n_experiences, n_train, n_test and n_filler must be positive")
-    if 4 * cfg.n_pairs > cfg.seq_len or cfg.n_pairs > min(cfg.n_keys, cfg.n_values):
-        raise UserError(f"mqar needs 4*n_pairs <= seq_len and n_pairs <= n_keys, n_values "
-                        f"(got n_pairs={cfg.n_pairs}, seq_len={cfg.seq_len})")
+    cfg.check()
     g = torch.Generator().manual_seed(cfg.data_seed)
     filler = torch.arange(cfg.n_filler)
     splits = {"train": [], "val": [], "test": []}

@@ -111,25 +111,33 @@ def experience_facts(n_experiences: int, n_facts: int, seed: int) -> list[list[t
 @dataclass
 class PasskeyConfig:
     name: str = "passkey"
-    n_experiences: int = field(default=3, metadata={"help": "tasks, each with its own facts"})
-    n_facts: int = field(default=16, metadata={"help": "facts (subject -> key) per experience"})
-    seq_len: int = field(default=256, metadata={"help": "bytes per sequence"})
+    n_experiences: int = field(default=3, metadata={"help": "tasks, each with its own facts",
+                                                    "min": 1})
+    n_facts: int = field(default=16, metadata={"help": "facts (subject -> key) per experience",
+                                               "min": 1})
+    seq_len: int = field(default=256, metadata={"help": "bytes per sequence", "min": 1})
     p_stated: float = field(default=1.0, metadata={
-        "help": "probability that a sequence states its fact (below 1: partly closed-book)"})
-    n_train: int = field(default=1000, metadata={"help": "training sequences per experience"})
-    n_val: int = field(default=64, metadata={"help": "validation sequences (0 = none)"})
+        "help": "probability that a sequence states its fact (below 1: partly closed-book)",
+        "min": 0, "max": 1})
+    n_train: int = field(default=1000, metadata={"help": "training sequences per experience",
+                                                 "min": 1})
+    n_val: int = field(default=64, metadata={"help": "validation sequences (0 = none)", "min": 0})
     n_test: int = field(default=110, metadata={
-        "help": "test sequences, at evenly spaced depths from 0 to 1"})
+        "help": "test sequences, at evenly spaced depths from 0 to 1", "min": 1})
     data_seed: int = field(default=0, metadata={
-        "help": "generator seed; fixed so every run sees the same facts and sequences"})
+        "help": "generator seed; fixed so every run sees the same facts and sequences",
+        "min": 0, "max": 2**32 - 1})
+
+    def check(self) -> None:
+        if self.n_experiences * self.n_facts > len(COLOURS) * len(THINGS):
+            raise UserError(f"passkey supports at most {len(COLOURS) * len(THINGS)} facts in "
+                            f"all; scenario.n_experiences * scenario.n_facts = "
+                            f"{self.n_experiences * self.n_facts}")
 
 
 @register_scenario("passkey", config=PasskeyConfig)
 def build(cfg: PasskeyConfig, seed: int) -> Scenario:
-    if min(cfg.n_experiences, cfg.n_facts, cfg.n_train, cfg.n_test) < 1:
-        raise UserError("passkey: n_experiences, n_facts, n_train and n_test must be positive")
-    if not 0.0 <= cfg.p_stated <= 1.0:
-        raise UserError(f"passkey: p_stated must be in [0, 1], got {cfg.p_stated}")
+    cfg.check()
     g = torch.Generator().manual_seed(cfg.data_seed)
     splits = {"train": [], "val": [], "test": []}
     for i, facts in enumerate(experience_facts(cfg.n_experiences, cfg.n_facts, cfg.data_seed)):

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.api import DataSpec, Scenario
-from harness.errors import UserError
 from harness.registry import register_scenario
 from scenarios.cache import cache_dir_option, cache_flag
 from scenarios.split_digits import DIGITS_CACHE_HELP, digits_split
@@ -25,11 +24,13 @@ from scenarios.splits import class_task_data
 @dataclass
 class PermutedDigitsConfig:
     name: str = "permuted-digits"
-    n_experiences: int = field(default=5, metadata={"help": "number of permutations (tasks)"})
+    n_experiences: int = field(default=5, metadata={"help": "number of permutations (tasks)",
+                                                    "min": 1})
     identity_first: bool = field(default=False, metadata={
         "help": "task 0 uses the unpermuted images"})
     perm_seed: int = field(default=0, metadata={
-        "help": "seed of the permutations; fixed so every run sees the same tasks"})
+        "help": "seed of the permutations; fixed so every run sees the same tasks",
+        "min": 0, "max": 2**32 - 1})
     cache: bool = cache_flag(DIGITS_CACHE_HELP)
     cache_dir: str = cache_dir_option()
 
@@ -44,8 +45,6 @@ def permutations(n: int, dim: int, seed: int, identity_first: bool) -> list[np.n
 
 @register_scenario("permuted-digits", config=PermutedDigitsConfig)
 def build(cfg: PermutedDigitsConfig, seed: int) -> Scenario:
-    if cfg.n_experiences < 1:
-        raise UserError("scenario.n_experiences must be at least 1")
     x_tr, y_tr, x_te, y_te = digits_split(cfg.cache, cfg.cache_dir)
     perms = permutations(cfg.n_experiences, 64, cfg.perm_seed, cfg.identity_first)
     train = [class_task_data(x_tr[:, p], y_tr, i) for i, p in enumerate(perms)]

@@ -19,7 +19,7 @@ import numpy as np
 from harness.api import DataSpec, Scenario
 from harness.registry import register_scenario
 from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, prepare
-from scenarios.classes import class_groups, group_names, split_by_class
+from scenarios.classes import check_class_order, class_groups, group_names, split_by_class
 
 N_TRAIN, N_TEST, SPLIT_SEED = 1400, 397, 0
 DIGITS_CACHE_HELP = ("keep the digits' split in the preparation cache (a run then skips "
@@ -30,13 +30,18 @@ DIGITS_CACHE_HELP = ("keep the digits' split in the preparation cache (a run the
 class SplitDigitsConfig:
     name: str = "split-digits"
     n_experiences: int = field(default=5, metadata={"help": "number of tasks; must divide the "
-                                                            "number of classes in class_order"})
+                                                            "number of classes in class_order",
+                                                    "min": 1})
     class_order: list[int] = field(default_factory=lambda: list(range(10)), metadata={
-        "help": "classes in the order they arrive, consecutive groups form the tasks"})
+        "help": "classes in the order they arrive, consecutive groups form the tasks",
+        "min": 0, "max": 9})
     shuffle_classes: bool = field(default=False, metadata={
         "help": "permute class_order with the run seed (the reference setup keeps 0..9)"})
     cache: bool = cache_flag(DIGITS_CACHE_HELP)
     cache_dir: str = cache_dir_option()
+
+    def check(self) -> None:
+        check_class_order(list(self.class_order), self.n_experiences, 10)
 
 
 def digits_csv() -> Path:

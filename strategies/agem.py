@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 import torch
 
 from harness.api import Context, Strategy
-from harness.errors import UserError
 from harness.registry import register_strategy
 from strategies.buffer import Buffer, per_rank, stream_seed
 
@@ -35,9 +34,9 @@ from strategies.buffer import Buffer, per_rank, stream_seed
 @dataclass
 class AGEMConfig:
     patterns_per_experience: int = field(default=40, metadata={
-        "help": "examples kept from each experience (all ranks)"})
+        "help": "examples kept from each experience (all ranks)", "min": 1})
     sample_size: int = field(default=64, metadata={
-        "help": "memory examples per reference gradient (split over ranks)"})
+        "help": "memory examples per reference gradient (split over ranks)", "min": 1})
 
 
 def project_(grads: list[torch.Tensor | None], refs: list[torch.Tensor]) -> bool:
@@ -64,8 +63,6 @@ class AGEM(Strategy):
 
     def __init__(self, cfg: AGEMConfig):
         super().__init__(cfg)
-        if cfg.sample_size < 1 or cfg.patterns_per_experience < 1:
-            raise UserError("strategy.agem.sample_size and patterns_per_experience must be >= 1")
         self.buffer = Buffer(0, "task_balanced", per_group=cfg.patterns_per_experience)
         self.filled = 0
         self.projected = 0  # steps whose gradient was projected (for diagnostics)

@@ -31,9 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.api import Batch, Context, Strategy
-from harness.errors import UserError
 from harness.registry import register_strategy
-from strategies.buffer import Buffer, MemoryStream, check_policy, per_rank, stream_seed
+from strategies.buffer import POLICIES, Buffer, MemoryStream, check_policy, per_rank, stream_seed
 from strategies.distill import at_targets, full_logits
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -41,16 +40,18 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 @dataclass
 class DERConfig:
-    mem_size: int = field(default=200, metadata={"help": "examples kept in memory (all ranks)"})
-    alpha: float = field(default=0.1, metadata={"help": "weight of the logit-matching MSE"})
+    mem_size: int = field(default=200, metadata={"help": "examples kept in memory (all ranks)",
+                                                 "min": 0})
+    alpha: float = field(default=0.1, metadata={"help": "weight of the logit-matching MSE",
+                                                "min": 0})
     beta: float = field(default=0.5, metadata={
-        "help": "weight of the memory label CE (0: plain DER, > 0: DER++)"})
+        "help": "weight of the memory label CE (0: plain DER, > 0: DER++)", "min": 0})
     policy: str = field(default="reservoir", metadata={
-        "help": "reservoir | class_balanced (Avalanche's DER) | task_balanced"})
+        "help": "memory policy (class_balanced: Avalanche's DER)", "choices": POLICIES})
     batch_size_mem: int = field(default=0, metadata={
-        "help": "memory examples per (global) step (0: the training batch size)"})
+        "help": "memory examples per (global) step (0: the training batch size)", "min": 0})
     logits_dtype: str = field(default="float32", metadata={
-        "help": "storage type of the logits: float32 | float16 | bfloat16"})
+        "help": "storage type of the logits", "choices": tuple(DTYPES)})
 
 
 @register_strategy("der", config=DERConfig)
@@ -60,8 +61,6 @@ class DER(Strategy):
     def __init__(self, cfg: DERConfig):
         super().__init__(cfg)
         check_policy(cfg.policy)
-        if cfg.logits_dtype not in DTYPES:
-            raise UserError(f"strategy.der.logits_dtype must be one of {', '.join(DTYPES)}")
         self.buffer = Buffer(cfg.mem_size, cfg.policy)
         self.filled = 0
         self.stream: MemoryStream | None = None

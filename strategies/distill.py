@@ -39,14 +39,15 @@ from torch import Tensor
 
 from harness.api import IGNORE, Context, Outputs, Strategy, carries_memory
 from harness.core.network import Network
-from harness.errors import UserError
 from harness.registry import register_strategy
 
 
 @dataclass
 class DistillConfig:
-    alpha: float = field(default=1.0, metadata={"help": "weight of the distillation term"})
-    temperature: float = field(default=2.0, metadata={"help": "softmax temperature T"})
+    alpha: float = field(default=1.0, metadata={"help": "weight of the distillation term",
+                                                "min": 0})
+    temperature: float = field(default=2.0, metadata={"help": "softmax temperature T",
+                                                      "above": 0})
 
 
 def full_logits(net: Network, x: Tensor, outputs: Outputs) -> Tensor:
@@ -109,8 +110,6 @@ class Distill(Strategy):
 
     def __init__(self, cfg: DistillConfig):
         super().__init__(cfg)
-        if cfg.temperature <= 0:
-            raise UserError("strategy.distill.temperature must be > 0")
         self.teacher: Network | None = None
         self.teacher_task = -1  # the experience after which the teacher was taken
         self.seen: list[int] = []  # classes of the experiences the teacher has learnt

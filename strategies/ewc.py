@@ -29,21 +29,24 @@ import torch
 from torch import Tensor
 
 from harness.api import BatchLoader, Context, Strategy
-from harness.errors import UserError
 from harness.registry import register_strategy
 from strategies.penalty import Quadratic
 
 
 @dataclass
 class EWCConfig:
-    lam: float = field(default=1000.0, metadata={"help": "penalty weight lambda"})
+    lam: float = field(default=1000.0, metadata={"help": "penalty weight lambda", "min": 0})
     mode: str = field(default="separate", metadata={
-        "help": "separate (one penalty per experience) | online (one gamma-decayed Fisher)"})
-    gamma: float = field(default=1.0, metadata={"help": "online mode: decay of the old Fisher"})
+        "help": "separate: one penalty per experience; online: one gamma-decayed Fisher",
+        "choices": ("separate", "online")})
+    gamma: float = field(default=1.0, metadata={"help": "online mode: decay of the old Fisher",
+                                                "min": 0, "max": 1})
     fisher_batches: int = field(default=-1, metadata={
-        "help": "mini-batches used to estimate the Fisher (-1: the whole experience)"})
+        "help": "mini-batches used to estimate the Fisher (-1: the whole experience)",
+        "min": 1, "or": (-1,)})
     fisher_batch_size: int = field(default=0, metadata={
-        "help": "mini-batch size of the estimate (0: the training batch size; 1: per example)"})
+        "help": "mini-batch size of the estimate (0: the training batch size; 1: per example)",
+        "min": 0})
 
 
 @register_strategy("ewc", config=EWCConfig)
@@ -52,8 +55,6 @@ class EWC(Strategy):
 
     def __init__(self, cfg: EWCConfig):
         super().__init__(cfg)
-        if cfg.mode not in ("separate", "online"):
-            raise UserError(f"strategy.ewc.mode must be separate or online, not '{cfg.mode}'")
         self.importance: dict[str, Tensor] = {}  # A (separate) or the decayed Fisher (online)
         self.anchor: dict[str, Tensor] = {}  # mu (separate) or the last parameters (online)
         self.const = 0.0  # c of the closed form, so the logged value equals the full sum

@@ -23,16 +23,18 @@ from dataclasses import dataclass, field
 
 from harness.api import Batch, Context, Strategy
 from harness.registry import register_strategy
-from strategies.buffer import Buffer, MemoryStream, check_policy, per_rank, stream_seed
+from strategies.buffer import POLICIES, Buffer, MemoryStream, check_policy, per_rank, stream_seed
 
 
 @dataclass
 class ReplayConfig:
-    mem_size: int = field(default=200, metadata={"help": "examples kept in memory (all ranks)"})
+    mem_size: int = field(default=200, metadata={"help": "examples kept in memory (all ranks)",
+                                                 "min": 0})
     policy: str = field(default="reservoir", metadata={
-        "help": "reservoir (uniform over the stream) | class_balanced | task_balanced"})
+        "help": "memory policy (reservoir: uniform over the stream)", "choices": POLICIES})
     batch_size_mem: int = field(default=0, metadata={
-        "help": "memory examples added to each (global) mini-batch (0: the training batch size)"})
+        "help": "memory examples added to each (global) mini-batch (0: the training batch size)",
+        "min": 0})
 
 
 @register_strategy("replay", config=ReplayConfig)

@@ -35,17 +35,16 @@ import torch
 from torch import Tensor
 
 from harness.api import Context, Strategy
-from harness.errors import UserError
 from harness.registry import register_strategy
 from strategies.penalty import Quadratic
 
 
 @dataclass
 class SIConfig:
-    c: float = field(default=1.0, metadata={"help": "penalty weight c"})
-    xi: float = field(default=0.1, metadata={"help": "damping xi of the importance"})
+    c: float = field(default=1.0, metadata={"help": "penalty weight c", "min": 0})
+    xi: float = field(default=0.1, metadata={"help": "damping xi of the importance", "above": 0})
     max_importance: float = field(default=0.0, metadata={
-        "help": "cap on each parameter's importance (0: none; Avalanche uses 0.001)"})
+        "help": "cap on each parameter's importance (0: none; Avalanche uses 0.001)", "min": 0})
 
 
 @register_strategy("si", config=SIConfig)
@@ -54,8 +53,6 @@ class SI(Strategy):
 
     def __init__(self, cfg: SIConfig):
         super().__init__(cfg)
-        if cfg.xi <= 0:
-            raise UserError("strategy.si.xi must be > 0")
         self.raw: dict[str, Tensor] = {}  # sum over experiences of omega / (Delta^2 + xi)
         self.importance: dict[str, Tensor] = {}  # Omega: raw, clamped
         self.anchor: dict[str, Tensor] = {}  # parameters at the end of the last experience

@@ -14,7 +14,7 @@ PACKAGES = ("harness", "strategies", "scenarios")
 LAYERS = [
     ("harness.errors", "harness"),  # harness/__init__.py is empty
     ("harness.api",),
-    ("harness.registry", "harness.config"),
+    ("harness.registry", "harness.config", "harness.ranges"),
     ("harness.runtime",),
     ("harness.core",),
     ("harness.experiment",),

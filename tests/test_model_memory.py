@@ -4,6 +4,7 @@ checkpoints."""
 import pytest
 import torch
 
+from harness import ranges
 from harness.api import DataSpec
 from harness.errors import UserError
 from harness.registry import MODELS
@@ -143,8 +144,8 @@ def test_vector_data_is_a_user_error(name):
 def test_bad_settings_are_user_errors():
     with pytest.raises(UserError):
         build("xl", n_head=5)
-    with pytest.raises(UserError):
-        build("knn", write="sometimes")
+    with pytest.raises(UserError, match="'model.write'"):  # the config's validator
+        ranges.check(MODELS.get("knn").config(write="sometimes"), "model.")
     with pytest.raises(UserError):
         build("knn", eviction="lru")
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 from strategy_checks import context, resume_matches, tiny_net, toy_tasks
 
+from harness import ranges
 from harness.api import trainable
 from harness.errors import UserError
 from strategies.ewc import EWC, EWCConfig
@@ -102,8 +103,8 @@ def test_fisher_uses_the_configured_number_of_batches():
     first = EWC(EWCConfig(fisher_batches=-1, fisher_batch_size=8)).fisher(ctx)
     for n in one:
         assert torch.allclose(one[n], first[n])
-    with pytest.raises(UserError):
-        EWC(EWCConfig(mode="both"))
+    with pytest.raises(UserError, match="'strategy.ewc.mode'"):  # the config's validator
+        ranges.check(EWCConfig(mode="both"), "strategy.ewc.")
 
 
 def test_resume_between_and_inside_tasks_matches_an_uninterrupted_run(tmp_path, monkeypatch):

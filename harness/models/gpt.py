@@ -14,20 +14,26 @@ from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
-from harness.models.layers import Block, check_tokens, init_weights
+from harness.models.layers import Block, check_heads, check_tokens, init_weights
 from harness.registry import register_model
 
 
 @dataclass
 class GPTConfig:
     name: str = "gpt"
-    n_layer: int = field(default=2, metadata={"help": "transformer blocks"})
-    n_head: int = field(default=4, metadata={"help": "attention heads per block"})
-    d_model: int = field(default=128, metadata={"help": "hidden size"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout on attention and MLP"})
-    positions: str = field(default="rope", metadata={"help": "rope | learned"})
-    max_len: int = field(default=1024, metadata={"help": "longest sequence (learned positions)"})
+    n_layer: int = field(default=2, metadata={"help": "transformer blocks", "min": 1})
+    n_head: int = field(default=4, metadata={"help": "attention heads per block", "min": 1})
+    d_model: int = field(default=128, metadata={"help": "hidden size", "min": 1})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on attention and MLP",
+                                                  "min": 0, "below": 1})
+    positions: str = field(default="rope", metadata={"help": "position encoding",
+                                                     "choices": ("rope", "learned")})
+    max_len: int = field(default=1024, metadata={"help": "longest sequence (learned positions)",
+                                                 "min": 1})
     tie_weights: bool = field(default=True, metadata={"help": "tie LM head to the embedding"})
+
+    def check(self) -> None:
+        check_heads(self.d_model, self.n_head, rotary=self.positions == "rope")
 
 
 @register_model("gpt", config=GPTConfig)
@@ -37,8 +43,10 @@ class GPT(SequenceModel):
     def __init__(self, cfg: GPTConfig, spec: DataSpec):
         super().__init__()
         check_tokens("gpt", spec)
-        if cfg.positions not in ("rope", "learned"):
-            raise UserError(f"model.positions must be rope or learned, not {cfg.positions!r}")
+        if cfg.positions == "learned" and spec.seq_len > cfg.max_len:
+            raise UserError(f"model.max_len={cfg.max_len} is shorter than the scenario's "
+                            f"sequences ({spec.seq_len} tokens); raise it or use "
+                            "model.positions=rope")
         self.cfg, self.hidden_size = cfg, cfg.d_model
         self.embed = nn.Embedding(spec.vocab_size, cfg.d_model)
         self.pos = nn.Embedding(cfg.max_len, cfg.d_model) if cfg.positions == "learned" else None

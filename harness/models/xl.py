@@ -23,24 +23,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
-from harness.errors import UserError
-from harness.models.layers import Block, check_tokens, init_weights
+from harness.models.layers import Block, check_heads, check_tokens, init_weights
 from harness.registry import register_model
 
 
 @dataclass
 class XLConfig:
     name: str = "xl"
-    n_layer: int = field(default=2, metadata={"help": "transformer blocks"})
-    n_head: int = field(default=4, metadata={"help": "attention heads per block"})
-    d_model: int = field(default=128, metadata={"help": "hidden size"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout on attention and MLP"})
-    seg_len: int = field(default=64, metadata={"help": "tokens per segment (attention window)"})
-    mem_len: int = field(default=64, metadata={"help": "cached hidden states per layer (0 = off)"})
+    n_layer: int = field(default=2, metadata={"help": "transformer blocks", "min": 1})
+    n_head: int = field(default=4, metadata={"help": "attention heads per block", "min": 1})
+    d_model: int = field(default=128, metadata={"help": "hidden size", "min": 1})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on attention and MLP",
+                                                  "min": 0, "below": 1})
+    seg_len: int = field(default=64, metadata={"help": "tokens per segment (attention window)",
+                                               "min": 1})
+    mem_len: int = field(default=64, metadata={"help": "cached hidden states per layer (0 = off)",
+                                               "min": 0})
     carry_memory: bool = field(
         default=False,
         metadata={"help": "keep the cache across forward calls (batches); reset_memory() clears"},
     )
+
+    def check(self) -> None:
+        check_heads(self.d_model, self.n_head)
 
 
 @register_model("xl", config=XLConfig)
@@ -50,8 +55,6 @@ class XL(SequenceModel):
     def __init__(self, cfg: XLConfig, spec: DataSpec):
         super().__init__()
         check_tokens("xl", spec)
-        if cfg.seg_len < 1 or cfg.mem_len < 0:
-            raise UserError("xl needs seg_len >= 1 and mem_len >= 0")
         self.cfg, self.hidden_size = cfg, cfg.d_model
         self.embed = nn.Embedding(spec.vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)

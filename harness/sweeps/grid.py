@@ -20,9 +20,9 @@ as a dict string, so they are refused.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ TOP_LEVEL_KEYS = {
     "project", "entity", "early_terminate", "controller", "apiVersion", "kind", "experiment",
 }
 METHODS = ("grid", "random")
+MAX_RUNS = 100_000  # more than this is a mistake (a q of 1e-6), not a sweep to start
 GRID_KINDS = ("constant", "categorical", "int_uniform", "q_uniform")
 # distribution -> the keys it needs besides ``distribution`` (defaults as in W&B's schema)
 DISTRIBUTIONS: dict[str, dict[str, Any]] = {
@@ -212,67 +213,118 @@ def _check_values(where: str, kind: str, spec: dict) -> None:
             raise UserError(f"{where}: min and max must be numbers")
         if lo >= hi:
             raise UserError(f"{where}: min {lo} is not less than max {hi}")
+        if kind == "int_uniform" and not (_is_int(lo) and _is_int(hi)):
+            raise UserError(f"{where}: min and max of 'int_uniform' must be integers")
         if kind.endswith("_values") and lo <= 0:
             raise UserError(f"{where}: min must be positive for '{kind}'")
     if "q" in spec and not spec["q"] > 0:
         raise UserError(f"{where}: q must be positive")
 
 
-def expand(sweep: Sweep, seed: int = 0, count: int | None = None) -> list[dict[str, Any]]:
+def expand(sweep: Sweep, seed: int = 0, count: int | None = None,
+           max_runs: int = MAX_RUNS) -> list[dict[str, Any]]:
     """The parameter sets of every run, in W&B's order; ``count`` overrides ``run_cap``."""
+    return list(points(sweep, seed, count, max_runs))
+
+
+def points(sweep: Sweep, seed: int = 0, count: int | None = None,
+           max_runs: int = MAX_RUNS) -> Iterator[dict[str, Any]]:
+    """``expand``, one run at a time: a grid is never built, only its size is computed, and
+    more than ``max_runs`` runs is a UserError before the first one."""
     cap = count if count is not None else sweep.run_cap
     if sweep.method == "grid":
-        runs = grid(sweep.params, where=str(sweep.path))
-        return runs[:cap] if cap is not None else runs
+        return grid(sweep.params, cap, max_runs, where=str(sweep.path))
     if cap is None:
         raise UserError(f"{sweep.path}: method random needs run_cap (or --count) to stop")
+    _check_size(cap, max_runs, f"{sweep.path}: {cap:,} random runs")
     return sample(sweep.params, cap, seed)
 
 
-def grid(params: list[Param], where: str = "sweep") -> list[dict[str, Any]]:
-    """Cartesian product over ``params`` (already in W&B's sorted order), duplicates dropped."""
-    axes = []
+def grid(params: list[Param], cap: int | None = None, max_runs: int = MAX_RUNS,
+         where: str = "sweep") -> Iterator[dict[str, Any]]:
+    """The first ``cap`` points of the cartesian product over ``params`` (already in W&B's
+    sorted order, the last varying fastest), duplicates dropped, computed point by point."""
+    lengths = []
     for p in params:
         if p.kind not in GRID_KINDS:
             raise UserError(f"{where}: parameter '{p.name}' has distribution '{p.kind}', which "
                             "grid does not allow (use values, value, int_uniform, q_uniform)")
-        axes.append(_grid_values(p))
-    runs, seen = [], set()
-    for combo in itertools.product(*axes):
-        key = json.dumps(combo, sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
-            runs.append({p.name: v for p, v in zip(params, combo)})
-    return runs
+        lengths.append(_grid_length(p))
+    total = math.prod(lengths)
+    n = total if cap is None else min(total, cap)
+    shape = " x ".join(f"{length:,}" for length in lengths)
+    _check_size(n, max_runs, f"{where}: the grid has {total:,} runs ({shape})"
+                if n == total else f"{where}: {n:,} runs of the grid")
+    # A point's index in each axis never exceeds what its first n points use.
+    strides = [math.prod(lengths[i + 1:]) for i in range(len(lengths))]
+    axes = [_grid_values(p, min(length, (n - 1) // stride + 1) if n else 0)
+            for p, length, stride in zip(params, lengths, strides)]
+    names = [p.name for p in params]
+    return ({name: axis[i // stride % length]
+             for name, axis, stride, length in zip(names, axes, strides, lengths)}
+            for i in range(n))
 
 
-def _grid_values(p: Param) -> list[Any]:
+def _check_size(n: int, max_runs: int, what: str) -> None:
+    if n > max_runs:
+        raise UserError(f"{what}, more than --max-runs {max_runs:,}; run the first N with "
+                        "--count N, or raise --max-runs")
+
+
+def _grid_length(p: Param) -> int:
+    """How many distinct values ``p`` gives a grid, without listing them."""
+    s = p.spec
+    if p.kind == "constant":
+        return 1
+    if p.kind == "categorical":
+        return len(_distinct(s["values"]))
+    if p.kind == "int_uniform":
+        return s["max"] - s["min"] + 1
+    return max(0, math.ceil((s["max"] - s["min"]) / s["q"]))  # numpy.arange's length
+
+
+def _grid_values(p: Param, needed: int) -> Sequence[Any]:
+    """The first ``needed`` grid values of ``p``: a list, or a range (never built)."""
     s = p.spec
     if p.kind == "constant":
         return [s["value"]]
     if p.kind == "categorical":
-        return list(s["values"])
+        return _distinct(s["values"])
     if p.kind == "int_uniform":
-        return list(range(s["min"], s["max"] + 1))
+        return range(s["min"], s["max"] + 1)
     import numpy as np  # q_uniform: W&B uses numpy.arange, so the max is excluded
 
-    return [_plain(v) for v in np.arange(s["min"], s["max"], s["q"]).tolist()]
+    # numpy.arange's values depend on min and q, not on max: a nearer max gives its first
+    # values without the rest.
+    stop = min(s["max"], s["min"] + (needed + 1) * s["q"])
+    return [_plain(v) for v in np.arange(s["min"], stop, s["q"])[:needed].tolist()]
 
 
-def sample(params: list[Param], n: int, seed: int) -> list[dict[str, Any]]:
+def _distinct(values: list) -> list:
+    """``values`` without repeats, in order: the grid's duplicates are these combined, as
+    W&B's hash-based de-duplication of whole points drops them."""
+    seen, out = set(), []
+    for v in values:
+        key = json.dumps(v, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append(v)
+    return out
+
+
+def sample(params: list[Param], n: int, seed: int) -> Iterator[dict[str, Any]]:
     """``n`` independent draws of every parameter; identical draws are kept once (re-running
     an identical config with the same seed would only repeat a result)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    runs, seen = [], set()
+    seen = set()
     for _ in range(n):
         run = {p.name: _plain(draw(p, rng)) for p in params}
         key = json.dumps(run, sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
-            runs.append(run)
-    return runs
+            yield run
 
 
 def draw(p: Param, rng) -> Any:
@@ -337,23 +389,31 @@ class RunSpec:
     key: str  # hash of the overrides and the base experiment's text
 
 
-def plan(sweep: Sweep, extra: list[str] = (), seed: int = 0,
-         count: int | None = None) -> list[RunSpec]:
+def plan(sweep: Sweep, extra: list[str] = (), seed: int = 0, count: int | None = None,
+         max_runs: int = MAX_RUNS) -> list[RunSpec]:
     """Expand ``sweep`` and name every run. ``extra`` overrides apply to every run after the
     swept ones (``retain sweep file.yaml trainer.max_epochs=1``) and are part of the hash."""
+    return list(iter_plan(sweep, extra, seed, count, max_runs))
+
+
+def iter_plan(sweep: Sweep, extra: list[str] = (), seed: int = 0, count: int | None = None,
+              max_runs: int = MAX_RUNS) -> Iterator[RunSpec]:
+    """``plan``, one run at a time (``--dry-run`` prints them as they come); the sweep's
+    problems, its size among them, are UserErrors before the first run."""
     for item in extra:
         if "=" not in item:
             raise UserError(f"override '{item}' is not key=value")
     experiment_text = sweep.experiment.read_text() if sweep.experiment else ""
     labelled = [p.name for p in sweep.params if p.kind != "constant"]
-    runs = []
-    for params in expand(sweep, seed=seed, count=count):
+
+    def spec(params: dict[str, Any]) -> RunSpec:
         overrides = [*sweep.fixed, *(f"{k}={format_value(v)}" for k, v in params.items()),
                      *extra]
         key = run_key(overrides, experiment_text)
         label = "-".join(_slug(k, params[k]) for k in labelled)[:48].strip("-")
-        runs.append(RunSpec(f"{label}-{key[:8]}" if label else key[:12], params, overrides, key))
-    return runs
+        return RunSpec(f"{label}-{key[:8]}" if label else key[:12], params, overrides, key)
+
+    return map(spec, points(sweep, seed=seed, count=count, max_runs=max_runs))
 
 
 def run_key(overrides: list[str], experiment_text: str) -> str:

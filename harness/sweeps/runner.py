@@ -19,19 +19,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.sweeps.grid import RunSpec, Sweep, load_sweep, plan
+from harness.sweeps.grid import MAX_RUNS, RunSpec, Sweep, iter_plan, load_sweep
 
 # argv prefix of one run; the experiment file (if any), the overrides, out_dir= and name= follow.
 DEFAULT_RUN_COMMAND = [sys.executable, "-m", "harness", "run"]
@@ -52,23 +55,44 @@ class Outcome:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_intermixed_args(argv)
+    _check_options(args)
     sweep = load_sweep(args.sweep_file)
-    runs = plan(sweep, extra=args.overrides, seed=args.seed, count=args.count)
     out = Path(args.out or Path("runs") / "sweeps" / sweep.name)
-    if args.dry_run:
-        return _print_plan(sweep, runs, out)
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"--workers must be at least 1, not {args.workers}")
     command = shlex.split(args.run_command) if args.run_command else RUN_COMMAND
-    if command == DEFAULT_RUN_COMMAND:
+    # Another command (tests, debugging) takes options retain's config does not know.
+    validate = command == DEFAULT_RUN_COMMAND
+    runs = iter_plan(sweep, extra=args.overrides, seed=args.seed, count=args.count,
+                     max_runs=args.max_runs)
+    if args.dry_run:
+        return _print_plan(sweep, runs, out, validate)
+    runs = list(runs)
+    if validate:
         check_configs(sweep, [r for r in runs if run_state(out / r.name) != "complete"])
     runner = SweepRunner(sweep, runs, out, workers=args.workers or default_workers(),
                          command=command, timeout=args.timeout, seed=args.seed)
     return runner.run()
 
 
+def _check_options(args) -> None:
+    """The numbers given on the command line: counts above 0, a timeout finite too."""
+    for flag, value in (("--workers", args.workers), ("--count", args.count),
+                        ("--max-runs", args.max_runs), ("--timeout", args.timeout)):
+        if value is not None and not (0 < value < math.inf):
+            unit = "a number of seconds" if flag == "--timeout" else "an integer"
+            raise UserError(f"{flag} must be {unit} above 0, not {value:g}")
+    if args.seed < 0:  # numpy's generators take none
+        raise UserError(f"--seed must be 0 or more, not {args.seed}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as a UserError: one line, exit code 2."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see retain sweep --help)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="retain sweep",
         description="Run a W&B-format sweep file locally: expand the grid (or sample it), run "
                     "every run as a separate `retain run` process in parallel, record failures "
@@ -93,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=None,
                    help="number of runs for method: random (overrides run_cap), or the first "
                         "N grid points")
+    p.add_argument("--max-runs", type=int, default=MAX_RUNS, metavar="N",
+                   help=f"refuse a sweep of more runs than this (default {MAX_RUNS:,}): a grid "
+                        "that large is usually a mistake")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="kill and record as failed any run taking longer than this")
     p.add_argument("--run-command", default=None, help=argparse.SUPPRESS)  # tests / debugging
@@ -134,12 +161,25 @@ def run_state(run_dir: Path) -> str:
     return "complete" if results.get("status", "complete") == "complete" else "failed"
 
 
-def _print_plan(sweep: Sweep, runs: list[RunSpec], out: Path) -> int:
-    print(f"sweep {sweep.name}: {len(runs)} runs ({sweep.method}) -> {out}")
+def _print_plan(sweep: Sweep, runs: Iterable[RunSpec], out: Path, validate: bool) -> int:
+    """Each run as it is planned, and which would be skipped; with ``validate``, each one that
+    would run is checked as the real sweep checks it, and any invalid one makes it exit 2."""
+    print(f"sweep {sweep.name} ({sweep.method}) -> {out}", flush=True)
+    total, invalid = 0, []
     for spec in runs:
+        total += 1
         state = run_state(out / spec.name)
         action = {"complete": "skip (complete)", "failed": "retry"}.get(state, "run")
+        if validate and state != "complete":
+            try:
+                check_configs(sweep, [spec])
+            except UserError as err:
+                action = "invalid"
+                invalid.append(str(err))
         print(f"  {action:<16} {spec.name}  {shlex.join(spec.overrides)}")
+    print(f"{total} runs")
+    if invalid:
+        raise UserError(f"{len(invalid)} of {total} runs are invalid; the first: {invalid[0]}")
     return 0
 
 
@@ -155,6 +195,7 @@ class SweepRunner:
         self.procs: dict[str, subprocess.Popen] = {}
         self.lock = threading.Lock()
         self.stopping = False
+        self.signum = signal.SIGINT  # what stopped the sweep, if something does: Ctrl-C
         self.started = time.time()
         self.durations: list[float] = []
 
@@ -172,7 +213,7 @@ class SweepRunner:
         _log(f"sweep {self.sweep.name}: {len(self.runs)} runs, {skipped} already complete, "
              f"{len(todo)} to run on {workers} worker(s) -> {self.out}")
         self._write_summary("running")
-        _sigterm_as_interrupt()
+        _sigterm_as_interrupt(self)
         pool = ThreadPoolExecutor(workers, thread_name_prefix="sweep")
         try:
             futures = {pool.submit(self._launch, spec, workers): spec for spec in todo}
@@ -181,7 +222,7 @@ class SweepRunner:
         except KeyboardInterrupt:
             self._interrupt()
             pool.shutdown(wait=True, cancel_futures=True)
-            return 130
+            return 128 + self.signum  # 130 or 143, as `retain run` exits
         pool.shutdown()
         failed = sum(o.status == "failed" for o in self.outcomes.values())
         self._write_summary("failed" if failed else "complete")
@@ -308,12 +349,12 @@ class SweepRunner:
         write_json_atomic(self.out / "sweep.json", summary)
 
 
-def _sigterm_as_interrupt() -> None:
+def _sigterm_as_interrupt(runner: SweepRunner) -> None:
     """A scheduler's SIGTERM (job time limit, scancel) stops the sweep the way Ctrl-C does:
     children terminated, sweep.json saying which runs were interrupted."""
-    import signal
 
     def handler(signum, frame):
+        runner.signum = signum
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():
@@ -330,7 +371,7 @@ def _child_env(workers: int) -> dict[str, str]:
     """Split the cores between concurrent runs so N torch processes do not oversubscribe."""
     env = dict(os.environ)
     # `python -m harness` must find this very harness even when run from another folder
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # harness/sweeps/runner.py
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     threads = str(max(1, default_workers() // workers))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
