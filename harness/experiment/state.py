@@ -61,7 +61,7 @@ class Checkpoint:
         read = Reader(path, REMEDY)
         raw = read.mapping(raw)
         version = raw.get("format")
-        if version != FORMAT:
+        if not is_int(version) or version != FORMAT:
             written = f"format {version}" if is_int(version) else "no known format"
             read.fail(f"written by retain checkpoint {written}; this version reads {FORMAT}")
         get = read.get
