@@ -5,8 +5,7 @@ loads with ``torch.load(weights_only=True)``); ``to_dict`` and ``from_dict`` con
 boundary, shallowly (tensors are never copied), and ``from_dict`` checks every key and its type
 (``fits`` the bounds a run implies), so a checkpoint of another format, a foreign file with a
 valid digest or a hand-edited one is one clear error rather than a traceback mid-training.
-
-Format 3 added ``config_hash`` and moved a task's RNG states into its ``TaskProgress``.
+A checkpoint of another format is refused, not converted.
 """
 
 from __future__ import annotations
