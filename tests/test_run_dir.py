@@ -300,6 +300,24 @@ def test_a_checkpoint_with_a_valid_digest_but_a_wrong_shape_is_one_line(edit, wo
     assert not (root / "results.json").exists()
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("batch", 999, ["batch 999 of an epoch of 11 batches"]),
+    ("epoch", 7, ["past trainer.max_epochs=2"]),  # under Lightning: -5 epochs, unbounded
+    ("optimizer", {"state": {}, "param_groups": []}, ["cannot resume from", "optimizer"])])
+def test_a_checkpoint_inside_a_task_past_its_epochs_or_batches_is_one_line(
+        key, value, words, monkeypatch):
+    monkeypatch.setenv("RETAIN_FAULT_MODE", "raise")
+    monkeypatch.setenv("RETAIN_FAULT", "step:6")  # after the step-4 checkpoint
+    faults.reset()
+    with pytest.raises(faults.SimulatedCrash):
+        main(["run", *quick(*DIGITS, "name=inside")])
+    monkeypatch.delenv("RETAIN_FAULT")
+    root = Path("runs/inside")
+    _edit_checkpoint(root, lambda s: s["partial"].update({key: value}))
+    code, last = retain("run", "--resume", str(root))
+    one_error_line(code, last, *words)
+
+
 def test_a_damaged_results_json_is_an_error_for_resume_and_compare_alike(monkeypatch):
     """Before: `retain run` said "already complete" while `retain compare` left it out."""
     run(config.load(None, quick(*DIGITS, "name=done")))

@@ -150,7 +150,11 @@ class StepCheckpoint:
         self.n_batches = len(self.loader)  # under DDP the shard is known only now
         if self.start is None:
             return
-        optimizer.load_state_dict(self.start.optimizer)
+        try:
+            optimizer.load_state_dict(self.start.optimizer)
+        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            raise UserError(f"cannot resume from the checkpoint: its optimizer state does not "
+                            f"match this run's optimizer ({err})") from None
         if scaler is not None and self.start.scaler:
             scaler.load_state_dict(self.start.scaler)
         set_rng_state(self.start.rng)

@@ -75,7 +75,7 @@ def run(cfg, resume: RunDir | None = None, restart: bool = False) -> dict:
         start = None
         if resume is not None and not restart:
             start = _newest_checkpoint(resume.checkpoint_dir, chash, scenario.n_experiences,
-                                       len(strategies))
+                                       len(strategies), cfg.trainer)
         if run_dir is not None and start is None and (resume is not None or restart):
             run_dir.start_over()  # from task 1: what an earlier attempt logged goes
         system = ContinualSystem(net, strategies, cfg.trainer)
@@ -105,8 +105,8 @@ def _claim(cfg, resume: RunDir | None, restart: bool) -> RunDir:
     return run_dir
 
 
-def _newest_checkpoint(folder: Path, chash: str, n_tasks: int,
-                       n_strategies: int) -> tuple[Checkpoint, Path] | None:
+def _newest_checkpoint(folder: Path, chash: str, n_tasks: int, n_strategies: int,
+                       trainer_cfg) -> tuple[Checkpoint, Path] | None:
     """The checkpoint to continue from, checked against this run; None: start at task 1."""
     found = checkpoint.load_latest(folder)
     if found is None:
@@ -117,7 +117,7 @@ def _newest_checkpoint(folder: Path, chash: str, n_tasks: int,
         raise UserError(f"{path} was written by a run with a different configuration (config "
                         f"hash {ckpt.config_hash}, this one {chash}); choose another name= or "
                         "out_dir, or start it over with --restart")
-    ckpt.fits(path, n_tasks, n_strategies)
+    ckpt.fits(path, n_tasks, n_strategies, trainer_cfg)
     return found
 
 

@@ -82,12 +82,18 @@ class Checkpoint:
             read.fail("'rng' must be set exactly when the checkpoint was taken between tasks")
         return ckpt
 
-    def fits(self, path: Path, n_tasks: int, n_strategies: int) -> None:
-        """Refuse a checkpoint whose numbers cannot belong to a run of this stream."""
+    def fits(self, path: Path, n_tasks: int, n_strategies: int, trainer_cfg=None) -> None:
+        """Refuse a checkpoint whose numbers cannot belong to a run of this stream (and, given
+        the trainer settings, whose task progress is past their epochs or steps)."""
         read = Reader(path, REMEDY)
         if self.position > n_tasks or (self.partial and self.position == n_tasks):
             read.fail(f"its position (task {self.position + 1}) is past the end of this "
                       f"{n_tasks}-task stream")
+        p, cfg = self.partial, trainer_cfg
+        if p and cfg and not p.trained and (p.epoch >= cfg.max_epochs
+                                            or 0 < cfg.max_steps <= p.steps):
+            read.fail(f"its task progress (epoch {p.epoch + 1}, step {p.steps}) is past "
+                      f"trainer.max_epochs={cfg.max_epochs} / max_steps={cfg.max_steps}")
         if len(self.strategies) != n_strategies:
             read.fail(f"it holds the state of {len(self.strategies)} strategies; this run has "
                       f"{n_strategies}")
