@@ -65,7 +65,7 @@ def crash_after_task_1(name: str, monkeypatch, *extra: str) -> Path:
 # -- names ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["../../escaped", "/tmp/retain-abs-name", "a/b", "..", ".",
+@pytest.mark.parametrize("name", ["../../escaped", "{tmp}/absolute", "a/b", "..", ".",
                                   "x" * 300, "tab\there", "a\\b", "é" * 130])
 def test_a_name_that_is_not_one_folder_in_out_dir_is_refused(name, tmp_path, monkeypatch):
     """Before: ../../x wrote to <cwd>/../../x, /abs wrote there, a/b nested, 300 characters
@@ -73,11 +73,10 @@ def test_a_name_that_is_not_one_folder_in_out_dir_is_refused(name, tmp_path, mon
     cwd = tmp_path / "deep" / "cwd"
     cwd.mkdir(parents=True)
     monkeypatch.chdir(cwd)
-    code, last = retain("run", *quick(*DIGITS, f"name={name}"))
+    code, last = retain("run", *quick(*DIGITS, f"name={name.format(tmp=tmp_path)}"))
     one_error_line(code, last, "invalid run name")
     written = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "cache" not in p.parts}
     assert written == {Path("deep"), Path("deep/cwd")}
-    assert not Path("/tmp/retain-abs-name").exists()
 
 
 def test_an_existing_folder_elsewhere_is_never_taken_for_a_run(tmp_path):
