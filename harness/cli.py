@@ -16,7 +16,7 @@ USAGE = """\
 retain: continual-learning experiments for memory-augmented language models
 
 usage:
-  retain run [EXPERIMENT.yaml] [key=value ...] [--resume RUN_DIR]
+  retain run [EXPERIMENT.yaml] [key=value ...] [--resume RUN_DIR] [--restart]
                                    train on a task stream, print the score matrix
   retain list [model|strategy|scenario] [NAME]
                                    registered components (and a component's options)
@@ -32,7 +32,7 @@ configuration precedence: defaults < EXPERIMENT.yaml < key=value overrides
 options of a run:  retain run --help
 """
 
-RUN_OPTIONS = ("--resume", "--help", "-h")
+RUN_OPTIONS = ("--resume", "--restart", "--help", "-h")
 COMMANDS = {"sweep": "harness.sweeps.runner", "compare": "harness.analysis.compare",
             "report": "harness.analysis.report"}
 
@@ -87,6 +87,7 @@ def cmd_run(argv: list[str], owns_process: bool = False) -> int:
         description="Train on a task stream and print the score matrix.")
     parser.add_argument("experiment", nargs="?", help="experiment YAML (optional)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    parser.add_argument("--restart", action="store_true", help="start a run over")
     parser.add_argument("-h", "--help", action="store_true")
     known = [a for a in argv if a in RUN_OPTIONS or a.startswith("--resume=")
              or (not a.startswith("-") and "=" not in a)]
@@ -109,13 +110,16 @@ def cmd_run(argv: list[str], owns_process: bool = False) -> int:
         experiment = str(resume_dir / "config.yaml")
     cfg = config_mod.load(experiment, overrides)
     resume = _resumable(cfg, resume_dir)
-    if resume is not None and (resume.root / "results.json").is_file():
-        print(f"run {resume.root} is already complete; see {resume.root}/results.json")
+    if resume is not None and not opts.restart and resume.results_path.exists():
+        from harness.experiment.records import load_results
+
+        load_results(resume.results_path)  # a damaged one is an error, as for retain compare
+        print(f"run {resume.root} is already complete; see {resume.results_path}")
         return 0
     from harness.experiment.console import print_report
 
     run = _import_run(freeze_heap=owns_process)
-    results = run(cfg, resume)
+    results = run(cfg, resume, restart=opts.restart)
     if results.get("run_dir"):
         print_report(results)
         env = results.get("env") or {}
@@ -159,50 +163,44 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _resumable(cfg, resume_dir: Path | None):
-    """The RunDir to continue: the one asked for, or an existing folder of the same name."""
+    """The RunDir to continue: the one asked for, or an existing run of the same name."""
     from harness.config import config_hash
-    from harness.experiment.results import RunDir
+    from harness.experiment.results import RunDir, run_path
 
     if resume_dir is None and cfg.name:
-        candidate = Path(cfg.out_dir) / cfg.name
-        if (candidate / "config.yaml").is_file():
-            resume_dir = candidate
+        candidate = RunDir(run_path(cfg.out_dir, cfg.name))
+        if candidate.holds_run():
+            resume_dir = candidate.root
     if resume_dir is None:
         return None
     run_dir = RunDir(resume_dir)
-    status = run_dir.status()
-    if status.get("config_hash") not in (None, config_hash(cfg)):
+    recorded = _recorded_hash(run_dir)
+    if recorded not in (None, config_hash(cfg)):
         raise UserError(f"{resume_dir} holds a run with a different configuration; choose "
                         "another name or out_dir")
-    if status.get("status") == "running" and _alive(status) and _rank_zero():
-        raise UserError(f"{resume_dir} is being written by a running process "
-                        f"(pid {status['pid']}); stop it first")
+    if _rank_zero():  # other DDP ranks re-run this command and join the run rank zero writes
+        run_dir.check_unlocked()
     return run_dir
 
 
+def _recorded_hash(run_dir) -> str | None:
+    """The config hash of the run in ``run_dir``: status.json's, else its config.yaml's;
+    None if neither can be read (its checkpoint, which carries one too, is checked later)."""
+    from harness.config import config_hash, load
+
+    recorded = run_dir.status().get("config_hash")
+    if isinstance(recorded, str):
+        return recorded
+    try:
+        return config_hash(load(str(run_dir.root / "config.yaml")))
+    except UserError:
+        return None
+
+
 def _rank_zero() -> bool:
-    """Other DDP ranks re-run this command while rank zero writes the run: they join it."""
     from harness.runtime.distributed import launch_rank
 
     return launch_rank() == 0
-
-
-def _alive(status: dict) -> bool:
-    """Whether the process that wrote a "running" status is still running on this host."""
-    import os
-    import platform
-
-    if status.get("host") != platform.node() or not isinstance(status.get("pid"), int):
-        return False
-    if status["pid"] == os.getpid():
-        return False
-    try:
-        os.kill(status["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def cmd_list(argv: list[str]) -> int:
@@ -256,14 +254,21 @@ def run_help() -> str:
     from harness.config import CheckpointConfig, RunConfig, TrainerConfig, WandbConfig
 
     return "\n".join([
-        "usage: retain run [EXPERIMENT.yaml] [key=value ...] [--resume RUN_DIR]",
+        "usage: retain run [EXPERIMENT.yaml] [key=value ...] [--resume RUN_DIR] [--restart]",
         "",
         "Trains on each experience of a scenario in turn, evaluates on every test",
         "experience after each one, prints the score matrix and summary metrics, and",
-        "writes the run directory (config, results.json, metrics, checkpoints, W&B run).",
+        "writes the run directory out_dir/name (config, results.json, metrics, checkpoints,",
+        "W&B run). name is one folder name (no '/', not '..'); one process at a time",
+        "writes a run: a second one with the same name is refused.",
         "Re-running with the same name=... (or --resume RUN_DIR) continues a stopped run",
         "from its last checkpoint, inside a task too; the result is the same as a run that",
-        "never stopped.",
+        "never stopped. The checkpoint must come from the same configuration.",
+        "",
+        "  --resume RUN_DIR   continue the run in RUN_DIR (its config.yaml, plus overrides)",
+        "  --restart          start the named run over from task 1, discarding its",
+        "                     checkpoints, metrics and results: needed when its checkpoints",
+        "                     are damaged (retain will not silently start over)",
         "",
         "components (see `retain list`; a component's options: `retain list strategy replay`):",
         "  model.name=gpt  scenario.name=text-domains  strategy=naive | strategy=[replay,distill]",

@@ -56,11 +56,12 @@ def write_run(root: Path, name: str, strategy: str, seed: int, acc: np.ndarray, 
             node = node.setdefault(p, {})
         node[last] = value
     summary = summary_from_matrix(acc, base)
-    summary.update({"wall_time_s": 10.0 + seed, "train_time_s": 8.0, "peak_rss_mb": 500.0,
-                    "strategy_memory_bytes": 0})
+    summary.update({"wall_time_s": 10.0 + seed, "train_time_s": 8.0, "eval_time_s": 0.5,
+                    "peak_rss_mb": 500.0, "strategy_memory_bytes": 0, "parameters": 20000})
     summary.update(summary_extra or {})
     results = {
-        "name": name, "config_hash": f"hash-{name}", "config": config, "model": "mlp",
+        "format": 2, "status": "complete", "name": name, "run_dir": str(run_dir),
+        "config_hash": f"hash-{name}", "config": config, "model": "mlp",
         "strategy": strategy, "scenario": scenario, "seed": seed,
         "task_names": TASKS[: acc.shape[1]], "setting": "class-il", "task": "classification",
         "metric": "accuracy", "higher_is_better": True,
@@ -69,6 +70,7 @@ def write_run(root: Path, name: str, strategy: str, seed: int, acc: np.ndarray, 
         "summary": summary,
         "per_task": [{"task": i, "name": n, "train_time_s": 1.0, "eval_time_s": 0.1,
                       "steps": 40, "peak_rss_mb": 480.0} for i, n in enumerate(TASKS)],
+        "resumes": [],
         "env": {"python": "3.11", "torch": "x", "git_commit": "abc", "host": "test"},
     }
     (run_dir / "status.json").write_text(json.dumps({"status": status,

@@ -100,6 +100,8 @@ def test_lower_is_better_and_incomplete_runs(tmp_path, capsys):
                           summary_extra={"perplexity/avg": ppl + seed * 0.5 + rng.uniform(0, 1)})
             res = json.loads((d / "results.json").read_text())
             res.update(metric="perplexity", higher_is_better=False)
+            res["matrices"]["perplexity"] = (40.0 - 10 * np.array(res["matrices"]["accuracy"])
+                                             ).tolist()
             (d / "results.json").write_text(json.dumps(res))
     write_run(tmp_path, "crashed", "replay", 5, matrix(0.5, rng), status="failed")
     runs, notes = compare.load_runs([tmp_path])

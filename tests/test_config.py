@@ -120,7 +120,7 @@ def test_only_a_command_freezes_the_heap(tmp_path, monkeypatch):
 
     asked = []
     monkeypatch.setattr(cli, "_import_run", lambda freeze_heap: asked.append(freeze_heap)
-                        or (lambda cfg, resume: {}))
+                        or (lambda cfg, resume, restart=False: {}))
     args = ["run", *DIGITS, "logger=none", f"out_dir={tmp_path}"]
     assert cli.main(args) == 0
     monkeypatch.setattr(sys, "argv", ["retain", *args])

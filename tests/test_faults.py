@@ -24,6 +24,7 @@ from harness import config
 from harness.cli import main
 from harness.experiment import checkpoint
 from harness.experiment.run import run
+from harness.experiment.state import FORMAT
 from harness.runtime import faults
 
 # Two tasks, two epochs, every strategy with state at once; a step checkpoint every 4 steps.
@@ -151,7 +152,7 @@ class _Payload:
 
 def _crafted_checkpoint(path: Path) -> None:
     buffer = io.BytesIO()
-    torch.save({"format": checkpoint.FORMAT, "net": _Payload()}, buffer)
+    torch.save({"format": FORMAT, "net": _Payload()}, buffer)
     data = buffer.getvalue()
     path.write_bytes(data + checkpoint.MAGIC + hashlib.sha256(data).hexdigest().encode())
 

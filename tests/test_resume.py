@@ -136,7 +136,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(monkeypatch):
     (ckpts / "last.ckpt").write_bytes(data[: len(data) // 2])  # torn, as by a crash or a disk
     assert checkpoint.load(ckpts / "last.ckpt") is None
     state, path = checkpoint.load_latest(ckpts)
-    assert path.name == "prev.ckpt" and state["partial"]["steps"] == prev["partial"]["steps"]
+    assert path.name == "prev.ckpt" and state.partial.steps == prev["partial"]["steps"]
     reference = run(config.load(None, quick(*CASES["naive"], "name=ref")))
     assert finish(CASES["naive"], "d")["matrices"] == reference["matrices"]
 

@@ -34,8 +34,15 @@ FAKE_RUN = textwrap.dedent('''
     if mode == "hang":
         time.sleep(60)
     json.dump({"status": "complete"}, open(os.path.join(run_dir, "status.json"), "w"))
-    json.dump({"name": args["name"], "seed": int(args.get("seed", 0)), "argv": sys.argv[1:]},
-              open(os.path.join(run_dir, "results.json"), "w"))
+    from harness.experiment.records import Results, RunSummary  # what retain run writes
+    results = Results(
+        name=args["name"], run_dir=run_dir, config_hash="fake", config={}, model="mlp",
+        strategy="naive", scenario="fake", seed=int(args.get("seed", 0)), task_names=["t"],
+        setting="class-il", task="classification", metric="accuracy", higher_is_better=True,
+        matrices={"accuracy": [[1.0]]}, baseline=None,
+        summary=RunSummary({"accuracy/avg": 1.0}, 0.0, 0.0, 0.0, 0.0, 0, 0), per_task=[{}],
+        resumes=[], env={"argv": sys.argv[1:]})
+    json.dump(results.to_dict(), open(os.path.join(run_dir, "results.json"), "w"))
 ''')
 
 
@@ -227,7 +234,7 @@ def test_run_gets_overrides_out_dir_and_name(tmp_path, fake_run):
     code, out, summary = run_sweep(tmp_path, "method: grid\nparameters: {seed: {value: 5}}\n",
                                    "trainer.max_epochs=1")
     name = summary["runs"][0]["name"]
-    argv = json.loads((out / name / "results.json").read_text())["argv"]
+    argv = json.loads((out / name / "results.json").read_text())["env"]["argv"]
     assert code == 0 and argv == ["seed=5", "trainer.max_epochs=1", f"out_dir={out}",
                                   f"name={name}"]
 

@@ -20,6 +20,7 @@ from typing import Any
 from harness.analysis.stats import ALPHA, Paired, Summary, holm, paired_test, summarize
 from harness.config import NON_RESULT_KEYS
 from harness.errors import UserError
+from harness.experiment.records import load_results
 
 # (summary key, short header); "{m}" is the scenario's primary metric (accuracy, perplexity, ...)
 COLUMNS = [("{m}/avg", "{m}"), ("{m}/bwt", "BWT"), ("{m}/fwt", "FWT"),
@@ -100,15 +101,26 @@ def main(argv: list[str]) -> int:
         print(f"note: {note}", file=sys.stderr)
     print(format_tables(tables))
     if args.csv:
-        write_csv(tables, Path(args.csv))
+        write_output(Path(args.csv), lambda f: write_csv(tables, f), "--csv")
     if args.json:
-        Path(args.json).write_text(json.dumps(to_json(tables), indent=2) + "\n")
+        write_output(Path(args.json), lambda f: f.write(json.dumps(to_json(tables), indent=2)
+                                                         + "\n"), "--json")
     return 0
+
+
+def write_output(path: Path, write, option: str) -> None:
+    """Write an output file the user named; a place that cannot be written is one line."""
+    try:
+        with open(path, "w", newline="") as f:
+            write(f)
+    except OSError as err:
+        raise UserError(f"{option} {path}: cannot write it ({err.strerror or err})") from None
 
 
 def load_runs(paths: list[str | Path]) -> tuple[list[dict], list[str]]:
     """Every complete run under ``paths`` (newest wins when two share scenario, strategy,
-    hyper-parameters and seed), plus notes on what was left out and why."""
+    hyper-parameters and seed), plus notes on what was left out and why. A results.json that
+    cannot be read is an error naming it (``harness.experiment.records.load_results``)."""
     files, notes = [], []
     for raw in paths:
         path = Path(raw)
@@ -118,15 +130,7 @@ def load_runs(paths: list[str | Path]) -> tuple[list[dict], list[str]]:
         notes += _sweep_notes(path)
     runs = []
     for f in dict.fromkeys(files):  # de-duplicate, keep order
-        try:
-            run = json.loads(Path(f).read_text())
-        except (OSError, ValueError) as exc:
-            notes.append(f"{f}: unreadable results.json ({exc}); left out")
-            continue
-        status = run.get("status", "complete")  # results.json is written only when complete
-        if status != "complete":
-            notes.append(f"{f}: status is {status!r}; left out")
-            continue
+        run = load_results(f).to_dict()
         run["_path"] = str(Path(f).parent)
         run["_mtime"] = Path(f).stat().st_mtime
         runs.append(run)
@@ -142,9 +146,13 @@ def _sweep_notes(path: Path) -> list[str]:
     for sj in sweep_files:
         try:
             summary = json.loads(Path(sj).read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
-        bad = [r["name"] for r in summary.get("runs", []) if r.get("status") != "complete"]
+        listed = summary.get("runs") if isinstance(summary, dict) else None
+        if not isinstance(listed, list) or not all(isinstance(r, dict) for r in listed):
+            notes.append(f"{sj}: not a sweep summary retain wrote; ignored")
+            continue
+        bad = [str(r.get("name")) for r in listed if r.get("status") != "complete"]
         if bad:
             notes.append(f"sweep {summary.get('sweep')}: {len(bad)} run(s) not complete and "
                          f"not included: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
@@ -347,27 +355,27 @@ def _summary_json(s: Summary | None) -> dict | None:
     return None if s is None else {**asdict(s), "low": s.low, "high": s.high}
 
 
-def write_csv(tables: list[Table], path: Path) -> None:
+def write_csv(tables: list[Table], f) -> None:
+    """One CSV row per table row, to the open text file ``f``."""
     import csv
 
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        keys = [k.replace("{m}/", "metric/") for k, _ in COLUMNS]
-        w.writerow(["scenario", "metric", "higher_is_better", "strategy", "params", "n", "seeds",
-                    *[f"{k}_{s}" for k in keys for s in ("mean", "ci95", "sd", "n")],
-                    "delta_vs_baseline", "delta_ci95", "p", "p_holm", "n_pairs"])
-        for t in tables:
-            primary = t.columns[0][0]
-            for row in t.rows:
-                stats = [row.stats[k] for k, _ in t.columns]
-                pr = row.paired.get(primary)
-                w.writerow([t.scenario, t.metric, t.higher_is_better, row.group.strategy,
-                            json.dumps(row.group.params, default=str), len(row.group.runs),
-                            " ".join(map(str, row.group.seeds)),
-                            *[_cell(getattr(s, a, None) if s else None)
-                              for s in stats for a in ("mean", "ci95", "sd", "n")],
-                            *([_cell(pr.mean_diff), _cell(pr.ci95), _cell(pr.p),
-                               _cell(row.p_holm.get(primary)), pr.n] if pr else [""] * 5)])
+    w = csv.writer(f)
+    keys = [k.replace("{m}/", "metric/") for k, _ in COLUMNS]
+    w.writerow(["scenario", "metric", "higher_is_better", "strategy", "params", "n", "seeds",
+                *[f"{k}_{s}" for k in keys for s in ("mean", "ci95", "sd", "n")],
+                "delta_vs_baseline", "delta_ci95", "p", "p_holm", "n_pairs"])
+    for t in tables:
+        primary = t.columns[0][0]
+        for row in t.rows:
+            stats = [row.stats[k] for k, _ in t.columns]
+            pr = row.paired.get(primary)
+            w.writerow([t.scenario, t.metric, t.higher_is_better, row.group.strategy,
+                        json.dumps(row.group.params, default=str), len(row.group.runs),
+                        " ".join(map(str, row.group.seeds)),
+                        *[_cell(getattr(s, a, None) if s else None)
+                          for s in stats for a in ("mean", "ci95", "sd", "n")],
+                        *([_cell(pr.mean_diff), _cell(pr.ci95), _cell(pr.p),
+                           _cell(row.p_holm.get(primary)), pr.n] if pr else [""] * 5)])
 
 
 def _cell(x) -> str:

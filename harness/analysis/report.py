@@ -58,7 +58,10 @@ def main(argv: list[str]) -> int:
     out = Path(args.output)
     if out.is_dir():
         raise UserError(f"-o {out} is a directory; give a file name such as {out}/report.html")
-    write_atomic(out, page)
+    try:
+        write_atomic(out, page)
+    except OSError as err:
+        raise UserError(f"-o {out}: cannot write it ({err.strerror or err})") from None
     print(f"report: {out} ({len(runs)} runs, {sum(len(t.rows) for t in tables)} rows)")
     if args.wandb:
         return publish_wandb(tables, runs, args.paths, project=args.project, entity=args.entity)
@@ -69,8 +72,11 @@ def write_atomic(path: Path, text: str) -> None:
     """Temp file in the same directory, then rename: a reader never sees half a report."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failed write; after the rename it is gone
 
 
 def render(tables: list[compare.Table], notes: list[str], title: str, sources: list[str]) -> str:

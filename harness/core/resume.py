@@ -2,9 +2,9 @@
 
 A run checkpoints after every experience (``harness.experiment.run.TaskLoop``) and, within
 one, every ``checkpoint.every_n_steps`` optimizer steps and whenever it is asked to stop. A
-checkpoint taken inside task ``i`` adds ``partial``: the position (epoch, batch within the epoch,
-optimizer steps), the optimizer's state and the RNG states at that step. Resuming rebuilds the
-task exactly as the first attempt did (``before_task``, loaders), then
+checkpoint taken inside task ``i`` adds a ``TaskProgress``: the position (epoch, batch within
+the epoch, optimizer steps), the optimizer's state and the RNG states at that step. Resuming
+rebuilds the task exactly as the first attempt did (``before_task``, loaders), then
 
 * ``FastForward`` replays the loader's first ``epoch`` passes and ``batch`` batches without
   training on them, so shuffles and replay-memory streams are where they were;
@@ -23,14 +23,35 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
+import time
 
 import torch
 
-from harness.errors import Interrupted
+from harness.errors import Interrupted, UserError
 from harness.runtime import faults
 from harness.runtime.distributed import DIST
 from harness.runtime.progress import say
-from harness.runtime.seed import set_rng_state
+from harness.runtime.seed import rng_state, set_rng_state
+
+
+@dataclasses.dataclass
+class TaskProgress:
+    """How far into a task a checkpoint was taken: everything needed to train its next batch
+    as if the run had never stopped (``harness.experiment.state`` reads and writes it)."""
+
+    epoch: int  # the next batch's epoch, counted within the task
+    batch: int  # the next batch, counted within that epoch
+    steps: int  # optimizer steps taken in the task
+    trained: bool  # its training is over: stopped after the last step, before evaluation
+    optimizer: dict
+    scaler: dict | None
+    rng: dict  # Python's, NumPy's and torch's generator states at that step
+    task_start_step: int  # the stream step at which the task began
+    train_time_s: float  # training time spent on the task so far
+
+    def to_dict(self) -> dict:
+        """Shallow: the tensors of the optimizer and RNG states are not copied."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 class StopSignals:
@@ -87,6 +108,9 @@ class FastForward:
             yield from self.loader
             return
         (epochs, batches), self.skip = self.skip, None
+        if batches >= len(self.loader):  # a checkpoint of another stream, or a crafted one
+            raise UserError(f"cannot resume at batch {batches} of an epoch of "
+                            f"{len(self.loader)} batches: the checkpoint is not from this run")
         for _ in range(epochs):
             for _ in self.loader:
                 pass
@@ -96,35 +120,44 @@ class FastForward:
         yield from it
 
 
-def resumed_trainer_cfg(cfg, start: dict):
+def resumed_trainer_cfg(cfg, start: TaskProgress):
     """The trainer settings for what is left of a task started at ``start``."""
-    steps = cfg.max_steps - start["steps"] if cfg.max_steps > 0 else cfg.max_steps
-    return dataclasses.replace(cfg, max_epochs=cfg.max_epochs - start["epoch"], max_steps=steps)
+    steps = cfg.max_steps - start.steps if cfg.max_steps > 0 else cfg.max_steps
+    return dataclasses.replace(cfg, max_epochs=cfg.max_epochs - start.epoch, max_steps=steps)
 
 
 class StepCheckpoint:
     """Restores a task's optimizer and RNG on resume; checkpoints every n optimizer steps.
 
     Engine-neutral: the lean loop (``harness.core.loop``) calls it directly, Lightning's Trainer
-    through ``harness.core.trainer.LightningStepCheckpoint``.
+    through ``harness.core.trainer.LightningStepCheckpoint``. ``save(progress, stream_step)``
+    writes a checkpoint; ``task_start_step`` and ``started_at`` (the task's training clock,
+    ``time.time()`` less the time already spent) go into every ``TaskProgress``.
     """
 
     def __init__(self, save, loader, trainer_cfg, every: int, stop: StopSignals,
-                 start: dict | None = None, poll=None):
+                 start: TaskProgress | None = None, poll=None, task_start_step: int = 0,
+                 started_at: float | None = None):
         self.save, self.loader, self.cfg = save, loader, trainer_cfg
         self.poll = poll  # called after every step: e.g. raise a failed background write
         self.every, self.stop = every, stop
-        self.start = start or {"epoch": 0, "batch": 0, "steps": 0}
+        self.start = start
+        self.task_start_step = task_start_step
+        self.started_at = time.time() if started_at is None else started_at
         self.n_batches = 0
 
     def on_start(self, optimizer, scaler=None) -> None:
         self.n_batches = len(self.loader)  # under DDP the shard is known only now
-        if self.start.get("optimizer") is not None:
-            optimizer.load_state_dict(self.start["optimizer"])
-        if scaler is not None and self.start.get("scaler"):
-            scaler.load_state_dict(self.start["scaler"])
-        if self.start.get("rng") is not None:
-            set_rng_state(self.start["rng"])
+        if self.start is None:
+            return
+        try:
+            optimizer.load_state_dict(self.start.optimizer)
+        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            raise UserError(f"cannot resume from the checkpoint: its optimizer state does not "
+                            f"match this run's optimizer ({err})") from None
+        if scaler is not None and self.start.scaler:
+            scaler.load_state_dict(self.start.scaler)
+        set_rng_state(self.start.rng)
 
     def after_step(self, step: int, epoch: int, batch_idx: int, optimizer, scaler,
                    device: torch.device, stream_step: int) -> bool:
@@ -134,22 +167,23 @@ class StepCheckpoint:
         if self.poll is not None:
             self.poll()
         stop = self.stop.requested(device)
-        steps = self.start["steps"] + step
+        steps = (self.start.steps if self.start else 0) + step
         if stop or (self.every and steps % self.every == 0):
-            self.save(self.position(epoch, batch_idx, steps, optimizer, scaler, stream_step))
+            self.save(self.position(epoch, batch_idx, steps, optimizer, scaler), stream_step)
         return stop
 
-    def position(self, epoch: int, batch_idx: int, steps: int, optimizer, scaler,
-                 stream_step: int) -> dict:
+    def position(self, epoch: int, batch_idx: int, steps: int, optimizer,
+                 scaler) -> TaskProgress:
         """Where the next batch is, with everything needed to train it as if never stopped."""
-        batch = batch_idx + 1 + (self.start["batch"] if epoch == 0 else 0)
-        epoch = self.start["epoch"] + epoch
+        first_epoch, first_batch = (self.start.epoch, self.start.batch) if self.start else (0, 0)
+        batch = batch_idx + 1 + (first_batch if epoch == 0 else 0)
+        epoch = first_epoch + epoch
         if batch >= self.n_batches:
             epoch, batch = epoch + 1, 0
-        return {
-            "epoch": epoch, "batch": batch, "steps": steps,
-            "trained": epoch >= self.cfg.max_epochs or 0 < self.cfg.max_steps <= steps,
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "stream_step": stream_step,
-        }
+        return TaskProgress(
+            epoch=epoch, batch=batch, steps=steps,
+            trained=epoch >= self.cfg.max_epochs or 0 < self.cfg.max_steps <= steps,
+            optimizer=optimizer.state_dict(),
+            scaler=scaler.state_dict() if scaler is not None else None,
+            rng=rng_state(), task_start_step=self.task_start_step,
+            train_time_s=time.time() - self.started_at)

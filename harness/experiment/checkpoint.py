@@ -11,7 +11,8 @@ hashed, written and fsynced; the state is serialised before ``Writer.save`` retu
 
 Loading checks the footer and uses ``torch.load(weights_only=True)``: a truncated or altered
 file reads as missing (the previous good one is used instead), and a file crafted to run code
-when unpickled is refused with a ``UserError``.
+when unpickled is refused with a ``UserError``. What a run's checkpoint holds, and how it is
+checked, is ``harness.experiment.state.Checkpoint``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from pathlib import Path
 import torch
 
 from harness.errors import UserError
+from harness.experiment.state import Checkpoint
 from harness.runtime import faults
 
-FORMAT = 2
 MAGIC = b"\nretain-sha256:"
 FOOTER = len(MAGIC) + 64
 
@@ -90,7 +91,7 @@ class Writer:
 
 def _serialise(state: dict) -> memoryview:
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, **state}, buffer)
+    torch.save(state, buffer)
     return buffer.getbuffer()  # a view: the state's bytes are not copied again
 
 
@@ -146,23 +147,32 @@ def read(path: Path) -> bytes | None:
 
 
 def load(path: Path) -> dict | None:
-    """The checkpoint's state, or None if it is missing, truncated or altered."""
+    """The file's plain-data dict, or None if it is missing, truncated or altered."""
     body = read(path)
     if body is None:
         return None
     try:
-        state = torch.load(io.BytesIO(body), weights_only=True, map_location="cpu")
+        return torch.load(io.BytesIO(body), weights_only=True, map_location="cpu")
     except Exception as err:  # pickle.UnpicklingError: something other than plain data
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"refusing to load {path}: not a plain-data checkpoint ({first})") \
             from None
-    return state if isinstance(state, dict) and state.get("format") == FORMAT else None
 
 
-def load_latest(folder: Path) -> tuple[dict, Path] | None:
-    """The newest good checkpoint in ``folder`` (last.ckpt, else prev.ckpt) and its path."""
+def load_latest(folder: Path) -> tuple[Checkpoint, Path] | None:
+    """The newest good checkpoint in ``folder`` (last.ckpt, else prev.ckpt) and its path; None
+    when there is none. Damaged files only: a UserError, for starting over must be asked for."""
+    damaged = []
     for name in ("last.ckpt", "prev.ckpt"):
-        state = load(Path(folder) / name)
-        if state is not None:
-            return state, Path(folder) / name
+        path = Path(folder) / name
+        raw = load(path)
+        if raw is not None:
+            return Checkpoint.from_dict(raw, path), path
+        if path.exists():
+            damaged.append(name)
+    if damaged:
+        which = " and ".join(damaged)
+        raise UserError(f"{folder} holds no readable checkpoint ({which}: truncated or altered); "
+                        "start over from task 1 with --restart, or start a new run (another "
+                        "name=)")
     return None

@@ -6,7 +6,8 @@ Every file is written to a temporary name and renamed into place (atomic on POSI
 that is still going, crashed, failed or was interrupted (``status.json`` says which:
 ``running`` with the writer's pid and host, ``failed`` with the error, ``interrupted`` after a
 Ctrl-C or SIGTERM, ``complete``). A full disk or an unwritable folder is a one-line
-``UserError``, and whatever was there before stays as it was.
+``UserError``, and whatever was there before stays as it was. A run's name is one folder inside
+``out_dir`` (``run_path``), and one process at a time writes it (``harness.experiment.lock``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ import time
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.experiment.lock import RunLock
+from harness.experiment.records import Results
+
+NAME_MAX = 255  # bytes in one file name on Linux and macOS file systems
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -57,24 +62,71 @@ def _jsonable(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def run_path(out_dir: str, name: str) -> Path:
+    """``out_dir/name``, once ``name`` is known to be one plain folder name: a run never
+    writes outside ``out_dir`` nor into a folder nested in another run's."""
+    rule = ("a run name is one folder name: no '/' or '\\', not '.' or '..', no control "
+            f"characters, at most {NAME_MAX} bytes")
+    if not name or name in (".", "..") or "/" in name or "\\" in name or not name.isprintable():
+        raise UserError(f"invalid run name {name!r}: {rule}")
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > NAME_MAX:
+        raise UserError(f"invalid run name ({size} bytes, starting {name[:20]!r}): {rule}")
+    return Path(out_dir) / name
+
+
 class RunDir:
-    """One run's folder. Only rank zero creates one."""
+    """One run's folder. Only rank zero creates, locks and writes one."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._lock = RunLock(self.root)
 
     @classmethod
     def create(cls, out_dir: str, name: str) -> RunDir:
-        root = (Path(out_dir) / name).resolve()
+        run_dir = cls(run_path(out_dir, name).resolve())
+        run_dir.make_folders()
+        return run_dir
+
+    def make_folders(self) -> None:
+        """The folder and its checkpoints/ (again, if someone deleted it), known writable."""
         try:
-            root.mkdir(parents=True, exist_ok=True)
-            (root / "checkpoints").mkdir(exist_ok=True)
-            probe = root / ".write-test"
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write-test"
             probe.write_text("ok")
             probe.unlink()
         except OSError as err:
-            raise UserError(f"cannot write the run directory {root}: {err.strerror}") from None
-        return cls(root)
+            raise UserError(f"cannot write the run directory {self.root}: {err.strerror}") \
+                from None
+
+    def lock(self) -> None:
+        """Become its only writer, or refuse (harness.experiment.lock)."""
+        self._lock.acquire()
+
+    def unlock(self) -> None:
+        self._lock.release()
+
+    def check_unlocked(self) -> None:
+        """Refuse now if another process writes this run."""
+        if self.root.is_dir():
+            self._lock.check_free()
+
+    def holds_run(self) -> bool:
+        """Whether a run has been started here (its config, a checkpoint or its results)."""
+        return any(p.is_file() for p in (self.root / "config.yaml", self.results_path,
+                                          self.checkpoint_dir / "last.ckpt",
+                                          self.checkpoint_dir / "prev.ckpt"))
+
+    def start_over(self) -> None:
+        """Clear what an earlier attempt left, for a run that starts again from task 1: its
+        checkpoints, metric lines, results and W&B run id (a new W&B run begins)."""
+        for path in (self.checkpoint_dir / "last.ckpt", self.checkpoint_dir / "prev.ckpt",
+                     self.root / "metrics.jsonl", self.results_path, self.root / ".wandb-id"):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as err:
+                raise UserError(f"cannot start {self.root} over: cannot remove {path}: "
+                                f"{err.strerror or err}") from None
 
     @property
     def results_path(self) -> Path:
@@ -120,26 +172,17 @@ class RunDir:
                 continue
         atomic_write_text(path, "".join(kept))
 
-    def finish(self, results: dict) -> None:
-        atomic_write_json(self.results_path, {"status": "complete", **results})
-        self.set_status("complete", config_hash=results.get("config_hash"))
+    def finish(self, results: Results) -> None:
+        atomic_write_json(self.results_path, results.to_dict())
+        self.set_status("complete", config_hash=results.config_hash)
 
     def status(self) -> dict:
+        """status.json, or {} if it is missing or unreadable: it only informs."""
         try:
-            return json.loads((self.root / "status.json").read_text())
-        except (OSError, ValueError):
+            status = json.loads((self.root / "status.json").read_text())
+        except (OSError, ValueError, RecursionError):
             return {}
+        return status if isinstance(status, dict) else {}
 
     def fail(self, error: str, config_hash: str | None = None) -> None:
         self.set_status("failed", error=error, config_hash=config_hash)
-
-
-def load_results(path: Path) -> dict | None:
-    """A completed run's results, or None for a run that is incomplete or unreadable."""
-    p = Path(path)
-    p = p / "results.json" if p.is_dir() else p
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if data.get("status") == "complete" else None

@@ -28,13 +28,21 @@ from harness.core.build import build
 from harness.core.evaluate import evaluate
 from harness.core.loop import LeanLoop
 from harness.core.metrics import LOWER_IS_BETTER, average_seen, summarize
-from harness.core.resume import FastForward, StepCheckpoint, StopSignals, resumed_trainer_cfg
+from harness.core.resume import (
+    FastForward,
+    StepCheckpoint,
+    StopSignals,
+    TaskProgress,
+    resumed_trainer_cfg,
+)
 from harness.core.system import ContinualSystem
 from harness.core.task import begin_task, end_task
 from harness.errors import Interrupted, UserError
 from harness.experiment import checkpoint
 from harness.experiment.environment import environment
+from harness.experiment.records import Results, RunSummary
 from harness.experiment.results import RunDir
+from harness.experiment.state import Checkpoint
 from harness.runtime import faults
 from harness.runtime.devices import cuda_available
 from harness.runtime.distributed import WATCHDOG, launch_rank, on_failure
@@ -42,21 +50,76 @@ from harness.runtime.progress import say
 from harness.runtime.seed import rng_state, seed_everything, set_rng_state
 
 
-def run(cfg, resume: RunDir | None = None) -> dict:
-    """Train on the whole stream and return the results dict (also written to the run dir)."""
+def run(cfg, resume: RunDir | None = None, restart: bool = False) -> dict:
+    """Train on the whole stream and return the results dict (also written to the run dir).
+
+    ``resume``: the run directory to continue, from its newest checkpoint (``harness.cli``
+    finds it); ``restart``: start that run over from task 1 instead, whatever it holds.
+    """
     started = time.time()
     seed_everything(cfg.seed)
-    names = strategy_names(cfg)
     strategies, scenario, net = build(cfg)
     if cfg.trainer.callbacks:  # a bad callback name is one line before the run directory exists
         from harness.core.trainer import callback_classes
 
         callback_classes(cfg.trainer.callbacks)
-    main = launch_rank() == 0
-    # Every rank reads the checkpoint it resumes from; only rank zero writes the run dir.
-    run_dir = (resume or RunDir.create(cfg.out_dir, cfg.name or default_name(cfg))) if main \
-        else None
     chash = config_hash(cfg)
+    # Only rank zero writes (and locks) the run dir; every rank reads the checkpoint.
+    run_dir = _claim(cfg, resume, restart) if launch_rank() == 0 else None
+    try:
+        start = None
+        if resume is not None and not restart:
+            start = _newest_checkpoint(resume.checkpoint_dir, chash, scenario.n_experiences,
+                                       len(strategies), cfg.trainer)
+        if run_dir is not None and start is None and (resume is not None or restart):
+            run_dir.start_over()  # from task 1: what an earlier attempt logged goes
+        system = ContinualSystem(net, strategies, cfg.trainer)
+        return _train(cfg, scenario, system, run_dir, start, chash, started)
+    finally:
+        if run_dir is not None:
+            run_dir.unlock()
+
+
+def _claim(cfg, resume: RunDir | None, restart: bool) -> RunDir:
+    """Rank zero's run directory, locked: the one to continue, or a new one. A new one is
+    checked again under the lock: another process may have started this run since harness.cli
+    looked. (A run completed meanwhile resumes from its last checkpoint: same results.)"""
+    run_dir = resume or RunDir.create(cfg.out_dir, cfg.name or default_name(cfg))
+    run_dir.lock()
+    try:
+        run_dir.make_folders()  # checkpoints/ again, if it was deleted
+        if restart:
+            return run_dir
+        if resume is None and run_dir.holds_run():
+            raise UserError(f"{run_dir.root} already holds a run: continue it (retain run "
+                            f"--resume {run_dir.root}), start it over (--restart) or choose "
+                            "another name=")
+    except BaseException:
+        run_dir.unlock()
+        raise
+    return run_dir
+
+
+def _newest_checkpoint(folder: Path, chash: str, n_tasks: int, n_strategies: int,
+                       trainer_cfg) -> tuple[Checkpoint, Path] | None:
+    """The checkpoint to continue from, checked against this run; None: start at task 1."""
+    found = checkpoint.load_latest(folder)
+    if found is None:
+        say(f"no checkpoint in {folder}: starting from task 1")
+        return None
+    ckpt, path = found
+    if ckpt.config_hash != chash:
+        raise UserError(f"{path} was written by a run with a different configuration (config "
+                        f"hash {ckpt.config_hash}, this one {chash}); choose another name= or "
+                        "out_dir, or start it over with --restart")
+    ckpt.fits(path, n_tasks, n_strategies, trainer_cfg)
+    return found
+
+
+def _train(cfg, scenario, system: ContinualSystem, run_dir: RunDir | None,
+           start: tuple[Checkpoint, Path] | None, chash: str, started: float) -> dict:
+    """The task loop over the stream, with the run's status, W&B run and checkpoints."""
+    main, names = run_dir is not None, strategy_names(cfg)
     if main:  # another rank died and rank zero cannot end by itself (harness.runtime.distributed)
         WATCHDOG.on_fatal = [lambda error: run_dir.fail(error, chash)]
     tracker = None
@@ -68,19 +131,19 @@ def run(cfg, resume: RunDir | None = None) -> dict:
                 run_dir.set_status("running", config_hash=chash, pid=os.getpid(),
                                    host=platform.node())
                 tracker = _tracker(cfg, run_dir, "+".join(names))
-            sink = _metrics_sink(run_dir, tracker) if main else None
-            system = ContinualSystem(net, strategies, cfg.trainer, on_metrics=sink)
-            loop = TaskLoop(cfg, scenario, system, run_dir, stop, writer)
-            loop.restore(resume.checkpoint_dir if resume else None)
+                system.on_metrics = _metrics_sink(run_dir, tracker)
+            loop = TaskLoop(cfg, scenario, system, run_dir, stop, writer, chash)
+            loop.restore(start)
             loop.train_all()
-            results = loop.results(chash, names, started)
+            results = loop.results(names, started)
             if main:
                 writer.flush()  # complete only once the last checkpoint is on disk
                 run_dir.finish(results)
-                if tracker:
-                    tracker.log_results(results, system.stream_step)
-                    results["wandb_dir"] = tracker.finish("complete")
-            return results
+            out = results.to_dict()
+            if tracker:
+                tracker.log_results(out, system.stream_step)
+                out["wandb_dir"] = tracker.finish("complete")
+            return out
         except BaseException as caught:
             err = on_failure(caught)  # DDP: names a rank that died; stops the other ranks
             try:  # the newest checkpoint lands: a resume starts from there
@@ -116,54 +179,61 @@ class TaskLoop:
     """The state of one pass over the stream: position, score rows, timings."""
 
     def __init__(self, cfg, scenario, system: ContinualSystem, run_dir: RunDir | None,
-                 stop: StopSignals, writer: checkpoint.Writer):
+                 stop: StopSignals, writer: checkpoint.Writer, chash: str):
         self.cfg, self.scenario, self.system, self.run_dir = cfg, scenario, system, run_dir
-        self.writer = writer
+        self.writer, self.chash = writer, chash
         self.n = scenario.n_experiences
         self.device = _run_device(cfg)
         self.engine = engine_for(cfg.trainer, self.device.type)
         self.lightning = None  # the system as a LightningModule, for the Trainer engine
         self.stop = stop
         self.position = 0  # next experience to train
-        self.partial: dict | None = None  # how far into task `position` a checkpoint was taken
+        self.partial: TaskProgress | None = None  # how far into task `position` it got
         self.rows: dict[str, list[list[float]]] = {}
         self.baseline: dict[str, list[float]] | None = None
         self.per_task: list[dict] = []
         self.resumes: list[dict] = []  # where each resume started: task, epoch, batch
 
-    def restore(self, checkpoint_dir: Path | None) -> None:
-        """Continue from the newest good checkpoint in ``checkpoint_dir``, if there is one."""
-        found = checkpoint.load_latest(checkpoint_dir) if checkpoint_dir else None
+    def restore(self, found: tuple[Checkpoint, Path] | None) -> None:
+        """Continue from a checkpoint (``run._newest_checkpoint``), if there is one."""
         if found is None:
             return
-        state, path = found
+        ckpt, path = found
+        self._load_states(ckpt, path)
+        self.position, self.rows = ckpt.position, ckpt.rows
+        self.baseline, self.per_task = ckpt.baseline, ckpt.per_task
+        self.system.stream_step = ckpt.stream_step
+        self.partial = ckpt.partial  # its RNG states are set once the task has been rebuilt
+        if ckpt.rng is not None:
+            set_rng_state(ckpt.rng)
+        p = self.partial
+        where = {"task": self.position, "epoch": p.epoch if p else 0,
+                 "batch": p.batch if p else 0, "steps": p.steps if p else 0}
+        self.resumes = [*ckpt.resumes, {**where, "checkpoint": path.name}]
+        if self.run_dir:  # inside a task, its evaluation row (at the step before) is not kept
+            step = self.system.stream_step
+            self.run_dir.truncate_metrics(step, step - 1 if p else None)
+        inside = "" if not p else (", after its training" if p.trained
+                                   else f", epoch {p.epoch + 1}, batch {p.batch}")
+        say(f"resuming {path.parent.parent} at task {self.position + 1}/{self.n}{inside}"
+            + ("" if path.name == "last.ckpt" else f" (from {path.name}: last.ckpt is damaged)"))
+
+    def _load_states(self, ckpt: Checkpoint, path: Path) -> None:
+        """The network's and the strategies' states, or one line on what does not match."""
         try:
-            self.system.net.load_state_dict(state["net"])
+            self.system.net.load_state_dict(ckpt.net)
         except RuntimeError as err:  # missing / unexpected / mis-shaped tensors
             raise UserError(f"cannot resume from {path}: its network does not match this "
                             f"version of retain's model ({str(err).splitlines()[-1].strip()}); "
                             "start a new run (another name=)") from None
-        for strategy, s_state in zip(self.system.strategies, state["strategies"]):
-            strategy.load_state_dict(s_state)
-        self.position, self.rows = state["position"], state["rows"]
-        self.baseline, self.per_task = state["baseline"], state["per_task"]
-        self.system.stream_step = state["stream_step"]
-        self.partial = state["partial"]
-        if self.partial is None:
-            set_rng_state(state["rng"])
-        else:  # set when training resumes, after the task has been rebuilt
-            self.partial["rng"] = state["rng"]
-        where = {"task": self.position, **{k: (self.partial or {}).get(k, 0)
-                                           for k in ("epoch", "batch", "steps")}}
-        self.resumes = [*state["resumes"], {**where, "checkpoint": path.name}]
-        if self.run_dir:  # inside a task, its evaluation row (at the step before) is not kept
-            step = self.system.stream_step
-            self.run_dir.truncate_metrics(step, step - 1 if self.partial else None)
-        inside = "" if not self.partial else (
-            ", after its training" if self.partial["trained"]
-            else f", epoch {where['epoch'] + 1}, batch {where['batch']}")
-        say(f"resuming {checkpoint_dir.parent} at task {self.position + 1}/{self.n}{inside}"
-            + ("" if path.name == "last.ckpt" else f" (from {path.name}: last.ckpt is damaged)"))
+        for strategy, state in zip(self.system.strategies, ckpt.strategies):
+            try:
+                strategy.load_state_dict(state)
+            except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
+                raise UserError(f"cannot resume from {path}: the state of strategy "
+                                f"{type(strategy).__name__} does not match it "
+                                f"({type(err).__name__}: {err}); start it over with --restart"
+                                ) from None
 
     def train_all(self) -> None:
         tests = [self.scenario.test_data(j) for j in range(self.n)]
@@ -183,12 +253,12 @@ class TaskLoop:
         if cuda_available():
             torch.cuda.reset_peak_memory_stats()
         start, self.partial = self.partial, None
-        t0 = time.time() - (start["train_time_s"] if start else 0.0)
-        step0 = start["task_start_step"] if start else self.system.stream_step
-        if start is None or not start["trained"]:
+        t0 = time.time() - (start.train_time_s if start else 0.0)
+        step0 = start.task_start_step if start else self.system.stream_step
+        if start is None or not start.trained:
             self._fit(i, loader, start, t0, step0)
         else:  # killed after the last step, before the task's checkpoint
-            set_rng_state(start["rng"])
+            set_rng_state(start.rng)
         self.stop.check()
         end_task(self.system)
         t1 = time.time()
@@ -222,21 +292,16 @@ class TaskLoop:
         # stream_step) keeps lines below that step, so this row is neither lost nor repeated.
         self.system.on_metrics(max(self.system.stream_step - 1, 0), {**metrics, "task": i})
 
-    def _fit(self, i: int, loader, start: dict | None, t0: float, step0: int) -> None:
+    def _fit(self, i: int, loader, start: TaskProgress | None, t0: float, step0: int) -> None:
         """Fit task i, from its start or from a checkpoint inside it, with the run's engine."""
         trainer_cfg = self.cfg.trainer
         if start is not None:
             trainer_cfg = resumed_trainer_cfg(trainer_cfg, start)
-            loader = FastForward(loader, start["epoch"], start["batch"])
-
-        def save(position: dict) -> None:
-            stream_step = position.pop("stream_step")
-            position.update(task_start_step=step0, train_time_s=time.time() - t0)
-            self._save_checkpoint(position, stream_step)
-
+            loader = FastForward(loader, start.epoch, start.batch)
         label = f"task {i + 1}/{self.n} ({self.scenario.task_names[i]})"
-        steps = StepCheckpoint(save, loader, self.cfg.trainer, self.cfg.checkpoint.every_n_steps,
-                               self.stop, start, poll=self.writer.check)
+        steps = StepCheckpoint(self._save_checkpoint, loader, self.cfg.trainer,
+                               self.cfg.checkpoint.every_n_steps, self.stop, start,
+                               poll=self.writer.check, task_start_step=step0, started_at=t0)
         if self.engine == "lean":
             LeanLoop(trainer_cfg, self.device, label).fit(self.system, loader, steps)
             return
@@ -249,44 +314,41 @@ class TaskLoop:
         trainer.fit(self.lightning, train_dataloaders=loader)
         self.system.net.to(self.device)  # Lightning's teardown moves the module to CPU
 
-    def _save_checkpoint(self, partial: dict | None = None,
+    def _save_checkpoint(self, partial: TaskProgress | None = None,
                          stream_step: int | None = None) -> None:
         """Everything needed to continue: after a task, or inside one (``partial``)."""
         states = [s.state_dict() for s in self.system.strategies]  # may be collective
         if self.run_dir is None:
             return
-        self.writer.save(self.run_dir.checkpoint_dir / "last.ckpt", {
-            "position": self.position, "partial": partial, "net": self.system.net.state_dict(),
-            "strategies": states, "rows": self.rows, "baseline": self.baseline,
-            "per_task": self.per_task, "resumes": self.resumes,
-            "stream_step": self.system.stream_step if stream_step is None else stream_step,
-            "rng": rng_state(),
-        })
+        ckpt = Checkpoint(
+            config_hash=self.chash, position=self.position, partial=partial,
+            net=self.system.net.state_dict(), strategies=states, rows=self.rows,
+            baseline=self.baseline, per_task=self.per_task, resumes=self.resumes,
+            stream_step=self.system.stream_step if stream_step is None else stream_step,
+            rng=None if partial else rng_state())
+        self.writer.save(self.run_dir.checkpoint_dir / "last.ckpt", ckpt.to_dict())
 
-    def results(self, chash: str, names: list[str], started: float) -> dict:
+    def results(self, names: list[str], started: float) -> Results:
         spec = self.scenario.spec
         metric = "perplexity" if spec.task == "lm" else "accuracy"
-        summary = summarize(self.rows, self.baseline)
-        summary.update({
-            "wall_time_s": time.time() - started,
-            "train_time_s": sum(t["train_time_s"] for t in self.per_task),
-            "eval_time_s": sum(t["eval_time_s"] for t in self.per_task),
-            "peak_rss_mb": _peak_rss_mb(),
-            "strategy_memory_bytes": sum(s.memory_bytes() for s in self.system.strategies),
-            "parameters": sum(p.numel() for p in self.system.net.parameters()),
-        })
+        summary = RunSummary(
+            scores=summarize(self.rows, self.baseline),
+            wall_time_s=time.time() - started,
+            train_time_s=sum(t["train_time_s"] for t in self.per_task),
+            eval_time_s=sum(t["eval_time_s"] for t in self.per_task),
+            peak_rss_mb=_peak_rss_mb(),
+            strategy_memory_bytes=sum(s.memory_bytes() for s in self.system.strategies),
+            parameters=sum(p.numel() for p in self.system.net.parameters()))
         cfg = self.cfg
-        return {
-            "name": self.run_dir.root.name if self.run_dir else cfg.name,
-            "run_dir": str(self.run_dir.root) if self.run_dir else None,
-            "config_hash": chash, "config": to_dict(cfg), "model": cfg.model.name,
-            "strategy": "+".join(names), "scenario": cfg.scenario.name, "seed": cfg.seed,
-            "task_names": list(self.scenario.task_names), "setting": self.scenario.setting,
-            "task": spec.task, "metric": metric, "higher_is_better": metric not in LOWER_IS_BETTER,
-            "matrices": self.rows, "baseline": self.baseline, "summary": summary,
-            "per_task": self.per_task, "resumes": self.resumes,
-            "env": environment(cfg, self.device),
-        }
+        return Results(
+            name=self.run_dir.root.name if self.run_dir else cfg.name,
+            run_dir=str(self.run_dir.root) if self.run_dir else None,
+            config_hash=self.chash, config=to_dict(cfg), model=cfg.model.name,
+            strategy="+".join(names), scenario=cfg.scenario.name, seed=cfg.seed,
+            task_names=list(self.scenario.task_names), setting=self.scenario.setting,
+            task=spec.task, metric=metric, higher_is_better=metric not in LOWER_IS_BETTER,
+            matrices=self.rows, baseline=self.baseline, summary=summary,
+            per_task=self.per_task, resumes=self.resumes, env=environment(cfg, self.device))
 
 
 def default_name(cfg) -> str:

@@ -12,7 +12,8 @@
                   (a kill here may land before or after that write completes)
 
 ``RETAIN_FAULT_MODE`` changes what happens there: ``raise`` raises ``SimulatedCrash`` (for
-in-process tests); ``int`` / ``term`` send SIGINT / SIGTERM (a Ctrl-C, a scheduler's stop).
+in-process tests); ``int`` / ``term`` send SIGINT / SIGTERM (a Ctrl-C, a scheduler's stop);
+``stop`` sends SIGSTOP (a paused run, still holding its run directory, until SIGCONT).
 Without ``RETAIN_FAULT`` a point costs one environment lookup.
 """
 
@@ -40,7 +41,8 @@ def point(name: str) -> None:
             mode = os.environ.get("RETAIN_FAULT_MODE", "kill")
             if mode == "raise":
                 raise SimulatedCrash(f"{name}:{n}")
-            sig = {"int": signal.SIGINT, "term": signal.SIGTERM}.get(mode, signal.SIGKILL)
+            sig = {"int": signal.SIGINT, "term": signal.SIGTERM,
+                   "stop": signal.SIGSTOP}.get(mode, signal.SIGKILL)
             os.kill(os.getpid(), sig)
 
 

@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.experiment.records import load_results
 from harness.sweeps.grid import MAX_RUNS, RunSpec, Sweep, iter_plan, load_sweep
 
 # argv prefix of one run; the experiment file (if any), the overrides, out_dir= and name= follow.
@@ -151,14 +152,15 @@ def default_workers() -> int:
 
 def run_state(run_dir: Path) -> str:
     """``complete`` when results.json is there and readable: ``retain run`` writes it last,
-    atomically, only for a finished run (before status.json, so that one may lag behind)."""
-    try:
-        results = json.loads((run_dir / "results.json").read_text())
-    except FileNotFoundError:
+    atomically, only for a finished run (before status.json, so that one may lag behind).
+    A damaged one is ``failed``: retried, its run then says what is wrong with it."""
+    if not (run_dir / "results.json").exists():
         return "failed" if run_dir.exists() else "missing"
-    except (OSError, ValueError):
+    try:
+        load_results(run_dir / "results.json")
+    except UserError:
         return "failed"
-    return "complete" if results.get("status", "complete") == "complete" else "failed"
+    return "complete"
 
 
 def _print_plan(sweep: Sweep, runs: Iterable[RunSpec], out: Path, validate: bool) -> int:
