@@ -85,6 +85,8 @@ class RunConfig:
     eval_init: bool = field(
         default=True, metadata={"help": "evaluate the untrained model (forward transfer)"}
     )
+    plugins: list[str] = field(default_factory=list, metadata={
+        "help": "modules or .py files that register components, imported first"})
     model: Any = None
     scenario: Any = None
     strategy: Any = None
@@ -111,6 +113,7 @@ def load(experiment: str | None = None, overrides: list[str] = ()):
 
     layers = [_normalise(_read_yaml(experiment), experiment)] if experiment else []
     layers.append(_normalise(_parse_overrides(overrides), "the command line"))
+    _load_plugins(layers, Path(experiment).parent if experiment else None)
     names = _component_names(layers)
     schema = _structured_schema(names["model"], names["scenario"], tuple(names["strategy"]))
     for layer in layers:
@@ -144,6 +147,7 @@ def to_yaml(cfg) -> str:
 # skipping) and `retain compare`'s grouping both leave these out. trainer.batch_size is the
 # global batch, so a run resumes on another number of processes or machines.
 NON_RESULT_KEYS = ("name", "out_dir", "logger", "wandb", "checkpoint", "trainer.progress",
+                   "plugins",
                    "scenario.cache", "scenario.cache_dir", "trainer.devices",
                    "trainer.num_nodes", "trainer.strategy", "trainer.ddp_timeout_s",
                    "trainer.engine")
@@ -235,6 +239,29 @@ def _refuse_interpolation(value, source: str, key: str = "") -> None:
     elif isinstance(value, str) and "${" in value:
         raise UserError(f"'{key}' in {source} contains '${{': interpolations are not allowed "
                         "in retain configs")
+
+
+def load_plugins(overrides: list[str]) -> None:
+    """Import the plug-ins named by ``plugins=[...]`` overrides (``retain list`` takes them)."""
+    _load_plugins([_parse_overrides(overrides)], None)
+
+
+def _load_plugins(layers: list[dict], yaml_dir: Path | None) -> None:
+    """Import the plug-ins the config names before its schema is built, so that the names
+    they register are valid in it. The last layer that sets ``plugins`` decides (like any
+    other key); each layer's list is rewritten as config.yaml records it (files absolute)."""
+    from harness import plugins
+
+    chosen = None
+    for layer, base in zip(layers, [yaml_dir] * (len(layers) - 1) + [None]):
+        if "plugins" not in layer:
+            continue
+        value = layer["plugins"]
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list):
+            raise UserError(f"plugins must be a list of modules or .py files, not {value!r}")
+        layer["plugins"] = chosen = [plugins.resolve(spec, base) for spec in value]
+    plugins.load(chosen or [])
 
 
 def _component_names(layers: list[dict]) -> dict:
