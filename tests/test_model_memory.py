@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from harness.api import DataSpec
+from harness.core.network import build_model
 from harness.errors import UserError
 from harness.registry import MODELS
 
@@ -136,8 +137,12 @@ def test_bf16_autocast_on_cpu(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_vector_data_is_a_user_error(name):
-    with pytest.raises(UserError, match="token inputs"):
-        build(name, spec=DataSpec("vectors", "classification", input_dim=8, n_classes=2))
+    entry = MODELS.get(name)
+    spec = DataSpec("vectors", "classification", input_dim=8, n_classes=2)
+    with pytest.raises(UserError, match=f"model {name} reads token sequences, but scenario "
+                                        "digits gives feature vectors for classification; "
+                                        "models that fit: mlp$"):
+        build_model(entry.config(**SMALL[name]), spec, "digits")
 
 
 def test_bad_settings_are_user_errors():

@@ -28,14 +28,14 @@ from harness.config import config_hash, engine_for, strategy_names, to_dict, to_
 from harness.core.evaluate import evaluate
 from harness.core.loop import LeanLoop
 from harness.core.metrics import LOWER_IS_BETTER, average_seen, summarize
-from harness.core.network import Network
+from harness.core.network import Network, build_model
 from harness.core.resume import FastForward, StepCheckpoint, StopSignals, resumed_trainer_cfg
 from harness.core.system import ContinualSystem
 from harness.errors import Interrupted, UserError
 from harness.experiment import checkpoint
 from harness.experiment.environment import environment
 from harness.experiment.results import RunDir
-from harness.registry import MODELS, SCENARIOS, STRATEGIES
+from harness.registry import SCENARIOS, STRATEGIES
 from harness.runtime import faults
 from harness.runtime.devices import cuda_available
 from harness.runtime.distributed import DIST, WATCHDOG, launch_rank, on_failure
@@ -53,7 +53,7 @@ def run(cfg, resume: RunDir | None = None) -> dict:
     strategies = [STRATEGIES.get(n).cls(getattr(cfg.strategy, n)) for n in names]
     scenario = SCENARIOS.get(cfg.scenario.name).cls(cfg.scenario, cfg.seed)
     spec = scenario.spec
-    model = MODELS.get(cfg.model.name).cls(cfg.model, spec)
+    model = build_model(cfg.model, spec, cfg.scenario.name)
     task_classes = scenario.classes_per_task if scenario.setting == "task-il" else None
     net = Network(model, spec, task_classes)
     main = launch_rank() == 0

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
-from harness.models.layers import Block, check_tokens, init_weights
+from harness.models.layers import Block, init_weights
 from harness.registry import register_model
 
 
@@ -36,7 +36,6 @@ class GPT(SequenceModel):
 
     def __init__(self, cfg: GPTConfig, spec: DataSpec):
         super().__init__()
-        check_tokens("gpt", spec)
         if cfg.positions not in ("rope", "learned"):
             raise UserError(f"model.positions must be rope or learned, not {cfg.positions!r}")
         self.cfg, self.hidden_size = cfg, cfg.d_model

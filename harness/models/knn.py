@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
 from harness.models.knn_memory import KVStore
-from harness.models.layers import Block, check_tokens, init_weights, rope
+from harness.models.layers import Block, init_weights, rope
 from harness.registry import register_model
 
 WRITES = ("train", "eval", "both", "none")
@@ -147,7 +147,6 @@ class KNN(SequenceModel):
 
     def __init__(self, cfg: KNNConfig, spec: DataSpec):
         super().__init__()
-        check_tokens("knn", spec)
         if cfg.write not in WRITES:
             raise UserError(f"write must be one of {', '.join(WRITES)}, not '{cfg.write}'")
         if not -cfg.n_layer <= cfg.knn_layer < cfg.n_layer or cfg.top_k < 1 or cfg.seg_len < 1:

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.api import DataSpec
 from harness.errors import UserError
 
 
@@ -94,8 +93,3 @@ def init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
     if isinstance(module, nn.Linear) and module.bias is not None:
         nn.init.zeros_(module.bias)
-
-
-def check_tokens(name: str, spec: DataSpec) -> None:
-    if spec.kind != "tokens":
-        raise UserError(f"model {name} needs token inputs; use model.name=mlp for vector data")

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
-from harness.models.layers import Block, check_tokens
+from harness.models.layers import Block
 from harness.registry import register_model
 
 
@@ -49,7 +49,6 @@ class RMT(SequenceModel):
 
     def __init__(self, cfg: RMTConfig, spec: DataSpec):
         super().__init__()
-        check_tokens("rmt", spec)
         if cfg.seg_len < 1 or cfg.n_mem_tokens < 1 or cfg.bptt_segments < 0:
             raise UserError("rmt needs seg_len >= 1, n_mem_tokens >= 1 and bptt_segments >= 0")
         self.cfg, self.hidden_size = cfg, cfg.d_model

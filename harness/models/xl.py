@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
-from harness.models.layers import Block, check_tokens, init_weights
+from harness.models.layers import Block, init_weights
 from harness.registry import register_model
 
 
@@ -49,7 +49,6 @@ class XL(SequenceModel):
 
     def __init__(self, cfg: XLConfig, spec: DataSpec):
         super().__init__()
-        check_tokens("xl", spec)
         if cfg.seg_len < 1 or cfg.mem_len < 0:
             raise UserError("xl needs seg_len >= 1 and mem_len >= 0")
         self.cfg, self.hidden_size = cfg, cfg.d_model
