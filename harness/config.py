@@ -317,19 +317,23 @@ def _check_keys(layer: dict, schema, prefix: str = "") -> None:
                 hint = f" ('{key}' is not among strategy.name={list(schema['name'])})"
             raise UserError(f"unknown config key '{full}'{hint}{did_you_mean(str(key), valid)}")
         child = schema[key]
-        if hasattr(child, "keys") and not isinstance(value, dict):
+        section = hasattr(child, "keys") and not _is_open_mapping(schema, key)
+        if section and not isinstance(value, dict):
             raise UserError(f"config key '{full}' is a section; set its keys instead "
                             f"(e.g. {full}.{next(iter(child.keys()))}=...)")
-        if isinstance(value, dict) and hasattr(child, "keys"):
+        if isinstance(value, dict) and section:
             _check_keys(value, child, prefix=f"{full}.")
         elif isinstance(value, dict) and not _is_open_mapping(schema, key):
             raise UserError(f"config key '{full}' takes a value, not a mapping")
 
 
 def _is_open_mapping(schema, key) -> bool:
+    """A ``dict[str, Any]`` field (any keys, e.g. a factory's keyword arguments), not a
+    section with a dataclass's keys."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.is_dict(schema[key]) if schema[key] is not None else False
+    child = schema[key]
+    return child is not None and OmegaConf.is_dict(child) and OmegaConf.get_type(child) is dict
 
 
 LEAN_PRECISIONS = ("32-true", "32", "bf16-mixed")  # what harness.core.loop implements

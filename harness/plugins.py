@@ -40,16 +40,16 @@ def is_file(spec: str) -> bool:
     return spec.endswith(".py") or "/" in spec or "\\" in spec
 
 
-def resolve(spec: str, base: Path | None = None) -> str:
+def resolve(spec: str, base: Path | None = None, what: str = "plugin") -> str:
     """The plug-in as config.yaml records it: a module name as given, a file as an absolute
     path. A relative path is looked up in the working directory, then in ``base`` (the folder
-    of the YAML file that names it)."""
+    of the YAML file that names it). ``what`` names it in errors."""
     if not isinstance(spec, str) or not spec.strip():
-        raise UserError(f"a plug-in must be a module name or a .py file, not {spec!r}")
+        raise UserError(f"a {what} must be a module name or a .py file, not {spec!r}")
     spec = spec.strip()
     if not is_file(spec):
         if not all(part.isidentifier() for part in spec.split(".")):
-            raise UserError(f"plugin '{spec}' is neither a module name (my_pkg.my_module) nor "
+            raise UserError(f"{what} '{spec}' is neither a module name (my_pkg.my_module) nor "
                             "a .py file")
         return spec
     path = Path(spec).expanduser()
@@ -58,15 +58,15 @@ def resolve(spec: str, base: Path | None = None) -> str:
     if found is None:
         where = " (looked in the working directory and next to the file naming it)" \
             if len(candidates) > 1 else ""
-        raise UserError(f"plugin file not found: {spec}{where}")
+        raise UserError(f"{what} file not found: {spec}{where}")
     if found.is_dir():
-        raise UserError(f"plugin {spec} is a folder; name a .py file or a module")
+        raise UserError(f"{what} {spec} is a folder; name a .py file or a module")
     if found.suffix != ".py":
-        raise UserError(f"plugin {spec} is not a .py file")
+        raise UserError(f"{what} {spec} is not a .py file")
     return str(found.resolve())
 
 
-def load(specs: list[str]) -> None:
+def load(specs: list[str], what: str = "plugin") -> None:
     """Import every plug-in in ``specs`` (resolved by ``resolve``), each once per process."""
     for spec in specs:
         module = module_name(spec) if is_file(spec) else spec
@@ -75,7 +75,7 @@ def load(specs: list[str]) -> None:
             continue
         _loaded[module] = spec  # before the import: its registrations name the plug-in
         try:
-            _import(spec, module)
+            _import(spec, module, what)
         except BaseException:
             del _loaded[module]
             raise
@@ -120,16 +120,16 @@ def import_object(spec: str, what: str, base: Path | None = None):
     if not sep or not module_spec or not attr.isidentifier():
         raise UserError(f"{what} must be module:function or path/to/file.py:function, "
                         f"not '{spec}'")
-    resolved = resolve(module_spec, base)
-    load([resolved])
+    resolved = resolve(module_spec, base, what)
+    load([resolved], what)
     module = sys.modules[module_name(resolved) if is_file(resolved) else resolved]
     if not hasattr(module, attr):
         raise UserError(f"{what}: {module_spec} has no '{attr}'")
     return getattr(module, attr)
 
 
-def _import(spec: str, module: str) -> None:
-    label = f"plugin '{spec}'"
+def _import(spec: str, module: str, what: str) -> None:
+    label = f"{what} '{spec}'"
     if not is_file(spec):
         _guarded(label, importlib.import_module, spec, missing=spec)
         return
