@@ -342,3 +342,54 @@ def test_help_reads_no_registry_and_no_entry_points():
     out = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True,
                          text=True, timeout=60).stdout
     assert "LOADED []" in out and "plugins" in out  # `retain run --help` lists the key
+
+
+# -- sweep files ----------------------------------------------------------------------------
+
+
+SWEEP = """\
+    method: grid
+    name: plug
+    plugins: [{plugin}]
+    parameters:
+      strategy.sweep_anchor.weight: {{values: [0.0, 1.0]}}
+    """
+
+
+def test_a_sweep_files_plugins_reach_every_run_and_do_not_rename_them(tmp_path):
+    from harness.sweeps.grid import load_sweep, plan
+
+    for folder in ("a", "b"):
+        example_copy(tmp_path / folder / "plug.py", "sweep")
+        write(tmp_path / folder / "s.yaml", SWEEP.format(plugin="plug.py"))
+    runs = {f: plan(load_sweep(tmp_path / f / "s.yaml")) for f in ("a", "b")}
+    plug = (tmp_path / "a" / "plug.py").resolve()
+    assert runs["a"][0].overrides == [f"plugins=[{plug}]", "strategy.sweep_anchor.weight=0.0"]
+    assert [r.name for r in runs["a"]] == [r.name for r in runs["b"]]  # moved: same runs
+
+
+def test_a_sweep_command_must_pass_the_same_plugins_for_wandb_agents(tmp_path):
+    from harness.sweeps.grid import load_sweep
+
+    example_copy(tmp_path / "plug.py", "sweep")
+    body = SWEEP.format(plugin="plug.py") + "command: [retain, run, ITEM'${args}']\n"
+    good = write(tmp_path / "good.yaml", body.replace("ITEM", "'plugins=[plug.py]', "))
+    assert load_sweep(good).fixed == [f"plugins=[{(tmp_path / 'plug.py').resolve()}]"]
+    for name, item in (("none", ""), ("other", "'plugins=[other_pkg.mod]', ")):
+        with pytest.raises(UserError, match=r"is not passed by 'command' \(W&B agents run the "
+                                            r"command\): add plugins=\[plug.py\] before"):
+            load_sweep(write(tmp_path / f"{name}.yaml", body.replace("ITEM", item)))
+
+
+def test_retain_sweep_runs_plugin_components(tmp_path, capsys):
+    example_copy(tmp_path / "plug.py", "sweep")
+    sweep = write(tmp_path / "s.yaml", SWEEP.format(plugin="plug.py") + textwrap.dedent("""\
+        command: [retain, run, 'plugins=[plug.py]', scenario.name=sweep-blobs, model.name=mlp,
+                  'strategy=[sweep_anchor]', logger=none, trainer.progress=false, '${args}']
+        """))
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "out"), "--workers", "2"]) == 0
+    summary = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert summary["counts"]["complete"] == 2
+    weights = [json.loads((tmp_path / "out" / r["name"] / "results.json").read_text())
+               ["config"]["strategy"]["sweep_anchor"]["weight"] for r in summary["runs"]]
+    assert weights == [0.0, 1.0]
