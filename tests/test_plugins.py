@@ -393,3 +393,16 @@ def test_retain_sweep_runs_plugin_components(tmp_path, capsys):
     weights = [json.loads((tmp_path / "out" / r["name"] / "results.json").read_text())
                ["config"]["strategy"]["sweep_anchor"]["weight"] for r in summary["runs"]]
     assert weights == [0.0, 1.0]
+
+
+def test_the_conformance_suite_checks_your_plugins_too(tmp_path):
+    mine = example_copy(tmp_path / "mine.py", "yours")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "--collect-only", str(ROOT / "tests" / "test_conformance.py")],
+                          cwd=ROOT, env=dict(child_env(), RETAIN_TEST_PLUGINS=str(mine)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    for test in ("test_language_model_sees_no_future_position[yours-cummean]",
+                 "test_strategy_resumes_bit_identically_and_its_state_is_plain_data[yours_anchor]",
+                 "test_scenario_runs_and_resumes_bit_identically[yours-blobs]"):
+        assert test in proc.stdout
