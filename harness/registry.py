@@ -66,7 +66,7 @@ class Registry:
             config = _with_name(self.kind, name, config)
 
         def bind(cls):
-            self._load_declarations()  # a built-in name is taken before a plug-in can take it
+            self._declare_builtins()  # a built-in name is taken before a plug-in can take it
             entry = self._entries.get(name)
             if entry is None:  # registered without a declare line: a plug-in
                 entry = self._entries[name] = Entry(name, cls.__module__, _summary(cls))
@@ -79,21 +79,21 @@ class Registry:
         return bind
 
     def names(self) -> list[str]:
-        self._load_declarations()
+        self._load()
         return sorted(self._entries)
 
     def summaries(self) -> dict[str, str]:
-        self._load_declarations()
+        self._load()
         return {n: self._entries[n].summary for n in sorted(self._entries)}
 
     def origin(self, name: str) -> str | None:
         """The plug-in a component comes from (None for a built-in one)."""
-        self._load_declarations()
+        self._load()
         return plugins.origin(self._entries[name].module)
 
     def get(self, name: str) -> Entry:
         """The entry for ``name`` with its class imported; a UserError if unknown."""
-        self._load_declarations()
+        self._load()
         entry = self._entries.get(name)
         if entry is None:
             raise UserError(f"unknown {self.kind} '{name}'{did_you_mean(name, self._entries)}")
@@ -103,11 +103,17 @@ class Registry:
                 raise RuntimeError(f"{entry.module} does not register {self.kind} '{name}'")
         return entry
 
-    def _load_declarations(self) -> None:
+    def _load(self) -> None:
+        """Before a read: the built-in declarations, then the installed plug-ins."""
+        self._declare_builtins()
+        plugins.load_entry_points()
+
+    def _declare_builtins(self) -> None:
+        # Not the entry points: registering happens while a module is being imported, and a
+        # plug-in importing that very module (to subclass a built-in) would find it half made.
         if not self._declared:
             self._declared = True
             importlib.import_module(self.package)
-        plugins.load_entry_points()
 
 
 def _where(module: str) -> str:

@@ -326,6 +326,31 @@ def test_a_callable_entry_point_is_called(tmp_path, monkeypatch):
     assert "ep_called" in STRATEGIES.names()
 
 
+def test_an_installed_plugin_may_subclass_a_built_in_model(tmp_path):
+    """Entry points load on a registry's first read, not while a built-in registers: a plug-in
+    importing harness.models.gpt found it half made when gpt's import came first."""
+    _distribution(tmp_path, "ep_gpt", "ep_gpt", """\
+        from dataclasses import dataclass
+        from harness.models.gpt import GPT, GPTConfig
+        from harness.registry import register_model
+
+        @dataclass
+        class WideConfig(GPTConfig):
+            name: str = "ep-gpt"
+            d_model: int = 256
+
+        @register_model("ep-gpt", config=WideConfig)
+        class Wide(GPT):
+            '''A wider GPT.'''
+        """)
+    code = ("import harness.models.gpt; from harness.registry import MODELS; "
+            "print(MODELS.get('ep-gpt').config().d_model)")
+    env = dict(child_env(), PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.strip() == "256", proc.stderr[-2000:]
+
+
 def test_a_broken_entry_point_names_it_and_its_package(capsys, tmp_path, monkeypatch):
     _distribution(tmp_path, "ep_broken", "ep_broken", "raise ImportError('needs CUDA 13')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
