@@ -213,7 +213,8 @@ def cmd_list(argv: list[str]) -> int:
     for item in settings:
         if item.removeprefix("--").partition("=")[0] != "plugins":
             raise UserError(f"retain list takes plugins=[...] only, not '{item}'")
-    load_plugins(settings)
+    if settings:
+        load_plugins(settings)
     argv = [a for a in argv if a not in settings]
     registries = {"model": MODELS, "strategy": STRATEGIES, "scenario": SCENARIOS}
     plural = {"model": "models", "strategy": "strategies", "scenario": "scenarios"}
