@@ -40,7 +40,7 @@ from harness.api import Scenario, TaskData
 from harness.errors import UserError
 from harness.plugins import import_object
 from harness.registry import register_scenario
-from scenarios.infer import classes_of, infer_spec, setting_of
+from scenarios.infer import classes_of, data_option, infer_spec, setting_of
 
 STREAMS = {"train": "train_stream", "test": "test_stream", "val": "valid_stream"}
 
@@ -53,18 +53,13 @@ class AvalancheConfig:
     kwargs: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "keyword arguments of the factory (scenario.kwargs.n_experiences=5)"})
     n_experiences: int = field(default=0, metadata={
-        "help": "use the first n experiences (0 = all)"})
+        "help": "use the first n experiences (0 = all)", "min": 0})
     task_names: list[str] = field(default_factory=list, metadata={
         "help": "one name per experience (default: 'experience <i>')"})
-    setting: str = field(default="auto", metadata={
-        "help": "auto | class-il | domain-il | task-il (auto: domain-il for lm and for tasks "
-                "sharing one label set, else class-il)"})
-    n_classes: int = field(default=0, metadata={
-        "help": "classification: number of classes (0 = largest label + 1)"})
-    vocab_size: int = field(default=0, metadata={
-        "help": "token inputs: vocabulary size (0 = largest id + 1)"})
-    pad_id: int = field(default=-1, metadata={
-        "help": "token inputs: padding id, left out when pooling (-1 = none)"})
+    setting: str = data_option("setting")
+    n_classes: int = data_option("n_classes")
+    vocab_size: int = data_option("vocab_size")
+    pad_id: int = data_option("pad_id")
 
 
 def make_benchmark(cfg: AvalancheConfig, seed: int):

@@ -10,11 +10,30 @@ the continual-learning setting. Shared by the ``tensors`` and ``avalanche`` scen
 from __future__ import annotations
 
 import math
+from dataclasses import field
 
 import torch
 
 from harness.api import IGNORE, SETTINGS, DataSpec, TaskData
 from harness.errors import UserError
+
+SETTING_CHOICES = ("auto", *SETTINGS)
+
+
+DATA_OPTIONS = {  # what inference would otherwise decide: default, help, range
+    "setting": ("auto", "auto | class-il | domain-il | task-il (auto: domain-il for lm and for "
+                        "tasks sharing one label set, else class-il)",
+                {"choices": SETTING_CHOICES}),
+    "n_classes": (0, "classification: number of classes (0 = largest label + 1)", {"min": 0}),
+    "vocab_size": (0, "token inputs: vocabulary size (0 = largest id + 1)", {"min": 0}),
+    "pad_id": (-1, "token inputs: padding id, left out when pooling (-1 = none)", {"min": -1}),
+}
+
+
+def data_option(name: str):
+    """A config field of a scenario that infers its data (``DATA_OPTIONS``)."""
+    default, text, rules = DATA_OPTIONS[name]
+    return field(default=default, metadata={"help": text, **rules})
 
 
 def infer_spec(data: dict[str, list[TaskData]], where: str, n_classes: int = 0,

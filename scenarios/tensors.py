@@ -36,7 +36,7 @@ import torch
 from harness.api import DataSpec, Scenario, TaskData
 from harness.errors import UserError
 from harness.registry import register_scenario
-from scenarios.infer import classes_of, infer_spec, setting_of
+from scenarios.infer import classes_of, data_option, infer_spec, setting_of
 
 SPLITS = ("train", "test", "val")
 
@@ -49,20 +49,15 @@ class TensorsConfig:
                 "t_test task ids; x_val, y_val, t_val)"})
     n_experiences: int = field(default=0, metadata={
         "help": "without task ids: split the classes into this many tasks; with them: use "
-                "the first n tasks (0 = all)"})
+                "the first n tasks (0 = all)", "min": 0})
     classes_per_task: list[list[int]] = field(default_factory=list, metadata={
         "help": "without task ids: each task's classes, e.g. [[0,1],[2,3]]"})
     task_names: list[str] = field(default_factory=list, metadata={
         "help": "one name per task (default: 'task <id>' or 'classes 0+1')"})
-    setting: str = field(default="auto", metadata={
-        "help": "auto | class-il | domain-il | task-il (auto: domain-il for lm and for tasks "
-                "sharing one label set, else class-il)"})
-    n_classes: int = field(default=0, metadata={
-        "help": "classification: number of classes (0 = largest label + 1)"})
-    vocab_size: int = field(default=0, metadata={
-        "help": "token inputs: vocabulary size (0 = largest id + 1)"})
-    pad_id: int = field(default=-1, metadata={
-        "help": "token inputs: padding id, left out when pooling (-1 = none)"})
+    setting: str = data_option("setting")
+    n_classes: int = data_option("n_classes")
+    vocab_size: int = data_option("vocab_size")
+    pad_id: int = data_option("pad_id")
 
 
 def read_arrays(path: Path) -> dict[str, np.ndarray]:

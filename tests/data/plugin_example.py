@@ -19,7 +19,7 @@ from harness.registry import register_model, register_scenario, register_strateg
 
 @dataclass
 class CumMeanConfig:
-    d_model: int = field(default=16, metadata={"help": "embedding size"})
+    d_model: int = field(default=16, metadata={"help": "embedding size", "min": 1})
 
 
 @register_model("example-cummean", config=CumMeanConfig)
@@ -42,7 +42,8 @@ class CumMean(SequenceModel):
 
 @dataclass
 class AnchorConfig:
-    weight: float = field(default=0.1, metadata={"help": "pull towards the last task's weights"})
+    weight: float = field(default=0.1, metadata={"help": "pull towards the last task's weights",
+                                              "min": 0.0})
 
 
 @register_strategy("example_anchor", config=AnchorConfig)
@@ -74,10 +75,11 @@ class Anchor(Strategy):
 
 @dataclass
 class BlobsConfig:
-    n_experiences: int = field(default=2, metadata={"help": "tasks of two new classes each"})
-    n_train: int = field(default=48, metadata={"help": "training examples per class"})
-    n_test: int = field(default=16, metadata={"help": "test examples per class"})
-    dim: int = field(default=8, metadata={"help": "features per example"})
+    n_experiences: int = field(default=2, metadata={"help": "tasks of two new classes each",
+                                                            "min": 1})
+    n_train: int = field(default=48, metadata={"help": "training examples per class", "min": 1})
+    n_test: int = field(default=16, metadata={"help": "test examples per class", "min": 1})
+    dim: int = field(default=8, metadata={"help": "features per example", "min": 1})
 
 
 @register_scenario("example-blobs", config=BlobsConfig)
