@@ -220,6 +220,17 @@ def test_a_missing_plugin_is_one_line(capsys, tmp_path, spec, expected):
     assert expected in line
 
 
+def test_a_run_refuses_a_model_on_the_wrong_data_in_one_line(capsys, tmp_path):
+    """The example model never checks its DataSpec: the task loop refuses it before the model
+    is built and before the run directory exists."""
+    line = error_line(capsys, ["run", f"plugins=[{EXAMPLE}]", "model.name=example-cummean",
+                               "scenario.name=example-blobs", "logger=none"])
+    assert line == ("retain: error: model example-cummean reads token sequences, but scenario "
+                    "example-blobs gives feature vectors for classification; models that fit: "
+                    "mlp")
+    assert not (tmp_path / "runs").exists()
+
+
 # -- retain list, retain run, resume from elsewhere, DDP ----------------------------------
 
 
