@@ -135,13 +135,18 @@ def _with_name(kind: str, name: str, config: type) -> type:
                             f"{fields['name'].default!r}; make it {name!r} or leave the field "
                             "out (the registry adds it)")
         return config
+    # The name comes first, as in the built-in configs: dataclasses order the fields of the
+    # bases from the last one in the MRO, so the base holding only ``name`` goes second.
+    frozen = config.__dataclass_params__.frozen
     attr = re.sub(r"\W", "_", f"{kind}_{name}_{config.__name__}")
-    named = dataclasses.make_dataclass(
-        config.__name__, [("name", str, dataclasses.field(
-            default=name, metadata={"help": f"the {kind}"}))], bases=(config,),
-        frozen=config.__dataclass_params__.frozen)
-    named.__module__, named.__qualname__ = __name__, f"NamedConfigs.{attr}"
-    setattr(NamedConfigs, attr, named)
+    name_field = dataclasses.field(default=name, metadata={"help": f"the {kind}"})
+    name_only = dataclasses.make_dataclass(f"{config.__name__}Name", [("name", str, name_field)],
+                                           frozen=frozen)
+    named = dataclasses.make_dataclass(config.__name__, [], bases=(config, name_only),
+                                       frozen=frozen)
+    for cls, suffix in ((name_only, "_name"), (named, "")):
+        cls.__module__, cls.__qualname__ = __name__, f"NamedConfigs.{attr}{suffix}"
+        setattr(NamedConfigs, attr + suffix, cls)
     return named
 
 

@@ -150,6 +150,7 @@ def test_the_registry_adds_a_missing_name_field_and_the_config_pickles():
 
     cfg = registry.get("plain-model").config()
     assert cfg.name == "plain-model" and cfg.width == 4 and isinstance(cfg, Plain)
+    assert [f.name for f in dataclasses.fields(cfg)] == ["name", "width"]  # as built-ins have it
     assert pickle.loads(pickle.dumps(cfg)) == cfg
 
 
