@@ -10,6 +10,7 @@ the block as its one error line.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -71,4 +72,6 @@ def test_every_snippet_of_the_extending_page_runs(tmp_path, capsys, monkeypatch)
             assert capsys.readouterr().err.strip() == body.strip()
     runs = sorted(p.parent.name for p in (tmp_path / "runs").glob("*/results.json"))
     assert len(runs) == 6, runs  # anchor, bag, the YAML, confidence, tensors, avalanche
-    assert len(list((tmp_path / "runs" / "sweeps" / "anchor_weight").glob("*/results.json"))) == 2
+    swept = [json.loads(p.read_text())["config"]["strategy"]["anchor"]["weight"]
+             for p in (tmp_path / "runs" / "sweeps" / "anchor_weight").glob("*/results.json")]
+    assert sorted(swept) == [0.1, 1.0]  # the sweep's runs loaded the plug-in it names

@@ -418,20 +418,6 @@ def test_a_sweep_command_must_pass_the_same_plugins_for_wandb_agents(tmp_path):
             load_sweep(write(tmp_path / f"{name}.yaml", body.replace("ITEM", item)))
 
 
-def test_retain_sweep_runs_plugin_components(tmp_path, capsys):
-    example_copy(tmp_path / "plug.py", "sweep")
-    sweep = write(tmp_path / "s.yaml", SWEEP.format(plugin="plug.py") + textwrap.dedent("""\
-        command: [retain, run, 'plugins=[plug.py]', scenario.name=sweep-blobs, model.name=mlp,
-                  'strategy=[sweep_anchor]', logger=none, trainer.progress=false, '${args}']
-        """))
-    assert main(["sweep", str(sweep), "--out", str(tmp_path / "out"), "--workers", "2"]) == 0
-    summary = json.loads((tmp_path / "out" / "sweep.json").read_text())
-    assert summary["counts"]["complete"] == 2
-    weights = [json.loads((tmp_path / "out" / r["name"] / "results.json").read_text())
-               ["config"]["strategy"]["sweep_anchor"]["weight"] for r in summary["runs"]]
-    assert weights == [0.0, 1.0]
-
-
 def test_the_conformance_suite_checks_your_plugins_too(tmp_path):
     mine = example_copy(tmp_path / "mine.py", "yours")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
