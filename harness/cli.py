@@ -18,7 +18,7 @@ retain: continual-learning experiments for memory-augmented language models
 usage:
   retain run [EXPERIMENT.yaml] [key=value ...] [--resume RUN_DIR] [--restart]
                                    train on a task stream, print the score matrix
-  retain list [model|strategy|scenario] [NAME]
+  retain list [model|strategy|scenario] [NAME] [plugins=[...]]
                                    registered components (and a component's options)
   retain sweep SWEEP.yaml [...]    run a W&B-format sweep locally (see retain sweep -h)
   retain compare PATH [...]        aggregate runs: mean ± 95% CI, paired tests vs naive
@@ -204,22 +204,33 @@ def _rank_zero() -> bool:
 
 
 def cmd_list(argv: list[str]) -> int:
+    from harness.config import load_plugins
     from harness.registry import MODELS, SCENARIOS, STRATEGIES
 
+    settings = [a for a in argv if "=" in a]
+    for item in settings:
+        if item.removeprefix("--").partition("=")[0] != "plugins":
+            raise UserError(f"retain list takes plugins=[...] only, not '{item}'")
+    if settings:
+        load_plugins(settings)
+    argv = [a for a in argv if a not in settings]
     registries = {"model": MODELS, "strategy": STRATEGIES, "scenario": SCENARIOS}
     plural = {"model": "models", "strategy": "strategies", "scenario": "scenarios"}
     kinds = {plural[k]: k for k in registries} | {k: k for k in registries}
     if argv and argv[0] not in kinds:
         raise UserError(f"unknown kind '{argv[0]}'; valid kinds: model, strategy, scenario")
     if len(argv) >= 2:
-        entry = registries[kinds[argv[0]]].get(argv[1])
-        print(f"{kinds[argv[0]]} {entry.name}: {entry.summary}")
+        registry = registries[kinds[argv[0]]]
+        entry, origin = registry.get(argv[1]), registry.origin(argv[1])
+        print(f"{kinds[argv[0]]} {entry.name}: {entry.summary}"
+              + (f" (plug-in {origin})" if origin else ""))
         print(format_fields(entry.config, prefix=_prefix(kinds[argv[0]], entry.name)))
         return 0
     for kind in ([kinds[argv[0]]] if argv else list(registries)):
         print(f"{plural[kind]}:")
         for name, summary in registries[kind].summaries().items():
-            print(f"  {name:<14} {summary}")
+            origin = registries[kind].origin(name)
+            print(f"  {name:<14} {summary}" + (f" (plug-in {origin})" if origin else ""))
     return 0
 
 

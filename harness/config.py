@@ -103,6 +103,8 @@ class RunConfig:
     eval_init: bool = field(
         default=True, metadata={"help": "evaluate the untrained model (forward transfer)"}
     )
+    plugins: list[str] = field(default_factory=list, metadata={
+        "help": "modules or .py files that register components, imported first"})
     model: Any = None
     scenario: Any = None
     strategy: Any = None
@@ -120,6 +122,7 @@ def load(experiment: str | None = None, overrides: list[str] = ()):
 
     layers = [_normalise(_read_yaml(experiment), experiment)] if experiment else []
     layers.append(_normalise(_parse_overrides(overrides), "the command line"))
+    _load_plugins(layers, Path(experiment).parent if experiment else None)
     names = _component_names(layers)
     schema = _structured_schema(names["model"], names["scenario"], tuple(names["strategy"]))
     for layer in layers:
@@ -153,6 +156,7 @@ def to_yaml(cfg) -> str:
 # skipping) and `retain compare`'s grouping both leave these out. trainer.batch_size is the
 # global batch, so a run resumes on another number of processes or machines.
 NON_RESULT_KEYS = ("name", "out_dir", "logger", "wandb", "checkpoint", "trainer.progress",
+                   "plugins",
                    "scenario.cache", "scenario.cache_dir", "trainer.devices",
                    "trainer.num_nodes", "trainer.strategy", "trainer.ddp_timeout_s",
                    "trainer.engine", "trainer.callbacks")
@@ -246,6 +250,29 @@ def _refuse_interpolation(value, source: str, key: str = "") -> None:
                         "in retain configs")
 
 
+def load_plugins(overrides: list[str]) -> None:
+    """Import the plug-ins named by ``plugins=[...]`` overrides (``retain list`` takes them)."""
+    _load_plugins([_parse_overrides(overrides)], None)
+
+
+def _load_plugins(layers: list[dict], yaml_dir: Path | None) -> None:
+    """Import the plug-ins the config names before its schema is built, so that the names
+    they register are valid in it. The last layer that sets ``plugins`` decides (like any
+    other key); each layer's list is rewritten as config.yaml records it (files absolute)."""
+    from harness import plugins
+
+    chosen = None
+    for layer, base in zip(layers, [yaml_dir] * (len(layers) - 1) + [None]):
+        if "plugins" not in layer:
+            continue
+        value = layer["plugins"]
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list):
+            raise UserError(f"plugins must be a list of modules or .py files, not {value!r}")
+        layer["plugins"] = chosen = [plugins.resolve(spec, base) for spec in value]
+    plugins.load(chosen or [])
+
+
 def _component_names(layers: list[dict]) -> dict:
     names = dict(DEFAULT_NAMES)
     for layer in layers:
@@ -299,19 +326,23 @@ def _check_keys(layer: dict, schema, prefix: str = "") -> None:
                 hint = f" ('{key}' is not among strategy.name={list(schema['name'])})"
             raise UserError(f"unknown config key '{full}'{hint}{did_you_mean(str(key), valid)}")
         child = schema[key]
-        if hasattr(child, "keys") and not isinstance(value, dict):
+        section = hasattr(child, "keys") and not _is_open_mapping(schema, key)
+        if section and not isinstance(value, dict):
             raise UserError(f"config key '{full}' is a section; set its keys instead "
                             f"(e.g. {full}.{next(iter(child.keys()))}=...)")
-        if isinstance(value, dict) and hasattr(child, "keys"):
+        if isinstance(value, dict) and section:
             _check_keys(value, child, prefix=f"{full}.")
         elif isinstance(value, dict) and not _is_open_mapping(schema, key):
             raise UserError(f"config key '{full}' takes a value, not a mapping")
 
 
 def _is_open_mapping(schema, key) -> bool:
+    """A ``dict[str, Any]`` field (any keys, e.g. a factory's keyword arguments), not a
+    section with a dataclass's keys."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.is_dict(schema[key]) if schema[key] is not None else False
+    child = schema[key]
+    return child is not None and OmegaConf.is_dict(child) and OmegaConf.get_type(child) is dict
 
 
 LEAN_PRECISIONS = ("32-true", "32", "bf16-mixed")  # what harness.core.loop implements

@@ -21,3 +21,7 @@ SCENARIOS.declare("files", "scenarios.files",
                   "your own data: a folder (one sub-folder or file per task) or a JSONL file")
 SCENARIOS.declare("hf", "scenarios.hf",
                   "Hugging Face datasets, one per task (optional: pip install datasets; online)")
+SCENARIOS.declare("tensors", "scenarios.tensors",
+                  "your own arrays: an .npz or .pt file of x/y (and task id) arrays")
+SCENARIOS.declare("avalanche", "scenarios.avalanche",
+                  "your own Avalanche benchmark, from scenario.factory=module:function")

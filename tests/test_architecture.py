@@ -14,17 +14,18 @@ PACKAGES = ("harness", "strategies", "scenarios")
 LAYERS = [
     ("harness.errors", "harness"),  # harness/__init__.py is empty
     ("harness.api",),
-    ("harness.registry", "harness.config", "harness.ranges"),
+    # harness.plugins imports plug-ins for the config, which names them, so it sits beside it
+    ("harness.registry", "harness.config", "harness.ranges", "harness.plugins"),
     ("harness.runtime",),
     ("harness.core",),
     ("harness.experiment",),
     ("harness.sweeps", "harness.analysis"),
-    ("harness.plugins", "harness.cli", "harness.__main__"),
+    ("harness.cli", "harness.__main__"),
 ]
 # Plug-ins build on the contracts and the runtime; they never reach the experiment machinery.
 PLUGINS = ("harness.models", "strategies", "scenarios")
-PLUGIN_MAY_IMPORT = ("harness.errors", "harness.api", "harness.registry", "harness.runtime",
-                     "harness.core.network", *PLUGINS)
+PLUGIN_MAY_IMPORT = ("harness.errors", "harness.api", "harness.registry", "harness.plugins",
+                     "harness.runtime", "harness.core.network", *PLUGINS)
 
 
 def modules() -> dict[str, Path]:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from harness.api import DataSpec
+from harness.core.network import build_model
 from harness.errors import UserError
 from harness.models.pretrained import MiniLM, MiniLMConfig, SmolLM2, SmolLM2Config, _row_text
 from scenarios.tokenize import PAD, VOCAB_SIZE, encode, pad_to
@@ -39,8 +40,10 @@ def test_missing_transformers_is_a_user_error(monkeypatch):
 
 
 def test_minilm_refuses_language_modelling():
-    with pytest.raises(UserError, match="classification"):
-        MiniLM(MiniLMConfig(), LM)
+    with pytest.raises(UserError, match="model minilm does classification only, but scenario "
+                                        "text-domains gives token sequences for language "
+                                        "modelling; models that fit: .*gpt"):
+        build_model(MiniLMConfig(), LM, "text-domains")
 
 
 def test_byte_positions_map_to_characters():

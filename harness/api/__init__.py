@@ -7,18 +7,19 @@ plug-ins only through ``harness.registry``.
 
 * data: ``DataSpec`` (a scenario's data, handed to every model), ``TaskData`` (one split of
   one experience as tensors), ``Batch``, ``BatchLoader``, ``IGNORE``;
-* models: ``SequenceModel`` (the protocol), ``Outputs`` (logits and hidden states);
+* models: ``SequenceModel`` (the protocol), ``Outputs`` (logits and hidden states),
+  ``misfit`` (why a model cannot take a scenario's data);
 * strategies: ``Strategy`` (the hooks), ``Context`` (what a hook may read), ``Penalty``;
 * scenarios: ``Scenario`` (a task stream as tensors and as an Avalanche benchmark).
 """
 
 from harness.api.data import IGNORE, Batch, BatchLoader, DataSpec, TaskData
-from harness.api.model import Outputs, SequenceModel, carries_memory
+from harness.api.model import KINDS, TASKS, Outputs, SequenceModel, carries_memory, misfit
 from harness.api.scenario import SETTINGS, Scenario
 from harness.api.strategy import Collectives, Context, Penalty, Strategy, System, trainable
 
 __all__ = [
-    "IGNORE", "SETTINGS", "Batch", "BatchLoader", "Collectives", "Context", "DataSpec",
-    "Outputs", "Penalty", "Scenario", "SequenceModel", "Strategy", "System", "TaskData",
-    "carries_memory", "trainable",
+    "IGNORE", "KINDS", "SETTINGS", "TASKS", "Batch", "BatchLoader", "Collectives", "Context",
+    "DataSpec", "Outputs", "Penalty", "Scenario", "SequenceModel", "Strategy", "System",
+    "TaskData", "carries_memory", "misfit", "trainable",
 ]

@@ -17,6 +17,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from harness.errors import UserError
+
 IGNORE = -100  # target id that carries no loss (padding, prompt positions)
 
 
@@ -77,8 +79,9 @@ class TaskData:
         return TaskData(*(torch.cat(p) for p in zip(*((d.x, d.y, d.t) for d in parts))))
 
     @staticmethod
-    def from_dataset(dataset) -> TaskData:
-        """Materialise any map-style dataset of ``(x, y, t)`` items, one item at a time.
+    def from_dataset(dataset, task: int | None = None) -> TaskData:
+        """Materialise any map-style dataset of ``(x, y, t)`` items, one item at a time;
+        ``(x, y)`` items take the task label ``task``.
 
         Scenarios built by retain keep their tensors and skip this
         (``harness.api.scenario.materialise`` checks that they still match what the experience
@@ -87,15 +90,34 @@ class TaskData:
         items = [dataset[i] for i in range(len(dataset))]
         if not items:
             return TaskData(torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0))
-        x, y, t = zip(*(it[:3] for it in items))
-        return TaskData(torch.stack(list(map(torch.as_tensor, x))),
-                        torch.as_tensor(_stack(y)), torch.as_tensor(t, dtype=torch.long))
+        sizes = {len(it) if isinstance(it, (tuple, list)) else None for it in items}
+        if not sizes <= {2, 3} or (2 in sizes and task is None):
+            wanted = "(x, y, t)" if task is None else "(x, y) or (x, y, t)"
+            raise UserError(f"dataset items must be {wanted}, not {_shape_of(items[0])}")
+        x = [it[0] for it in items]
+        y = [it[1] for it in items]
+        t = [it[2] if len(it) == 3 else task for it in items]
+        try:
+            x = torch.stack([torch.as_tensor(v) for v in x])
+            y = torch.as_tensor(_stack(y))
+        except (TypeError, RuntimeError, ValueError) as err:
+            raise UserError(f"dataset items' x and y must be numbers or tensors of one shape "
+                            f"(x: {type(x[0]).__name__}): {str(err).splitlines()[0]}") from None
+        if y.is_floating_point():
+            raise UserError(f"dataset targets must be integer labels or token ids, not {y.dtype}")
+        return TaskData(x, y.long(), torch.as_tensor(t, dtype=torch.long))
 
 
 def _stack(values):
     if isinstance(values[0], Tensor):
         return torch.stack(values)
     return torch.as_tensor(values)
+
+
+def _shape_of(item) -> str:
+    if isinstance(item, (tuple, list)):
+        return f"{len(item)}-tuples ({', '.join(type(v).__name__ for v in item)})"
+    return f"{type(item).__name__} items"
 
 
 GATHER_BYTES = 4 << 20  # rows a BatchLoader copies out of its data at once

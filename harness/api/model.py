@@ -26,9 +26,14 @@ class SequenceModel(nn.Module):
     ``forward(x)`` returns hidden states: (B, T, D) for token inputs, (B, D) for vectors.
     ``lm_logits(h)`` maps hidden states to next-token logits (token models only).
     ``reset_memory()`` clears any memory carried between calls (a no-op by default).
+    ``inputs`` and ``tasks`` say which data the model reads: the framework refuses a scenario
+    whose ``DataSpec`` is another kind before the model is built (``fits``), so a model need
+    not check its spec. Language modelling also needs ``lm_logits``.
     """
 
     hidden_size: int
+    inputs: tuple[str, ...] = ("tokens",)  # "tokens" (B, T) long, "vectors" (B, F) float
+    tasks: tuple[str, ...] = ("lm", "classification")
 
     def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - protocol
         raise NotImplementedError
@@ -45,3 +50,21 @@ def carries_memory(model: nn.Module) -> bool:
     The protocol says a model that carries memory between calls clears it in ``reset_memory``,
     so such a model overrides it."""
     return getattr(type(model), "reset_memory", None) is not SequenceModel.reset_memory
+
+
+KINDS = {"tokens": "token sequences", "vectors": "feature vectors"}
+TASKS = {"lm": "language modelling", "classification": "classification"}
+
+
+def misfit(model_cls: type, spec) -> str | None:
+    """Why a model class cannot take a scenario's data (``DataSpec``), or None if it can."""
+    inputs = getattr(model_cls, "inputs", SequenceModel.inputs)
+    tasks = getattr(model_cls, "tasks", SequenceModel.tasks)
+    if spec.kind not in inputs:
+        return f"reads {' or '.join(KINDS.get(k, k) for k in inputs)}"
+    if spec.task not in tasks:
+        return f"does {' or '.join(TASKS.get(t, t) for t in tasks)} only"
+    if spec.task == "lm" and getattr(model_cls, "lm_logits", None) in (
+            None, SequenceModel.lm_logits):
+        return "has no language-model head (lm_logits)"
+    return None

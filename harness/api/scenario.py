@@ -10,7 +10,8 @@ the benchmark (and importing Avalanche, 1.4 s) is paid only by code that uses it
 Once the benchmark exists, ``train_data(i)`` reads through it: it returns the tensors the
 experience was built from after checking that they still are what the experience holds (length
 and a few items), so a benchmark whose datasets were replaced or subset falls back to the
-generic, slow path. ``Scenario.from_benchmark`` wraps any Avalanche benchmark the same way.
+generic, slow path. ``Scenario.from_benchmark`` wraps any Avalanche benchmark the same way
+(items ``(x, y, t)``, or ``(x, y)`` labelled with the experience's position).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class Scenario:
             return self.splits[split][i]
         if (split, i) not in self._cache:
             stream = getattr(self._benchmark, STREAMS[split])
-            self._cache[split, i] = materialise(stream[i].dataset)
+            self._cache[split, i] = materialise(stream[i].dataset, task=i)
         return self._cache[split, i]
 
     @classmethod
@@ -103,7 +104,8 @@ class Scenario:
     def from_benchmark(cls, name: str, benchmark, spec: DataSpec, task_names: list[str],
                        setting: str, classes_per_task: list[list[int]] | None = None,
                        info: dict | None = None) -> Scenario:
-        """A scenario over an Avalanche benchmark whose items are ``(x, y, t)``."""
+        """A scenario over an Avalanche benchmark whose items are ``(x, y, t)``, or ``(x, y)``
+        (the task label is then the experience's position in its stream)."""
         return cls(name, spec, list(task_names), setting, classes_per_task, dict(info or {}),
                    _benchmark=benchmark)
 
@@ -154,12 +156,13 @@ def avalanche_dataset(data: TaskData, classification: bool):
     return dataset
 
 
-def materialise(dataset) -> TaskData:
-    """The TaskData of an experience dataset: its kept tensors if they still match, else built."""
+def materialise(dataset, task: int | None = None) -> TaskData:
+    """The TaskData of an experience dataset: its kept tensors if they still match, else built
+    (``(x, y)`` items take the task label ``task``)."""
     kept = getattr(dataset, "task_data", None)
     if isinstance(kept, TaskData) and _matches(kept, dataset):
         return kept
-    return TaskData.from_dataset(dataset)
+    return TaskData.from_dataset(dataset, task)
 
 
 def _matches(data: TaskData, dataset) -> bool:

@@ -12,7 +12,35 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.api import IGNORE, Batch, DataSpec, Outputs, SequenceModel
+from harness.api import IGNORE, KINDS, TASKS, Batch, DataSpec, Outputs, SequenceModel, misfit
+from harness.errors import UserError
+from harness.registry import MODELS
+
+
+def build_model(cfg, spec: DataSpec, scenario: str) -> SequenceModel:
+    """The model ``cfg.name`` for a scenario's data, refused in one line (naming the models
+    that fit) when it does not read that kind of data or serve that task."""
+    cls = MODELS.get(cfg.name).cls
+    why = misfit(cls, spec)
+    if why is not None:
+        raise UserError(f"model {cfg.name} {why}, but scenario {scenario} gives "
+                        f"{KINDS[spec.kind]} for {TASKS[spec.task]}; models that fit: "
+                        f"{', '.join(fitting_models(spec)) or 'none registered'}")
+    return cls(cfg, spec)
+
+
+def fitting_models(spec: DataSpec) -> list[str]:
+    """Registered models that take ``spec``'s data (a model whose module does not import,
+    for want of an optional package, is left out)."""
+    names = []
+    for name in MODELS.names():
+        try:
+            cls = MODELS.get(name).cls
+        except (ImportError, UserError):
+            continue
+        if misfit(cls, spec) is None:
+            names.append(name)
+    return names
 
 
 class Network(nn.Module):

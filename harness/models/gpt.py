@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
-from harness.models.layers import Block, check_heads, check_tokens, init_weights
+from harness.models.layers import Block, check_heads, init_weights
 from harness.registry import register_model
 
 
@@ -42,7 +42,6 @@ class GPT(SequenceModel):
 
     def __init__(self, cfg: GPTConfig, spec: DataSpec):
         super().__init__()
-        check_tokens("gpt", spec)
         if cfg.positions == "learned" and spec.seq_len > cfg.max_len:
             raise UserError(f"model.max_len={cfg.max_len} is shorter than the scenario's "
                             f"sequences ({spec.seq_len} tokens); raise it or use "

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
 from harness.models.knn_memory import EVICTIONS, INDEXES, KVStore
-from harness.models.layers import Block, check_heads, check_tokens, init_weights, rope
+from harness.models.layers import Block, check_heads, init_weights, rope
 from harness.registry import register_model
 
 WRITES = ("train", "eval", "both", "none")
@@ -164,7 +164,6 @@ class KNN(SequenceModel):
 
     def __init__(self, cfg: KNNConfig, spec: DataSpec):
         super().__init__()
-        check_tokens("knn", spec)
         self.cfg, self.hidden_size = cfg, cfg.d_model
         self.knn_index = cfg.knn_layer % cfg.n_layer
         self.embed = nn.Embedding(spec.vocab_size, cfg.d_model)

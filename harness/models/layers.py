@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.api import DataSpec
 from harness.errors import UserError
 
 
@@ -105,7 +104,3 @@ def check_heads(d_model: int, n_head: int, rotary: bool = True) -> None:
         raise UserError(f"model.d_model / model.n_head = {d_model // n_head} must be even: "
                         "rotary positions rotate pairs of dimensions")
 
-
-def check_tokens(name: str, spec: DataSpec) -> None:
-    if spec.kind != "tokens":
-        raise UserError(f"model {name} needs token inputs; use model.name=mlp for vector data")

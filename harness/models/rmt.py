@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
-from harness.models.layers import Block, check_heads, check_tokens
+from harness.models.layers import Block, check_heads
 from harness.registry import register_model
 
 
@@ -53,7 +53,6 @@ class RMT(SequenceModel):
 
     def __init__(self, cfg: RMTConfig, spec: DataSpec):
         super().__init__()
-        check_tokens("rmt", spec)
         self.cfg, self.hidden_size = cfg, cfg.d_model
         self.embed = nn.Embedding(spec.vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
-from harness.models.layers import Block, check_heads, check_tokens, init_weights
+from harness.models.layers import Block, check_heads, init_weights
 from harness.registry import register_model
 
 
@@ -54,7 +54,6 @@ class XL(SequenceModel):
 
     def __init__(self, cfg: XLConfig, spec: DataSpec):
         super().__init__()
-        check_tokens("xl", spec)
         self.cfg, self.hidden_size = cfg, cfg.d_model
         self.embed = nn.Embedding(spec.vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)

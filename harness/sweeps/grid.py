@@ -29,10 +29,12 @@ from typing import Any
 
 from harness.errors import UserError, did_you_mean
 
-# Top-level keys W&B's schema allows, plus retain's ``experiment`` (the base experiment file).
+# Top-level keys W&B's schema allows, plus retain's ``experiment`` (the base experiment file)
+# and ``plugins`` (plug-ins every run imports).
 TOP_LEVEL_KEYS = {
     "method", "parameters", "metric", "run_cap", "program", "command", "name", "description",
     "project", "entity", "early_terminate", "controller", "apiVersion", "kind", "experiment",
+    "plugins",
 }
 METHODS = ("grid", "random")
 MAX_RUNS = 100_000  # more than this is a mistake (a q of 1e-6), not a sweep to start
@@ -124,6 +126,8 @@ def load_sweep(path: str | Path) -> Sweep:
                             f"experiment file in 'command' ({experiment}); W&B agents run the "
                             "command, so make them agree")
         experiment = str(raw["experiment"])
+    if raw.get("plugins") is not None:
+        fixed = with_plugins(raw["plugins"], fixed, raw.get("command") is not None, path)
     return Sweep(path, str(raw.get("name") or path.stem), method, params, metric, run_cap,
                  _experiment_path(experiment, path), raw, fixed)
 
@@ -151,6 +155,36 @@ def command_extras(command: Any, path: Path) -> tuple[str | None, list[str]]:
         else:
             raise UserError(f"{path}: cannot run command item '{item}' locally")
     return experiment, fixed
+
+
+def with_plugins(value: Any, fixed: list[str], has_command: bool, path: Path) -> list[str]:
+    """The fixed overrides with the sweep's ``plugins:`` (files looked up in the working
+    directory, then next to the sweep file). W&B agents run ``command:``, so a command must
+    pass the same plug-ins."""
+    from harness import plugins
+
+    specs = [value] if isinstance(value, str) else value
+    if not isinstance(specs, list):
+        raise UserError(f"{path}: plugins must be a list of modules or .py files")
+    resolved = [plugins.resolve(str(spec), path.parent) for spec in specs]
+    given = [item for item in fixed if item.partition("=")[0] == "plugins"]
+    if has_command and [_plugin_list(item, path) for item in given] != [resolved]:
+        raise UserError(f"{path}: 'plugins: {specs}' is not passed by 'command' (W&B agents "
+                        f"run the command): add plugins=[{','.join(map(str, specs))}] before "
+                        "${args}")
+    return [*(item for item in fixed if item not in given),
+            f"plugins=[{','.join(format_value(spec) for spec in resolved)}]"]
+
+
+def _plugin_list(item: str, path: Path) -> list[str]:
+    """The resolved plug-ins of a ``plugins=...`` command item."""
+    from omegaconf import OmegaConf
+
+    from harness import plugins
+
+    value = OmegaConf.to_container(OmegaConf.from_dotlist([item]))["plugins"]
+    return [plugins.resolve(str(spec), path.parent)
+            for spec in ([value] if isinstance(value, str) else value)]
 
 
 def _experiment_path(value: Any, sweep_path: Path) -> Path | None:
@@ -409,7 +443,8 @@ def iter_plan(sweep: Sweep, extra: list[str] = (), seed: int = 0, count: int | N
     def spec(params: dict[str, Any]) -> RunSpec:
         overrides = [*sweep.fixed, *(f"{k}={format_value(v)}" for k, v in params.items()),
                      *extra]
-        key = run_key(overrides, experiment_text)
+        # plug-ins name where code lives, not what a run computes: moving them renames nothing
+        key = run_key([o for o in overrides if not o.startswith("plugins=")], experiment_text)
         label = "-".join(_slug(k, params[k]) for k in labelled)[:48].strip("-")
         return RunSpec(f"{label}-{key[:8]}" if label else key[:12], params, overrides, key)
 
