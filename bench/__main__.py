@@ -21,6 +21,7 @@ PARTS = {
     "ddp": "throughput with 1 and 2 processes",
     "growth": "time and peak memory per task over a 20-task stream",
     "strategy_forgetting": "forgetting of naive vs EWC, SI and distill where they should help",
+    "continual_eval": "cost of evaluation during training, as a share of the training time",
 }
 
 

@@ -262,7 +262,7 @@ def format_fields(cls, prefix: str = "") -> str:
 
 
 def run_help() -> str:
-    from harness.config import CheckpointConfig, RunConfig, TrainerConfig, WandbConfig
+    from harness.config import CheckpointConfig, EvalConfig, RunConfig, TrainerConfig, WandbConfig
 
     return "\n".join([
         "usage: retain run [EXPERIMENT.yaml] [key=value ...] [--resume RUN_DIR] [--restart]",
@@ -292,6 +292,8 @@ def run_help() -> str:
         format_fields(WandbConfig, "wandb."),
         "checkpoint options (a run checkpoints after every task; Ctrl-C saves one and stops):",
         format_fields(CheckpointConfig, "checkpoint."),
+        "evaluation during training options (off by default; see docs/evaluation.md):",
+        format_fields(EvalConfig, "eval."),
     ])
 
 

@@ -81,8 +81,11 @@ class WandbConfig:
     mode: str | None = field(default=None, metadata={
         "help": "default: online only when logged in",
         "choices": (None, "online", "offline", "disabled")})
-    group: str | None = field(default=None, metadata={"help": "W&B group (default: strategy)"})
+    group: str | None = field(default=None, metadata={
+        "help": "W&B group (default: the sweep's name in a sweep, else the strategy)"})
     tags: list[str] = field(default_factory=list, metadata={"help": "W&B tags"})
+    sweep: str | None = field(default=None, metadata={
+        "help": "the sweep this run belongs to (set by retain sweep): W&B group, tag, job type"})
 
 
 @dataclass
@@ -90,6 +93,17 @@ class CheckpointConfig:
     every_n_steps: int = field(default=0, metadata={
         "help": "also checkpoint inside a task every n optimizer steps (0: after each task only)",
         "min": 0})
+
+
+@dataclass
+class EvalConfig:
+    every_n_steps: int | None = field(default=None, metadata={
+        "help": "also evaluate every n optimizer steps (and at each task's last step) on a fixed "
+                "subsample of every test task: curves and stability-gap metrics (null: off)",
+        "min": 1})
+    subsample: int | None = field(default=None, metadata={
+        "help": "examples (sequences for LM) per test task scored during training, drawn once "
+                "from the run's seed (null: the whole test set)", "min": 1})
 
 
 @dataclass
@@ -111,6 +125,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 DEFAULT_NAMES = {"model": "gpt", "scenario": "text-domains", "strategy": ["naive"]}
@@ -171,6 +186,8 @@ def config_hash(cfg) -> str:
         for part in parents:
             section = section.get(part, {})
         section.pop(last, None)
+    if d.get("eval", {}).get("every_n_steps") is None:  # off: hashes as before it existed
+        d.pop("eval", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

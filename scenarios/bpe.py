@@ -57,5 +57,13 @@ class BPE:
                for e in self.tok.encode_batch(docs, add_special_tokens=False)]
         return np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
 
+    def token_bytes(self) -> list[int]:
+        """UTF-8 bytes each id stands for, for bits per byte: a byte-level token's string has
+        one character per byte; EOS counts one (a byte tokenizer's EOS is one symbol), PAD
+        none (it is never predicted)."""
+        lengths = [len(self.tok.id_to_token(i) or "") for i in range(self.vocab_size)]
+        lengths[PAD_ID], lengths[EOS_ID] = 0, 1
+        return lengths
+
     def decode(self, ids) -> str:
         return self.tok.decode([int(i) for i in ids if int(i) > EOS_ID])

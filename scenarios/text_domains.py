@@ -150,6 +150,8 @@ def build(cfg: TextDomainsConfig, seed: int) -> Scenario:
             "cache_hits": sum(p.hit for p in prepared),
             "bytes": sum(p.nbytes for p in prepared),
             "cache_entries": [str(p.path) for p in prepared if p.path]}
+    if bpe:  # evaluation reports bits per byte, comparable across tokenizers
+        info["token_bytes"] = bpe.token_bytes()
     return Scenario.from_splits(cfg.name, spec, names, "domain-il", splits["train"],
                                 splits["test"], splits["val"] if cfg.val_tokens else None,
                                 info=info)

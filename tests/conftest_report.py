@@ -39,9 +39,25 @@ def matrix(strength: float, rng: np.random.Generator, t: int = len(TASKS)) -> np
     return acc.clip(0, 1)
 
 
+def curves(acc: np.ndarray, steps: int = 20, every: int = 5) -> dict:
+    """Curves of evaluation during training consistent with ``acc``: each old task dips to
+    half its score at the first point after a task switch, then is back at its matrix value."""
+    t = acc.shape[0]
+    out = {"every_n_steps": every, "subsample": 16, "examples": [16] * t, "step": [],
+           "task": [], "scores": {"accuracy": []}}
+    for i in range(t):
+        for k, step in enumerate(range(every, steps + 1, every)):
+            row = [float(acc[i, j]) * (0.5 if k == 0 and j < i else 1.0) for j in range(t)]
+            out["step"].append(i * steps + step)
+            out["task"].append(i)
+            out["scores"]["accuracy"].append(row)
+    return out
+
+
 def write_run(root: Path, name: str, strategy: str, seed: int, acc: np.ndarray, *,
               scenario: str = "split-digits", config_extra: dict | None = None,
-              summary_extra: dict | None = None, status: str = "complete") -> Path:
+              summary_extra: dict | None = None, status: str = "complete",
+              with_curves: bool = False) -> Path:
     """One run directory with status.json and (when complete) results.json."""
     run_dir = Path(root) / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -67,9 +83,10 @@ def write_run(root: Path, name: str, strategy: str, seed: int, acc: np.ndarray, 
         "metric": "accuracy", "higher_is_better": True,
         "matrices": {"accuracy": acc.tolist(), "loss": (1 - acc).tolist()},
         "baseline": {"accuracy": base.tolist(), "loss": (1 - base).tolist()},
-        "summary": summary,
+        "summary": summary, "curves": curves(acc) if with_curves else None,
         "per_task": [{"task": i, "name": n, "train_time_s": 1.0, "eval_time_s": 0.1,
-                      "steps": 40, "peak_rss_mb": 480.0} for i, n in enumerate(TASKS)],
+                      "steps": 40, "peak_rss_mb": 480.0}
+                     for i, n in enumerate(TASKS[: acc.shape[1]])],
         "resumes": [],
         "env": {"python": "3.11", "torch": "x", "git_commit": "abc", "host": "test"},
     }
@@ -80,8 +97,9 @@ def write_run(root: Path, name: str, strategy: str, seed: int, acc: np.ndarray, 
     return run_dir
 
 
-def write_strategy_sweep(root: Path, seeds=(0, 1, 2)) -> Path:
-    """A small sweep directory: naive, replay at two buffer sizes, ewc; 3 seeds each."""
+def write_strategy_sweep(root: Path, seeds=(0, 1, 2), with_curves: bool = False) -> Path:
+    """A small sweep directory: naive, replay at two buffer sizes, ewc; 3 seeds each; training
+    FLOPs, and with ``with_curves`` evaluation during training."""
     rng = np.random.default_rng(0)
     plan = [("naive", 0.3, {}, 0), ("ewc", 0.4, {}, 4096),
             ("replay", 0.8, {"strategy.replay.mem_size": 100}, 100 * 64 * 4),
@@ -90,6 +108,8 @@ def write_strategy_sweep(root: Path, seeds=(0, 1, 2)) -> Path:
         for seed in seeds:
             size = extra.get("strategy.replay.mem_size", "")
             write_run(root, f"{strategy}{size}-s{seed}", strategy, seed, matrix(strength, rng),
-                      config_extra=extra, summary_extra={"strategy_memory_bytes": mem,
-                                                         "wall_time_s": 5.0 + strength * 10})
+                      config_extra=extra, with_curves=with_curves,
+                      summary_extra={"strategy_memory_bytes": mem,
+                                     "wall_time_s": 5.0 + strength * 10,
+                                     "train_flops": 1e9 * (1 + strength) + seed})
     return root

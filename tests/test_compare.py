@@ -92,22 +92,116 @@ def test_compare_output_text_csv_json(tmp_path, capsys):
     assert group["metrics"]["accuracy/avg"]["n"] == 3
 
 
-def test_lower_is_better_and_incomplete_runs(tmp_path, capsys):
+def lm_run(root, name: str, strategy: str, seed: int, loss: np.ndarray):
+    """A language-model run as retain writes it: loss, bits and perplexity matrices, and the
+    summary of the definitions before the log scale (an arithmetic perplexity average)."""
+    d = write_run(root, name, strategy, seed, np.zeros_like(loss))
+    res = json.loads((d / "results.json").read_text())
+    ppl = np.exp(loss)
+    res.update(metric="perplexity", higher_is_better=False, task="lm", setting="domain-il",
+               matrices={"loss": loss.tolist(), "bits_per_token": (loss / math.log(2)).tolist(),
+                         "perplexity": ppl.tolist(), "accuracy": (0.3 - loss / 50).tolist()},
+               baseline={"loss": [5.5] * 3, "bits_per_token": [5.5 / math.log(2)] * 3,
+                         "perplexity": [math.exp(5.5)] * 3, "accuracy": [0.0] * 3})
+    res["summary"]["perplexity/avg"] = float(ppl[-1].mean())
+    res["summary"]["perplexity/fwt"] = -233.0  # against the untrained model, as it was
+    (d / "results.json").write_text(json.dumps(res))
+    return d
+
+
+def test_language_models_are_compared_on_the_log_scale(tmp_path):
+    """A blown-up task (perplexity 1.2 million on one seed) does not swamp the comparison:
+    compare recomputes the summary on bits per token, perplexity as exp(mean log-loss)."""
     rng = np.random.default_rng(0)
     for seed in (0, 1, 2):
-        for strategy, ppl in (("naive", 40.0), ("replay", 30.0)):
-            d = write_run(tmp_path, f"{strategy}-{seed}", strategy, seed, matrix(0.5, rng),
-                          summary_extra={"perplexity/avg": ppl + seed * 0.5 + rng.uniform(0, 1)})
-            res = json.loads((d / "results.json").read_text())
-            res.update(metric="perplexity", higher_is_better=False)
-            res["matrices"]["perplexity"] = (40.0 - 10 * np.array(res["matrices"]["accuracy"])
-                                             ).tolist()
-            (d / "results.json").write_text(json.dumps(res))
+        for strategy, final in (("naive", [4.0, 3.0, 1.5]), ("replay", [2.5, 2.2, 1.6])):
+            loss = np.array([[2.0, 6.0, 6.0], [3.0, 1.8, 5.0], final]) + rng.uniform(0, .1)
+            if strategy == "naive" and seed == 2:
+                loss[-1, 0] = 14.0  # e^14: the kind of task that made averages meaningless
+            lm_run(tmp_path, f"{strategy}-{seed}", strategy, seed, loss)
     write_run(tmp_path, "crashed", "replay", 5, matrix(0.5, rng), status="failed")
     runs, notes = compare.load_runs([tmp_path])
     assert len(runs) == 6  # the failed run has no results.json and is not counted
     t = compare.aggregate(runs)[0]
-    delta, p = compare.fmt_paired("perplexity/avg", t.rows[1], t.higher_is_better)
-    assert delta.startswith("-") and "better" in p  # lower perplexity is the improvement
+    assert (t.metric, t.higher_is_better) == ("bits_per_token", False)
+    assert [h for _, h in t.columns][:5] == ["bits/token", "BWT", "FWT", "forgetting",
+                                             "perplexity"]
+    naive = t.rows[0]
+    seeds = sorted(naive.group.runs, key=lambda r: r["seed"])
+    logs = [np.mean(r["matrices"]["loss"][-1]) for r in seeds]
+    assert [r["summary"]["perplexity/avg"] for r in seeds] == pytest.approx(np.exp(logs))
+    assert naive.stats["bits_per_token/avg"].mean == pytest.approx(np.mean(logs) / math.log(2))
+    assert naive.stats["bits_per_token/fwt"] is None  # from scratch: n/a, and why
+    assert any(n.startswith("FWT n/a: trained from scratch") for n in t.notes)
+    assert "perplexity/fwt" not in seeds[0]["summary"]  # the old definition is gone
+    delta, boot, p, needed = compare.fmt_paired("bits_per_token/avg", t.rows[1],
+                                                t.higher_is_better)
+    assert delta.startswith("-")  # lower bits per token is the improvement
+    assert boot.startswith("[-") and needed
     with pytest.raises(UserError):
         compare.load_runs([tmp_path / "nothing-here"])
+
+
+def test_significance_reads_the_holm_adjusted_p(tmp_path):
+    """p = 0.040 unadjusted but Holm p > 0.05: not marked, in text, JSON and CSV alike."""
+    write_strategy_sweep(tmp_path / "runs")
+    runs, _ = compare.load_runs([tmp_path / "runs"])
+    t = compare.aggregate(runs)[0]
+    row = t.rows[1]
+    key = t.columns[0][0]
+    row.paired[key] = compare.Paired(3, 0.05, 0.04, 0.040, boot_low=0.01, boot_high=0.09,
+                                     seeds_needed=5)
+    row.p_holm[key] = 0.12
+    assert "*" not in compare.fmt_paired(key, row, True)[2]
+    row.p_holm[key] = 0.03
+    assert "* better" in compare.fmt_paired(key, row, True)[2]
+    assert compare.to_json([t])["scenarios"][0]["groups"][1]["vs_baseline"][key]["significant"]
+
+
+def test_cost_view_sorts_by_cost_and_marks_the_pareto_front(tmp_path, capsys):
+    root = tmp_path / "runs"
+    rng = np.random.default_rng(0)
+    # (strategy, strength, FLOPs): ewc costs more than replay100 and scores lower: off the front
+    for strategy, strength, flops, extra in (("naive", 0.3, 1e9, {}), ("ewc", 0.4, 3e9, {}),
+                                             ("replay", 0.8, 2e9, {"strategy.replay.mem_size": 1}),
+                                             ("replay", 0.9, 4e9, {"strategy.replay.mem_size": 2})):
+        for seed in (0, 1):
+            write_run(root, f"{strategy}{extra}-{seed}", strategy, seed, matrix(strength, rng),
+                      config_extra=extra, summary_extra={"train_flops": flops * (1 + seed / 100)})
+    assert compare.main([str(root), "--x", "flops"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith(("naive", "ewc", "replay"))]
+    assert [line.split()[0] for line in lines] == ["naive", "replay", "ewc", "replay"]
+    assert [line.rstrip().endswith("yes") for line in lines] == [True, True, False, True]
+    assert "× naive" in out and "training FLOPs" in out
+
+
+def test_an_unknown_axis_is_one_error_line_and_writes_nothing(tmp_path, capsys):
+    from harness.cli import main
+
+    write_strategy_sweep(tmp_path / "runs", seeds=(0,))
+    code = main(["compare", str(tmp_path / "runs"), "--x", "epochs", "--csv",
+                 str(tmp_path / "t.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("retain: error: unknown --x axis 'epochs'; valid choices: flops, "
+                          "memory, wall")
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_bootstrap_interval_and_seeds_needed():
+    from harness.analysis.stats import bootstrap_ci, seeds_needed
+
+    diffs = [0.10, 0.12, 0.30, 0.05, 0.21]
+    low, high = bootstrap_ci(diffs)
+    ref = sps.bootstrap((np.array(diffs),), np.mean, method="BCa",
+                        rng=np.random.default_rng(0)).confidence_interval
+    assert (low, high) == (pytest.approx(ref.low), pytest.approx(ref.high))
+    assert low < np.mean(diffs) < high
+    assert bootstrap_ci([0.1, 0.1, 0.1]) == (pytest.approx(0.1), pytest.approx(0.1))
+    # a paired t-test needs 34 pairs to detect d = 0.5 with 80% power (G*Power gives 34)
+    assert seeds_needed(0.5, 1.0) == 34
+    assert seeds_needed(0.01, 1.0) is None and seeds_needed(0.1, 0.0) is None
+    p = paired_test({0: 0.5, 1: 0.6, 2: 0.9}, {0: 0.4, 1: 0.3, 2: 0.5})
+    assert p.boot_low is not None and p.seeds_needed == seeds_needed(p.mean_diff, np.std(
+        [0.1, 0.3, 0.4], ddof=1))

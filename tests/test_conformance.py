@@ -183,6 +183,7 @@ def resumes_bit_identically(overrides: list[str], monkeypatch) -> dict:
 
 
 def model_cfg(name: str, tmp: Path):
+    available(name)  # its options may build a tiny copy with the optional packages
     return config.load(None, [f"model.name={name}", *options(name, tmp)]).model
 
 

@@ -60,6 +60,9 @@ STRATEGIES = {
     "agem": ["strategy.name=[agem]", "strategy.agem.patterns_per_experience=30"],
 }
 EXPERIMENTS = {name: DIGITS + o for name, o in STRATEGIES.items()} | {"knn": TEXT + KNN}
+# evaluation during training: a collective at the same steps on every rank
+EXPERIMENTS["curves"] = [*DIGITS, "strategy.name=[naive]", "eval.every_n_steps=3",
+                         "eval.subsample=41"]
 # Two processes see the same global batches and keep the same memories, but sum floats in
 # another order and draw replay batches per rank: final accuracies agree to a test example or
 # two (measured: 0 for naive/joint/ewc/si/distill/knn, 0.005 for replay/der/agem).
@@ -293,6 +296,18 @@ def test_two_processes_match_one(name, two_procs, one_proc):
     # Rank zero alone wrote the run folder; evaluation counted every test example once.
     assert json.loads((two_procs / name / "status.json").read_text())["status"] == "complete"
     assert two["config"]["trainer"]["devices"] == 2
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_during_training_like_one(two_procs, one_proc):
+    """The same points, each subsample example scored once (41 is odd: shards of 21 and 20),
+    the same scores; and the training FLOPs summed over ranks are one process's."""
+    two, one = _results(two_procs / "curves"), one_proc("curves")
+    assert two["curves"]["step"] == one["curves"]["step"]
+    assert two["curves"]["task"] == one["curves"]["task"] and two["curves"]["examples"] == [41] * 2
+    for got, want in zip(two["curves"]["scores"]["accuracy"], one["curves"]["scores"]["accuracy"]):
+        assert got == pytest.approx(want, abs=TOLERANCE["accuracy"])
+    assert two["summary"]["train_flops"] == one["summary"]["train_flops"]
 
 
 def _memory_parts(run_dir: Path, index: int = 0) -> list[dict]:

@@ -122,5 +122,5 @@ def test_every_lm_score_but_accuracy_counts_as_lower_is_better():
     from harness.core.metrics import LOWER_IS_BETTER
 
     net, sets = _network("lm")
-    reported = set(evaluate_mod.evaluate(net, sets, batch_size=8))
+    reported = set(evaluate_mod.evaluate(net, sets, batch_size=8, token_bytes=[1] * 11))
     assert reported - {"accuracy"} == LOWER_IS_BETTER

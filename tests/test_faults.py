@@ -31,6 +31,8 @@ from harness.runtime import faults
 RUN = ["scenario.name=split-digits", "scenario.n_experiences=2", "model.name=mlp",
        "trainer.max_epochs=2", "trainer.batch_size=64", "checkpoint.every_n_steps=4",
        "strategy=[replay,ewc,distill]", "strategy.replay.mem_size=100"]
+# Evaluation during training every 3 steps: a kill at "eval" may land in one of those.
+CURVES = ["eval.every_n_steps=3", "eval.subsample=30"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,8 +45,8 @@ def retain(*args: str, **env: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "OMP_NUM_THREADS": "1", **env})
 
 
-def reference(name: str = "reference") -> dict:
-    return run(config.load(None, quick(*RUN, f"name={name}")))
+def reference(name: str = "reference", *extra: str) -> dict:
+    return run(config.load(None, quick(*RUN, *extra, f"name={name}")))
 
 
 def status(name: str) -> dict:
@@ -57,7 +59,7 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_matrix():
     kills = [f"step:{rng.randint(1, 8)}", f"checkpoint:{rng.randint(1, 3)}",
              f"eval:{rng.randint(1, 3)}", "task:1"]
     rng.shuffle(kills)
-    args = quick(*RUN, "name=killed")
+    args = quick(*RUN, *CURVES, "name=killed")
     for spec in kills:
         proc = retain(*args, RETAIN_FAULT=spec)
         assert proc.returncode in (-9, 0), proc.stderr[-2000:]  # 0: it finished first
@@ -65,9 +67,10 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_matrix():
     assert done.returncode == 0, done.stderr[-2000:]
     resumed = json.loads(Path("runs/killed/results.json").read_text())
     assert resumed["resumes"], kills
-    ref = reference()
+    ref = reference("reference", *CURVES)
     assert resumed["matrices"] == ref["matrices"], (kills, seed)
     assert resumed["baseline"] == ref["baseline"]
+    assert resumed["curves"] == ref["curves"], (kills, seed)  # every point, bit for bit
     assert status("killed")["status"] == "complete"
     assert not list(Path("runs/killed/checkpoints").glob(".*.tmp"))  # no torn leftovers
 

@@ -26,9 +26,10 @@ DIGITS = ["scenario.name=split-digits", "scenario.n_experiences=2", "model.name=
           "trainer.max_epochs=2", "trainer.batch_size=64"]
 SETTINGS = {
     "replay+ewc+distill": ["strategy=[replay,ewc,distill]"],
-    "agem+si, clip, accumulate 3, step cap": [
+    "agem+si, clip, accumulate 3, step cap, evaluation during training": [
         "strategy=[agem,si]", "trainer.grad_clip=0.5", "trainer.accumulate_grad_batches=3",
-        "trainer.max_steps=7", "trainer.optimizer=adamw"],
+        "trainer.max_steps=7", "trainer.optimizer=adamw", "eval.every_n_steps=2",
+        "eval.subsample=20"],
     # distill alone reads its teacher's cached outputs (Batch.index); ewc's penalty in bf16
     "bf16 autocast": ["strategy=[distill,ewc]", "trainer.precision=bf16-mixed"],
 }
@@ -51,6 +52,9 @@ def test_lean_loop_and_lightning_trainer_train_bit_identically(setting):
     assert lean["baseline"] == lightning["baseline"]
     assert [t["steps"] for t in lean["per_task"]] == [t["steps"] for t in lightning["per_task"]]
     assert lean_log == lightning_log  # every logged loss term, at the same steps
+    assert lean["curves"] == lightning["curves"]  # evaluation during training, if on
+    assert [t["step_flops"] for t in lean["per_task"]] == [
+        t["step_flops"] for t in lightning["per_task"]]  # the same sample step counted
     assert any("loss/task" in line for line in lean_log)
 
 

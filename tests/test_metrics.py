@@ -52,12 +52,64 @@ def test_single_task_leaves_transfer_undefined():
 
 
 def test_summarize_names_every_metric_and_respects_direction():
-    out = metrics.summarize({"accuracy": R, "perplexity": [[10.0, 50.0], [30.0, 12.0]]},
-                            {"accuracy": B, "perplexity": [100.0, 100.0]})
+    out = metrics.summarize({"accuracy": R, "loss": [[10.0, 50.0], [30.0, 12.0]]},
+                            {"accuracy": B, "loss": [100.0, 100.0]})
     assert out["accuracy/forgetting"] == pytest.approx(0.25)
-    assert out["perplexity/forgetting"] == pytest.approx(20.0)
-    assert out["perplexity/fwt"] == pytest.approx(50.0 - 100.0)
+    assert out["loss/forgetting"] == pytest.approx(20.0)
+    assert out["loss/fwt"] == pytest.approx(50.0 - 100.0)  # domain-IL classification: reported
     assert not any(isinstance(v, float) and math.isnan(v) for v in out.values())
+
+
+# A language model's loss matrix in nats: R[i][j] after training task i, on task j.
+LOSS = [[2.0, 6.0, 6.2],
+        [3.0, 1.5, 5.0],
+        [14.0, 2.5, 1.0]]  # task 0 blew up: perplexity e^14 = 1.2 million
+LOSS_B = [5.5, 5.6, 5.4]
+
+
+def lm_matrices(loss):
+    bits = [[v / math.log(2) for v in row] for row in loss]
+    ppl = [[math.exp(v) for v in row] for row in loss]
+    return {"loss": loss, "bits_per_token": bits, "perplexity": ppl}
+
+
+def test_language_model_summary_is_on_the_log_scale():
+    ln2 = math.log(2)
+    baseline = {"loss": LOSS_B, "bits_per_token": [v / ln2 for v in LOSS_B]}
+    out = metrics.summarize(lm_matrices(LOSS), baseline, task="lm", setting="domain-il",
+                            pretrained=True)
+    # average: mean bits of the last row; perplexity: exp of the mean log-loss, 2^(mean bits)
+    assert out["bits_per_token/avg"] == pytest.approx((14.0 + 2.5 + 1.0) / 3 / ln2)
+    assert out["perplexity/avg"] == pytest.approx(math.exp((14.0 + 2.5 + 1.0) / 3))  # 339
+    arithmetic = sum(math.exp(v) for v in LOSS[-1]) / 3  # 400,000: what it used to report
+    assert out["perplexity/avg"] < arithmetic / 1000
+    # BWT ((14 - 2) + (2.5 - 1.5)) / 2 nats; forgetting the same (worst since learned)
+    assert out["bits_per_token/bwt"] == pytest.approx(6.5 / ln2)
+    assert out["bits_per_token/forgetting"] == pytest.approx(6.5 / ln2)
+    # FWT against the pretrained start: ((6.0 - 5.6) + (5.0 - 5.4)) / 2 = 0
+    assert out["bits_per_token/fwt"] == pytest.approx(0.0)
+    assert not [k for k in out if k.startswith("perplexity/") and k != "perplexity/avg"]
+
+
+@pytest.mark.parametrize("task, setting, pretrained, reported", [
+    ("classification", "domain-il", False, True),
+    ("classification", "class-il", False, False),
+    ("classification", "task-il", False, False),
+    ("lm", "domain-il", False, False),
+    ("lm", "domain-il", True, True),
+])
+def test_forward_transfer_is_reported_only_where_it_means_something(task, setting, pretrained,
+                                                                   reported):
+    note = metrics.fwt_note(task, setting, pretrained)
+    out = metrics.summarize({"accuracy": R}, {"accuracy": B}, task, setting, pretrained)
+    assert (note is None) == reported
+    assert out["accuracy/fwt"] == (pytest.approx(-0.025) if reported else None)
+    assert out["accuracy/bwt"] == pytest.approx(-0.25)  # the rest does not depend on it
+
+
+def test_summary_metric_is_bits_for_language_models():
+    assert metrics.summary_metric("lm", "perplexity") == "bits_per_token"
+    assert metrics.summary_metric("classification", "accuracy") == "accuracy"
 
 
 def test_confusion_scores_by_hand():

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from conftest_report import matrix, write_run, write_strategy_sweep
 
-from harness.analysis import report
+from harness.analysis import compare, report, report_wandb
+from harness.analysis import report_assets as svg
 
 XSS = "<script>alert(1)</script>"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -31,7 +32,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 @pytest.fixture
 def report_file(tmp_path) -> Path:
-    runs = write_strategy_sweep(tmp_path / "sweep")
+    runs = write_strategy_sweep(tmp_path / "sweep", with_curves=True)
     rng = np.random.default_rng(3)
     for seed in (0, 1):  # a hostile run name, strategy and config value in their own scenario
         write_run(runs, f"{XSS}-{seed}", "naive", seed, matrix(0.4, rng), scenario=f"<b>{XSS}",
@@ -51,10 +52,62 @@ def test_report_is_self_contained_escaped_and_complete(report_file):
     assert page.count('<table class="comparison"') == 2  # one per scenario
     assert page.count('class="heatmap"') == 4 + 1  # a mean matrix per row
     assert page.count("<svg") >= 12 and page.count("<details>") >= 14 + 5
-    for heading in ("Score over the stream", "Score matrices", "Forgetting per task",
-                    "Score versus cost", "Configurations"):
+    for heading in ("Score over the stream", "Score matrices", "Stability during training",
+                    "Forgetting per task", "Score versus cost", "Configurations"):
         assert heading in page
+    assert "accuracy vs training FLOPs" in page and "min-ACC" in page and "WC-ACC" in page
+    assert "4 rows of 4 evaluated during training" in page
     assert not [p for p in report_file.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_one_colour_scale_for_every_matrix_of_a_scenario(tmp_path):
+    """The same value has the same colour in every strategy's heatmap."""
+    runs = write_strategy_sweep(tmp_path / "sweep", seeds=(0,))
+    tables = compare.aggregate(compare.load_runs([runs])[0])
+    page = report.heatmap_section(tables[0])
+    fills = re.findall(r'fill="(#[0-9a-f]{6})"><title>', page)
+    means = [np.nanmean(report.matrices(row, "accuracy"), axis=0) for row in tables[0].rows]
+    lo, hi = min(m.min() for m in means), max(m.max() for m in means)
+    expected = [svg.heat_color((v - lo) / (hi - lo)) for m in means for v in m.ravel()]
+    assert fills == expected  # every matrix on the scenario's one scale, best bright
+    assert expected.count(svg.heat_color(1.0)) == 1  # one cell is the scenario's best
+
+
+def test_significance_colour_reads_the_holm_adjusted_p(tmp_path):
+    runs = write_strategy_sweep(tmp_path / "sweep")
+    t = compare.aggregate(compare.load_runs([runs])[0])[0]
+    row, key = t.rows[1], t.columns[0][0]
+    row.paired[key] = compare.Paired(3, 0.05, 0.04, 0.040, boot_low=0.01, boot_high=0.09,
+                                     seeds_needed=5)
+    row.p_holm[key] = 0.12  # p = 0.040 alone, 0.12 once adjusted: not significant
+    assert "better" not in report._paired_cells(row, key, True)
+    row.p_holm[key] = 0.03
+    assert report._paired_cells(row, key, True).count('class="better"') == 2
+    page = report.render([t], [], "t", ["x"])
+    assert "Holm-adjusted p is its own column" in page and "in parentheses" not in page
+
+
+def test_cost_axes_never_go_below_zero():
+    """Wall time 1 ± 5 s: the axis starts at 0 s, not at -5."""
+    chart = svg.scatter([{"label": "a", "x": 1.0, "y": 0.5, "xerr": 5.0, "yerr": 0.7,
+                          "color": "#000"},
+                         {"label": "b", "x": 3.0, "y": 0.9, "xerr": 0.1, "yerr": 0.05,
+                          "color": "#111"}], "t", "wall time (s)", "accuracy")
+    ticks = [float(v) for v in re.findall(r'text-anchor="(?:middle|end)">(-?[0-9.e+]+)</text>',
+                                          chart)]
+    assert ticks and min(ticks) == 0.0
+    lines = svg.line_chart([{"label": "a", "ys": [0.1, 0.2], "err": [0.5, 0.1],
+                             "color": "#000"}], ["1", "2"], "t", "accuracy")
+    assert "-0." not in "".join(re.findall(r'text-anchor="end">([^<]+)</text>', lines))
+
+
+def test_one_run_and_one_scenario_are_singular(tmp_path):
+    runs = tmp_path / "r"
+    write_run(runs, "only", "naive", 0, matrix(0.5, np.random.default_rng(0)))
+    tables = compare.aggregate(compare.load_runs([runs])[0])
+    page = report.render(tables, [], "t", [str(runs)])
+    assert "1 complete run ·" in page and "1 scenario ·" in page and "1 run<" in page
+    assert "complete runs" not in page and "run(s)" not in page and "scenario(s)" not in page
 
 
 def test_forgetting_per_task_both_directions():
@@ -65,12 +118,17 @@ def test_forgetting_per_task_both_directions():
 
 
 def test_wandb_offline_explains_and_succeeds(tmp_path, monkeypatch, capsys):
-    runs = write_strategy_sweep(tmp_path / "sweep", seeds=(0,))
-    (runs / "naive-s0" / "wandb" / "offline-run-1").mkdir(parents=True)
+    runs = write_strategy_sweep(tmp_path / "sweep", seeds=(0, 1))
+    offline = sorted(runs.glob("*-s*"))
+    for d in offline:
+        (d / "wandb" / "offline-run-1").mkdir(parents=True)
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert report.main([str(runs), "-o", str(tmp_path / "r.html"), "--wandb"]) == 0
     err = capsys.readouterr().err
-    assert "wandb sync" in err and "offline-run-1" in err and "--wandb" in err
+    # every run's own sync command, with its real path; nothing elided with "..."
+    for d in offline:
+        assert f"  wandb sync {d / 'wandb' / 'offline-run-1'}\n" in err
+    assert "..." not in err and "--wandb" in err
 
 
 def test_wandb_online_logs_tables(tmp_path, monkeypatch):
@@ -88,7 +146,7 @@ def test_wandb_online_logs_tables(tmp_path, monkeypatch):
     fake.init = lambda **kw: logged.setdefault("init", kw) and Run()
     fake.Table = lambda columns, data: {"columns": columns, "data": data}
     monkeypatch.setitem(sys.modules, "wandb", fake)
-    monkeypatch.setattr(report, "wandb_online", lambda: True)
+    monkeypatch.setattr(report_wandb, "wandb_online", lambda: True)
     runs = write_strategy_sweep(tmp_path / "sweep")
     assert report.main([str(runs), "-o", str(tmp_path / "r.html"), "--wandb"]) == 0
     table = logged["split-digits/comparison"]

@@ -245,4 +245,11 @@ def test_to_dict_is_shallow_and_the_results_record_round_trips(saved):
     ckpt = Checkpoint.from_dict(saved["between"], Path("x"))
     assert all(ckpt.to_dict()["net"][k] is v for k, v in ckpt.net.items())
     doc = valid_results()
-    assert Results.from_dict(doc, Path("r")).to_dict() == doc
+    out = Results.from_dict(doc, Path("r")).to_dict()
+    summary = out.pop("summary")
+    assert {key: summary[key] for key in doc["summary"]} == doc["summary"]
+    assert {key: out[key] for key in doc if key != "summary"} == {
+        key: value for key, value in doc.items() if key != "summary"}
+    # what the older layout lacks comes back as its default (no curves, not pretrained, ...)
+    assert all(out[key] in (None, False) for key in out.keys() - doc.keys())
+    assert all(summary[key] is None for key in summary.keys() - doc["summary"].keys())

@@ -236,7 +236,7 @@ def test_run_gets_overrides_out_dir_and_name(tmp_path, fake_run):
     name = summary["runs"][0]["name"]
     argv = json.loads((out / name / "results.json").read_text())["env"]["argv"]
     assert code == 0 and argv == ["seed=5", "trainer.max_epochs=1", f"out_dir={out}",
-                                  f"name={name}"]
+                                  f"name={name}", "wandb.sweep='s'"]  # the sweep's W&B identity
 
 
 @pytest.mark.slow

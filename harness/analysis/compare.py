@@ -3,7 +3,11 @@
 Runs are grouped by scenario, then by strategy *and* by every other config value that differs
 between that strategy's runs (seed excluded): replay with 100 and with 200 buffer slots are two
 rows, never one average. Each row is compared with the baseline strategy (default ``naive``)
-paired by seed; see ``harness.analysis.stats`` for why Student-t, pairing and Holm.
+paired by seed; see ``harness.analysis.stats`` for why Student-t, pairing, Holm, the bootstrap
+interval and the seeds a difference needs. Summaries are recomputed from each run's raw numbers
+(``harness.analysis.definitions``), so language models are compared on bits per token and every
+run on the same definitions. ``--x flops`` (or ``wall``, ``memory``) compares at equal cost
+instead of equal epochs: score against the cost, with the Pareto front.
 
 ``load_runs`` / ``aggregate`` are shared with ``retain report`` so the HTML shows the same numbers.
 """
@@ -17,15 +21,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.analysis.definitions import current_summary, run_fwt_note, run_summary_metric
 from harness.analysis.stats import ALPHA, Paired, Summary, holm, paired_test, summarize
 from harness.config import NON_RESULT_KEYS
+from harness.core.metrics import LOWER_IS_BETTER
 from harness.errors import UserError
 from harness.experiment.records import load_results
 
-# (summary key, short header); "{m}" is the scenario's primary metric (accuracy, perplexity, ...)
+# (summary key, short header); "{m}" is the scenario's summary metric (accuracy, bits per
+# token, ...); "{worst}" / "{wc}" its stability-gap names (min-ACC / WC-ACC for accuracy)
 COLUMNS = [("{m}/avg", "{m}"), ("{m}/bwt", "BWT"), ("{m}/fwt", "FWT"),
-           ("{m}/forgetting", "forgetting"), ("wall_time_s", "wall s"),
-           ("peak_rss_mb", "peak MB"), ("strategy_memory_bytes", "strategy mem")]
+           ("{m}/forgetting", "forgetting"), ("perplexity/avg", "perplexity"),
+           ("{m}/worst", "{worst}"), ("{m}/wc", "{wc}"), ("{m}/gap_depth", "dip"),
+           ("wall_time_s", "wall s"), ("peak_rss_mb", "peak MB"),
+           ("strategy_memory_bytes", "strategy mem"), ("train_flops", "train FLOPs")]
+# shown only where some run of the scenario has them (LM runs, evaluation during training)
+OPTIONAL = {"perplexity/avg", "{m}/worst", "{m}/wc", "{m}/gap_depth", "train_flops"}
+NAMES = {"bits_per_token": "bits/token", "bits_per_byte": "bits/byte"}
+GAP_NAMES = {"accuracy": ("min-ACC", "WC-ACC")}
+# --x: the cost a view compares at (summary key, label)
+X_AXES = {"flops": ("train_flops", "training FLOPs"), "memory": ("strategy_memory_bytes",
+          "strategy memory"), "wall": ("wall_time_s", "wall time (s)")}
 # Config keys that never split a row: those harness.config.config_hash leaves out, and seeds.
 IGNORED_KEYS = {"seed", *NON_RESULT_KEYS}
 IGNORED_PREFIXES = tuple(f"{key}." for key in NON_RESULT_KEYS)
@@ -94,12 +110,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", metavar="FILE", help="also write everything as JSON")
     p.add_argument("--ignore", action="append", default=[], metavar="KEY",
                    help="config key that should not split rows (repeatable)")
+    p.add_argument("--x", metavar="AXIS", default=None,
+                   help="compare at equal cost instead: the score against AXIS with the Pareto "
+                        f"front ({', '.join(sorted(X_AXES))})")
     args = p.parse_args(argv)
+    if args.x is not None and args.x not in X_AXES:
+        raise UserError(f"unknown --x axis '{args.x}'; valid choices: "
+                        f"{', '.join(sorted(X_AXES))}")
     runs, notes = load_runs(args.paths)
     tables = aggregate(runs, baseline=args.baseline, ignore=args.ignore)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    print(format_tables(tables))
+    print(format_cost_view(tables, args.x) if args.x else format_tables(tables))
     if args.csv:
         write_output(Path(args.csv), lambda f: write_csv(tables, f), "--csv")
     if args.json:
@@ -207,21 +229,42 @@ def _one_per_seed(runs: list[dict]) -> list[dict]:
 
 
 def aggregate(runs: list[dict], baseline: str = "naive", ignore: list[str] = ()) -> list[Table]:
+    for run in runs:  # today's definitions, whatever wrote the file (definitions.py)
+        run["summary"] = current_summary(run)
     tables = []
     for scenario, groups in group_runs(runs, ignore).items():
         first = groups[0].runs[0]
-        metric = str(first.get("metric", "accuracy"))
-        hib = bool(first.get("higher_is_better", True))
-        columns = [(k.format(m=metric), h.format(m=metric)) for k, h in COLUMNS]
+        metric = run_summary_metric(first)
+        hib = metric not in LOWER_IS_BETTER
+        members = [r for g in groups for r in g.runs]
         groups = sorted(groups, key=lambda g: g.strategy != baseline)  # baseline row first
-        rows = [Row(g, {k: summarize(r.get("summary", {}).get(k) for r in g.runs)
-                        for k, _ in columns}) for g in groups]
-        table = Table(scenario, metric, hib, baseline, columns, rows)
-        if len({str(r.get("metric")) for g in groups for r in g.runs}) > 1:
+        rows = [Row(g, {key: summarize(r["summary"].get(key) for r in g.runs)
+                        for key in column_keys(metric)}) for g in groups]
+        table = Table(scenario, metric, hib, baseline, _columns(metric, members), rows)
+        if len({run_summary_metric(r) for r in members}) > 1:
             table.notes.append("runs in this scenario report different primary metrics")
+        notes = {run_fwt_note(r) for r in members}
+        if None not in notes:
+            table.notes.append(f"FWT n/a: {'; '.join(sorted(notes))}")
         _compare_to_baseline(table)
         tables.append(table)
     return tables
+
+
+def column_keys(metric: str) -> list[str]:
+    return [key.format(m=metric) for key, _ in COLUMNS]
+
+
+def _columns(metric: str, runs: list[dict]) -> list[tuple[str, str]]:
+    """The columns a scenario's table shows: optional ones only where some run has them."""
+    worst, wc = GAP_NAMES.get(metric, (f"worst {NAMES.get(metric, metric)}", "worst-case"))
+    out = []
+    for key, head in COLUMNS:
+        k = key.format(m=metric)
+        if key in OPTIONAL and all(r["summary"].get(k) is None for r in runs):
+            continue
+        out.append((k, head.format(m=NAMES.get(metric, metric), worst=worst, wc=wc)))
+    return out
 
 
 def _compare_to_baseline(table: Table) -> None:
@@ -259,8 +302,8 @@ def _by_seed(row: Row, key: str) -> dict:
 
 
 def better_when_higher(key: str, higher_is_better: bool) -> bool:
-    """Direction of "better" for a column: costs and forgetting are better low."""
-    if key.endswith("/forgetting") or not key.count("/"):
+    """Direction of "better" for a column: costs, forgetting and dips are better low."""
+    if key.endswith(("/forgetting", "/gap_depth")) or not key.count("/"):
         return False
     return higher_is_better
 
@@ -272,6 +315,8 @@ def fmt_value(key: str, x: float | None, like: float | None = None) -> str:
     a mean and its interval show the same number of decimals."""
     if x is None:
         return "–"
+    if key == "train_flops":  # 5.82e8
+        return f"{x:.3g}".replace("e+0", "e").replace("e+", "e")
     if key == "strategy_memory_bytes":
         ref = abs(like if like is not None else x)
         for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
@@ -292,32 +337,48 @@ def fmt_summary(key: str, s: Summary | None) -> str:
     return f"{fmt_value(key, s.mean)} ± {fmt_value(key, s.ci95, like=s.mean)}"
 
 
-def fmt_paired(key: str, row: Row, hib: bool) -> tuple[str, str]:
-    """(Δ text, p text) for the table; '*' marks p < 0.05 and says better or worse."""
+def significant(row: Row, key: str) -> bool:
+    """Whether a comparison is significant: its Holm-adjusted p is below ALPHA."""
+    adjusted = row.p_holm.get(key)
+    return adjusted is not None and adjusted < ALPHA
+
+
+def fmt_paired(key: str, row: Row, hib: bool) -> tuple[str, str, str, str]:
+    """(Δ, bootstrap interval, p, seeds needed) for the table; '*' marks a Holm-adjusted
+    p < 0.05 and says better or worse."""
     pr = row.paired.get(key)
     if pr is None:
-        return "", ""
+        return "", "", "", ""
     if pr.mean_diff is None:
-        return "–", pr.note
+        return "–", "", pr.note, ""
     delta = f"{pr.mean_diff:+.3g}" + (f" ± {pr.ci95:.2g}" if pr.ci95 else "")
     if pr.p is None:
-        return delta, pr.note
+        return delta, "", pr.note, ""
+    boot = (f"[{pr.boot_low:+.3g}, {pr.boot_high:+.3g}]" if pr.boot_low is not None else "–")
     better = (pr.mean_diff > 0) == better_when_higher(key, hib)
-    mark = f" * {'better' if better else 'worse'}" if pr.p < ALPHA else ""
+    mark = f" * {'better' if better else 'worse'}" if significant(row, key) else ""
     adjusted = row.p_holm.get(key)
     holm_text = f" (Holm {adjusted:.3g})" if adjusted is not None else ""
-    return delta, f"{pr.p:.3g}{holm_text}{mark}"
+    return delta, boot, f"{pr.p:.3g}{holm_text}{mark}", fmt_seeds(pr)
+
+
+def fmt_seeds(pr: Paired) -> str:
+    """Seeds a paired t-test needs to resolve the observed difference (80% power)."""
+    if pr.p is None:
+        return ""
+    return str(pr.seeds_needed) if pr.seeds_needed is not None else ">1000"
 
 
 def format_tables(tables: list[Table]) -> str:
     blocks = []
     for t in tables:
         direction = "higher" if t.higher_is_better else "lower"
-        head = (f"== {t.scenario} · {t.metric} ({direction} is better) · "
+        head = (f"== {t.scenario} · {NAMES.get(t.metric, t.metric)} ({direction} is better) · "
                 f"baseline {t.baseline} ==")
         primary = t.columns[0][0]
-        header = ["strategy", "n", *[h for _, h in t.columns], f"Δ {t.metric} vs {t.baseline}",
-                  "p (paired t)"]
+        header = ["strategy", "n", *[h for _, h in t.columns],
+                  f"Δ {t.columns[0][1]} vs {t.baseline}", "bootstrap 95% CI", "p (paired t)",
+                  "seeds for 80% power"]
         lines = [header]
         for row in t.rows:
             lines.append([row.group.label, str(len(row.group.runs)),
@@ -326,8 +387,43 @@ def format_tables(tables: list[Table]) -> str:
         widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
         text = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines]
         blocks.append("\n".join([head, *text, *[f"note: {n}" for n in t.notes]]))
-    blocks.append("± is the 95% Student-t CI over seeds (none when n = 1). Δ and p: paired by "
-                  "seed, two-sided paired t-test; * marks p < 0.05 (Holm-adjusted p shown too).")
+    blocks.append("± is the 95% Student-t CI over seeds (none when n = 1). Δ, its paired "
+                  "bootstrap CI and p: paired by seed, two-sided paired t-test, Holm-adjusted p "
+                  "in parentheses; * marks Holm-adjusted p < 0.05. Seeds for 80% power: paired "
+                  "seeds a t-test needs to resolve the observed difference.")
+    return "\n\n".join(blocks)
+
+
+def format_cost_view(tables: list[Table], axis: str) -> str:
+    """``--x``: each row's score against a cost, cheapest first, with the Pareto front (no
+    other row is both cheaper and better) and the cost relative to the baseline."""
+    from harness.analysis.report_assets import pareto_front
+
+    key, label = X_AXES[axis]
+    blocks = []
+    for t in tables:
+        primary, head = t.columns[0]
+        rows = [r for r in t.rows if r.stats.get(key) and r.stats.get(primary)]
+        rows.sort(key=lambda r: r.stats[key].mean)
+        front = set(pareto_front([(r.stats[key].mean, r.stats[primary].mean) for r in rows],
+                                 t.higher_is_better))
+        base = next((r.stats[key].mean for r in rows if r.group.strategy == t.baseline), None)
+        lines = [["strategy", "n", label, f"× {t.baseline}", head, "Pareto front"]]
+        for i, r in enumerate(rows):
+            ratio = f"{r.stats[key].mean / base:.2f}" if base else "–"
+            lines.append([r.group.label, str(len(r.group.runs)), fmt_summary(key, r.stats[key]),
+                          ratio, fmt_summary(primary, r.stats[primary]),
+                          "yes" if i in front else ""])
+        widths = [max(len(x[i]) for x in lines) for i in range(len(lines[0]))]
+        text = ["  ".join(c.ljust(w) for c, w in zip(x, widths)).rstrip() for x in lines]
+        missing = len(t.rows) - len(rows)
+        notes = [f"note: {missing} row(s) without {label} (runs from before it was recorded)"
+                 ] if missing else []
+        blocks.append("\n".join([f"== {t.scenario} · {head} against {label} "
+                                  f"({'higher' if t.higher_is_better else 'lower'} is better) ==",
+                                  *text, *notes]))
+    blocks.append("Rows sorted by cost; mean ± 95% Student-t CI over seeds. On the Pareto "
+                  "front: no other row is both cheaper and better.")
     return "\n\n".join(blocks)
 
 
@@ -342,13 +438,14 @@ def to_json(tables: list[Table]) -> dict:
                 "n": len(g.runs), "seeds": g.seeds, "runs": [r.get("_path") for r in g.runs],
                 "metrics": {k: _summary_json(s) for k, s in row.stats.items()},
                 "vs_baseline": {k: {**asdict(p), "p_holm": row.p_holm.get(k),
-                                    "significant": p.p is not None and p.p < ALPHA}
+                                    "significant": significant(row, k)}
                                 for k, p in row.paired.items()},
             })
-        out.append({"scenario": t.scenario, "metric": t.metric,
+        out.append({"scenario": t.scenario, "metric": t.metric, "columns": t.columns,
                     "higher_is_better": t.higher_is_better, "baseline": t.baseline,
                     "notes": t.notes, "groups": groups})
-    return {"confidence": 0.95, "test": "paired t-test by seed, two-sided", "scenarios": out}
+    return {"confidence": 0.95, "test": "paired t-test by seed, two-sided",
+            "significance": "Holm-adjusted p < 0.05", "scenarios": out}
 
 
 def _summary_json(s: Summary | None) -> dict | None:
@@ -363,11 +460,12 @@ def write_csv(tables: list[Table], f) -> None:
     keys = [k.replace("{m}/", "metric/") for k, _ in COLUMNS]
     w.writerow(["scenario", "metric", "higher_is_better", "strategy", "params", "n", "seeds",
                 *[f"{k}_{s}" for k in keys for s in ("mean", "ci95", "sd", "n")],
-                "delta_vs_baseline", "delta_ci95", "p", "p_holm", "n_pairs"])
+                "delta_vs_baseline", "delta_ci95", "p", "p_holm", "n_pairs",
+                "delta_bootstrap_low", "delta_bootstrap_high", "seeds_needed"])
     for t in tables:
         primary = t.columns[0][0]
         for row in t.rows:
-            stats = [row.stats[k] for k, _ in t.columns]
+            stats = [row.stats.get(k) for k in column_keys(t.metric)]
             pr = row.paired.get(primary)
             w.writerow([t.scenario, t.metric, t.higher_is_better, row.group.strategy,
                         json.dumps(row.group.params, default=str), len(row.group.runs),
@@ -375,7 +473,9 @@ def write_csv(tables: list[Table], f) -> None:
                         *[_cell(getattr(s, a, None) if s else None)
                           for s in stats for a in ("mean", "ci95", "sd", "n")],
                         *([_cell(pr.mean_diff), _cell(pr.ci95), _cell(pr.p),
-                           _cell(row.p_holm.get(primary)), pr.n] if pr else [""] * 5)])
+                           _cell(row.p_holm.get(primary)), pr.n, _cell(pr.boot_low),
+                           _cell(pr.boot_high), _cell(pr.seeds_needed)]
+                          if pr else [""] * 8)])
 
 
 def _cell(x) -> str:

@@ -26,6 +26,11 @@ def esc(text) -> str:
     return html.escape(str(text), quote=True)
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 run``, ``2 runs``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
@@ -65,12 +70,19 @@ def log_ticks(lo: float, hi: float) -> list[float]:
 
 
 class Frame:
-    """A plot area with linear x and y scales and its axes drawn as SVG."""
+    """A plot area with linear x and y scales and its axes drawn as SVG. ``y_min``: the
+    lowest value the quantity can take (0 for a score or a cost), below which the axis never
+    goes, whatever an error bar says."""
 
     def __init__(self, width: int, height: int, xs: Sequence[float], ys: Sequence[float],
-                 y_zero: bool = False, log_y: bool = False):
+                 y_zero: bool = False, log_y: bool = False, y_min: float | None = None,
+                 y_max: float | None = None):
         self.w, self.h = width, height
         finite_y = [y for y in ys if y is not None and math.isfinite(y)] or [0.0, 1.0]
+        if y_min is not None:
+            finite_y = [max(y, y_min) for y in finite_y]
+        if y_max is not None:  # a share (accuracy): no tick above 1 for an error bar's sake
+            finite_y = [min(y, y_max) for y in finite_y]
         lo, hi = min(finite_y), max(finite_y)
         positive = [y for y in finite_y if y > 0]
         # log only pays off for ratio metrics (perplexity) spanning more than a decade
@@ -206,11 +218,15 @@ def extent(series: list[dict]) -> list[float]:
 
 def line_chart(series: list[dict], xlabels: list[str], title: str, ylabel: str,
                xlabel: str = "after training on task", width: int = 600,
-               height: int = 300, log_y: bool = False) -> str:
+               height: int = 300, log_y: bool = False, y_min: float | None = 0.0,
+               y_max: float | None = None) -> str:
     """``series``: {"label", "ys" (one per x, None allowed), "color", optional "err",
     "dashed"}. Error bars are drawn when ``err`` is given; unlabelled series have no legend.
-    ``log_y`` asks for a log axis, used when the values span more than a decade."""
-    frame = Frame(width - LEGEND, height, range(len(xlabels)), extent(series), log_y=log_y)
+    ``log_y`` asks for a log axis, used when the values span more than a decade; ``y_min``
+    is the lowest value the quantity can take (scores: 0)."""
+    frame = Frame(width - LEGEND, height, range(len(xlabels)), extent(series), log_y=log_y,
+                  y_min=y_min, y_max=y_max)
+    low = (lambda v: v) if y_min is None else (lambda v: max(v, y_min))
     if frame.log_y:
         ylabel += " (log)"
     parts = [frame.axes(title, xlabel, ylabel, list(enumerate(xlabels)))]
@@ -223,13 +239,48 @@ def line_chart(series: list[dict], xlabels: list[str], title: str, ylabel: str,
                          f'stroke-width="2"{dash}/>')
         for (x, y, v), e in zip(pts, _present(s.get("err"), s["ys"])):
             if e:
-                parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{frame.py(v - e):.1f}" '
+                parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{frame.py(low(v - e)):.1f}" '
                              f'y2="{frame.py(v + e):.1f}" stroke="{s["color"]}"/>')
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{s["color"]}">'
                          f'<title>{esc(s["label"])}: {esc(fmt(v))}</title></circle>')
     keyed = [s for s in series if s["label"]]
     parts.append(legend([(s["label"], s["color"]) for s in keyed], width - LEGEND + 10,
                         MARGIN["top"] + 6, [bool(s.get("dashed")) for s in keyed]))
+    return svg(width, height, "".join(parts), title)
+
+
+def step_chart(series: list[dict], boundaries: list[tuple[float, str]], title: str,
+               ylabel: str, xlabel: str = "optimizer steps", width: int = 600,
+               height: int = 300, y_min: float | None = 0.0, y_max: float | None = None) -> str:
+    """Curves over a numeric x (``series``: {"label", "xs", "ys", "color"}) with vertical
+    dashed lines at ``boundaries`` ((x, label of what starts there)): the scores of
+    evaluation during training, task switches marked."""
+    xs = [x for s in series for x in s["xs"]] + [b for b, _ in boundaries]
+    frame = Frame(width - LEGEND, height, [0.0, *xs], [y for s in series for y in s["ys"]
+                                                      if y is not None], y_min=y_min, y_max=y_max)
+    ticks = nice_ticks(frame.x0, frame.x1)
+    frame.x0, frame.x1 = ticks[0], ticks[-1]
+    parts = [frame.axes(title, xlabel, ylabel, [(t, fmt(t)) for t in ticks])]
+    top, bottom = MARGIN["top"], height - MARGIN["bottom"]
+    for x, label in boundaries:
+        px = frame.px(x)
+        parts.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{top}" y2="{bottom}" '
+                     f'stroke="#888" stroke-dasharray="3 3"><title>{esc(label)} starts at step '
+                     f'{esc(fmt(x))}</title></line><text x="{px + 3:.1f}" y="{top + 10}" '
+                     f'class="small">{esc(_short(label, 10))}</text>')
+    for s in series:
+        pts = [(frame.px(x), frame.py(y), x, y) for x, y in zip(s["xs"], s["ys"])
+               if y is not None and math.isfinite(y)]
+        if len(pts) > 1:
+            path = " ".join(f"{x:.1f},{y:.1f}" for x, y, _, _ in pts)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{s["color"]}" '
+                         f'stroke-width="1.8"/>')
+        for x, y, step, v in pts:
+            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="{s["color"]}"><title>'
+                         f'{esc(s["label"])}, step {esc(fmt(step))}: {esc(fmt(v))}</title>'
+                         '</circle>')
+    parts.append(legend([(s["label"], s["color"]) for s in series], width - LEGEND + 10,
+                        MARGIN["top"] + 6))
     return svg(width, height, "".join(parts), title)
 
 
@@ -281,13 +332,14 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> l
 
 def scatter(points: list[dict], title: str, xlabel: str, ylabel: str,
             higher_is_better: bool = True, width: int = 600, height: int = 320,
-            xfmt=fmt) -> str:
+            xfmt=fmt, y_max: float | None = None) -> str:
     """Score versus cost, one point per row ({"label", "x", "y", "xerr", "yerr", "color"}),
-    with the Pareto front (cheapest for its score) joined by a dashed line."""
+    with the Pareto front (cheapest for its score) joined by a dashed line. Costs and scores
+    are never negative: neither axis (nor an error bar) goes below zero."""
     pts = [p for p in points if p["x"] is not None and p["y"] is not None]
-    xs = [p["x"] + s * (p.get("xerr") or 0) for p in pts for s in (-1, 1)]
+    xs = [max(p["x"] + s * (p.get("xerr") or 0), 0.0) for p in pts for s in (-1, 1)]
     ys = [p["y"] + s * (p.get("yerr") or 0) for p in pts for s in (-1, 1)]
-    frame = Frame(width - LEGEND, height, xs or [0, 1], ys)
+    frame = Frame(width - LEGEND, height, xs or [0, 1], ys, y_min=0.0, y_max=y_max)
     if xs and min(xs) == max(xs):  # one cost for all: show it from zero, not around it
         frame.x0, frame.x1 = min(0.0, xs[0]), max(2 * xs[0], 1.0)
     ticks = nice_ticks(frame.x0, frame.x1)
@@ -307,8 +359,9 @@ def scatter(points: list[dict], title: str, xlabel: str, ylabel: str,
         x, y = frame.px(p["x"]), frame.py(p["y"])
         for err, horizontal in ((p.get("yerr"), False), (p.get("xerr"), True)):
             if err:
-                a, b = ((frame.px(p["x"] - err), frame.px(p["x"] + err)) if horizontal
-                        else (frame.py(p["y"] - err), frame.py(p["y"] + err)))
+                a, b = ((frame.px(max(p["x"] - err, 0.0)), frame.px(p["x"] + err))
+                        if horizontal else (frame.py(max(p["y"] - err, 0.0)),
+                                            frame.py(p["y"] + err)))
                 coords = (f'x1="{a:.1f}" x2="{b:.1f}" y1="{y:.1f}" y2="{y:.1f}"' if horizontal
                           else f'x1="{x:.1f}" x2="{x:.1f}" y1="{a:.1f}" y2="{b:.1f}"')
                 parts.append(f'<line {coords} stroke="{p["color"]}" opacity="0.7"/>')

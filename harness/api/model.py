@@ -34,6 +34,9 @@ class SequenceModel(nn.Module):
     hidden_size: int
     inputs: tuple[str, ...] = ("tokens",)  # "tokens" (B, T) long, "vectors" (B, F) float
     tasks: tuple[str, ...] = ("lm", "classification")
+    # Weights learned before the stream: the untrained row is then a meaningful reference
+    # for forward transfer (harness.core.metrics.fwt_note)
+    pretrained: bool = False
 
     def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - protocol
         raise NotImplementedError

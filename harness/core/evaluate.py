@@ -2,7 +2,9 @@
 
 Under DDP each rank scores a disjoint shard (no padding duplicates) and the sums are
 all-reduced, so every test example counts exactly once. Language modelling reports token
-accuracy, mean loss (nats), perplexity and bits per token; classification reports accuracy
+accuracy, mean loss (nats), perplexity and bits per token, and bits per byte when the
+scenario's tokenizer is not byte-level (``token_bytes``: the UTF-8 bytes of each id), so runs
+with different tokenizers compare; classification reports accuracy
 and macro-F1 from a confusion matrix of the gathered predictions (``metrics.confusion_scores``,
 tested equal to scikit-learn's).
 
@@ -28,7 +30,7 @@ from harness.runtime.distributed import DIST
 
 @torch.no_grad()
 def evaluate(net: Network, datasets: list[TaskData], batch_size: int,
-             precision: str = "32-true") -> dict[str, list[float]]:
+             precision: str = "32-true", token_bytes=None) -> dict[str, list[float]]:
     """``{metric: [score on experience j for j in ...]}``."""
     was_training = net.training
     net.eval()
@@ -47,8 +49,8 @@ def evaluate(net: Network, datasets: list[TaskData], batch_size: int,
             loader = BatchLoader(data, batch_size, shuffle=False, rank=DIST.rank,
                                  world_size=DIST.world_size)
             with _autocast(device, precision):
-                scores = (_score_lm if net.classifier is None else _score_classes)(
-                    net, loader, device)
+                scores = (_score_classes(net, loader, device) if net.classifier is not None
+                          else _score_lm(net, loader, device, token_bytes))
             for name, value in scores.items():
                 rows.setdefault(name, []).append(value)
     finally:
@@ -56,8 +58,10 @@ def evaluate(net: Network, datasets: list[TaskData], batch_size: int,
     return rows
 
 
-def _score_lm(net: Network, loader, device) -> dict[str, float]:
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, tokens
+def _score_lm(net: Network, loader, device, token_bytes=None) -> dict[str, float]:
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct, tokens, bytes
+    if token_bytes is not None:
+        token_bytes = torch.as_tensor(token_bytes, dtype=torch.float64, device=device)
     for batch in loader:
         batch = batch.to(device)
         logits = net(batch.x, batch.t).logits.float()
@@ -67,10 +71,15 @@ def _score_lm(net: Network, loader, device) -> dict[str, float]:
         sums[0] += torch.nn.functional.cross_entropy(flat, target, reduction="sum").double()
         sums[1] += (flat.argmax(-1) == target).sum()
         sums[2] += mask.sum()
+        if token_bytes is not None:
+            sums[3] += token_bytes[target].sum()
     DIST.all_reduce_(sums)
     loss = (sums[0] / sums[2].clamp_min(1)).item()
-    return {"accuracy": (sums[1] / sums[2].clamp_min(1)).item(), "loss": loss,
-            "perplexity": math.exp(min(loss, 50.0)), "bits_per_token": loss / math.log(2)}
+    scores = {"accuracy": (sums[1] / sums[2].clamp_min(1)).item(), "loss": loss,
+              "perplexity": math.exp(min(loss, 50.0)), "bits_per_token": loss / math.log(2)}
+    if token_bytes is not None:
+        scores["bits_per_byte"] = (sums[0] / sums[3].clamp_min(1)).item() / math.log(2)
+    return scores
 
 
 def _score_classes(net: Network, loader, device) -> dict[str, float]:

@@ -12,13 +12,56 @@ BWT and FWT are plain differences of the metric, so for a lower-is-better metric
 perplexity) a *positive* BWT means the old tasks got worse. Forgetting is direction-aware:
 it is always the drop from the best earlier score, so positive always means forgotten.
 Undefined quantities (one task; no baseline) are None.
+
+Language models are summarised on the log scale: averages, BWT, FWT and forgetting of bits per
+token (and of the loss in nats), never of perplexity, whose arithmetic mean one blown-up task
+swamps (a task at perplexity 10^6 makes the average of {20, 30, 10^6} a third of a million).
+The perplexity summary is the exponential of the mean log-loss, i.e. the geometric mean of the
+tasks' perplexities.
+
+Forward transfer compares the score on task j just before it is trained with a reference that
+has learned nothing of the stream, the model before the stream (``b``). That reference is only
+meaningful in some settings (``fwt_note`` says why not, and FWT is then None):
+
+* domain-IL classification: the untrained model is at chance on the same labels: reported;
+* class-IL: a single head does not predict classes it has never been trained on, so
+  ``R[j-1][j]`` is ~0 for every strategy and FWT is minus the untrained score: n/a;
+* task-IL: task j's output units are untouched before task j: n/a;
+* language models: against a pretrained model, reported; from scratch the untrained model
+  predicts near-uniformly (bits ~ log2 vocabulary) and FWT would measure having learned the
+  data's bytes at all, the random initialisation speaking: n/a.
+
+docs/evaluation.md states every definition with a worked example.
 """
 
 from __future__ import annotations
 
 import math
 
-LOWER_IS_BETTER = {"loss", "perplexity", "bits_per_token"}  # what evaluate reports
+LOWER_IS_BETTER = {"loss", "perplexity", "bits_per_token", "bits_per_byte"}  # evaluate's
+
+
+def summary_metric(task: str, metric: str, per_byte: bool = False) -> str:
+    """The metric a run's summary (and ``retain compare``) is read on: bits per token for a
+    language model (bits per byte where the tokenizer is not byte-level, so tokenizers
+    compare), the primary metric otherwise."""
+    if task == "lm":
+        return "bits_per_byte" if per_byte else "bits_per_token"
+    return metric
+
+
+def fwt_note(task: str, setting: str, pretrained: bool = False) -> str | None:
+    """None where forward transfer means something in this setting; else why it is n/a."""
+    if task == "lm":
+        return None if pretrained else (
+            "trained from scratch: the untrained model predicts near-uniformly, so FWT would "
+            "measure learning the data's bytes at all (a pretrained model gives a reference)")
+    if setting == "class-il":
+        return ("class-IL: a single head does not predict classes before it is trained on "
+                "them, so FWT is minus the untrained score, the same for every strategy")
+    if setting == "task-il":
+        return "task-IL: a task's output units are untrained before the task"
+    return None
 
 
 def average(R: list[list[float]]) -> float:
@@ -54,17 +97,23 @@ def forgetting(R, higher_is_better: bool = True) -> float | None:
     return _mean(drops)
 
 
-def summarize(matrices: dict, baseline: dict | None) -> dict:
-    """``{"<metric>/avg": ..., "<metric>/bwt": ..., "/fwt", "/forgetting"}`` for every metric."""
+def summarize(matrices: dict, baseline: dict | None, task: str = "classification",
+              setting: str = "domain-il", pretrained: bool = False) -> dict:
+    """``{"<metric>/avg": ..., "<metric>/bwt": ..., "/fwt", "/forgetting"}`` for every metric
+    but perplexity, which gets only ``perplexity/avg`` = exp(mean log-loss). FWT is None where
+    ``fwt_note`` says it means nothing."""
     out = {}
+    no_fwt = fwt_note(task, setting, pretrained) is not None
     for name, R in matrices.items():
-        if not R:
+        if not R or name == "perplexity":
             continue
         hib = name not in LOWER_IS_BETTER
         out[f"{name}/avg"] = average(R)
         out[f"{name}/bwt"] = backward_transfer(R)
-        out[f"{name}/fwt"] = forward_transfer(R, (baseline or {}).get(name))
+        out[f"{name}/fwt"] = None if no_fwt else forward_transfer(R, (baseline or {}).get(name))
         out[f"{name}/forgetting"] = forgetting(R, hib)
+    if "perplexity" in matrices and matrices.get("loss"):
+        out["perplexity/avg"] = math.exp(min(average(matrices["loss"]), 50.0))
     return out
 
 

@@ -137,9 +137,12 @@ class StepCheckpoint:
 
     def __init__(self, save, loader, trainer_cfg, every: int, stop: StopSignals,
                  start: TaskProgress | None = None, poll=None, task_start_step: int = 0,
-                 started_at: float | None = None):
+                 started_at: float | None = None, on_step=None):
         self.save, self.loader, self.cfg = save, loader, trainer_cfg
         self.poll = poll  # called after every step: e.g. raise a failed background write
+        # on_step(stream_step, last_of_task): evaluation during training, before any checkpoint
+        # of the step, so the checkpoint holds its result (harness.core.curves)
+        self.on_step = on_step
         self.every, self.stop = every, stop
         self.start = start
         self.task_start_step = task_start_step
@@ -166,8 +169,10 @@ class StepCheckpoint:
         faults.point("step")
         if self.poll is not None:
             self.poll()
-        stop = self.stop.requested(device)
         steps = (self.start.steps if self.start else 0) + step
+        if self.on_step is not None:
+            self.on_step(stream_step, self._next(epoch, batch_idx, steps)[2])
+        stop = self.stop.requested(device)
         if stop or (self.every and steps % self.every == 0):
             self.save(self.position(epoch, batch_idx, steps, optimizer, scaler), stream_step)
         return stop
@@ -175,15 +180,19 @@ class StepCheckpoint:
     def position(self, epoch: int, batch_idx: int, steps: int, optimizer,
                  scaler) -> TaskProgress:
         """Where the next batch is, with everything needed to train it as if never stopped."""
+        epoch, batch, trained = self._next(epoch, batch_idx, steps)
+        return TaskProgress(
+            epoch=epoch, batch=batch, steps=steps, trained=trained,
+            optimizer=optimizer.state_dict(),
+            scaler=scaler.state_dict() if scaler is not None else None,
+            rng=rng_state(), task_start_step=self.task_start_step,
+            train_time_s=time.time() - self.started_at)
+
+    def _next(self, epoch: int, batch_idx: int, steps: int) -> tuple[int, int, bool]:
+        """The task's (epoch, batch) after this one, and whether the task is trained."""
         first_epoch, first_batch = (self.start.epoch, self.start.batch) if self.start else (0, 0)
         batch = batch_idx + 1 + (first_batch if epoch == 0 else 0)
         epoch = first_epoch + epoch
         if batch >= self.n_batches:
             epoch, batch = epoch + 1, 0
-        return TaskProgress(
-            epoch=epoch, batch=batch, steps=steps,
-            trained=epoch >= self.cfg.max_epochs or 0 < self.cfg.max_steps <= steps,
-            optimizer=optimizer.state_dict(),
-            scaler=scaler.state_dict() if scaler is not None else None,
-            rng=rng_state(), task_start_step=self.task_start_step,
-            train_time_s=time.time() - self.started_at)
+        return epoch, batch, epoch >= self.cfg.max_epochs or 0 < self.cfg.max_steps <= steps

@@ -43,12 +43,15 @@ class ContinualSystem(torch.nn.Module):
         self.on_metrics = on_metrics  # sink for per-step metrics (run dir + W&B), rank 0 only
         self.ctx: Context | None = None  # set by the task loop before each fit
         self.stream_step = 0  # optimizer steps over the whole stream, for monotone logging
+        self.flop_probe = None  # counts the next step's FLOPs when set (harness.core.flops)
 
     def logging_step(self) -> bool:
         """Whether this step's loss terms are valued and logged."""
         return self.stream_step % self.trainer_cfg.log_every_n_steps == 0
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        if self.flop_probe is not None:
+            self.flop_probe.start()
         outputs = self.net(batch.x, batch.t)
         terms = {"task": self.net.loss(batch, outputs)}
         for strategy in self.strategies:
@@ -73,6 +76,9 @@ class ContinualSystem(torch.nn.Module):
                 penalty.add_gradient_(self.net)
         for strategy in self.strategies:
             strategy.before_optimizer_step(self.ctx)
+        if self.flop_probe is not None:  # the sample step ends with the strategies' hooks
+            self.flop_probe.stop()
+            self.flop_probe = None
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.stream_step += 1

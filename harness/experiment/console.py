@@ -19,20 +19,57 @@ def format_matrix(R: list[list[float]], names: list[str], metric: str,
     return "\n".join(lines)
 
 
+LABELS = {"bits_per_token": "bits/token", "bits_per_byte": "bits/byte"}
+
+
 def format_summary(results: dict) -> str:
     s = results["summary"]
-    metrics = [results["metric"]] + [m for m in ("accuracy",) if m != results["metric"]]
+    primary = results.get("summary_metric") or results["metric"]
+    metrics = [primary] + [m for m in ("bits_per_token", "accuracy") if m != primary]
     lines = []
     for metric in metrics:
         if f"{metric}/avg" not in s:
             continue
-        cells = [f"{label} {_num(s[f'{metric}/{key}'])}" for key, label in SUMMARY_ROWS]
-        lines.append(f"{metric:<11}" + " | ".join(cells))
+        cells = [f"{label} {_num(s.get(f'{metric}/{key}'))}" for key, label in SUMMARY_ROWS]
+        if metric == primary and primary.startswith("bits") and s.get("perplexity/avg"):
+            cells.append(f"perplexity {_num(s['perplexity/avg'])} (exp of the mean log-loss)")
+        lines.append(f"{LABELS.get(metric, metric):<11}" + " | ".join(cells))
+    lines += _stability_lines(s)
     cost = (f"{'cost':<11}wall {s['wall_time_s']:.1f} s | train {s['train_time_s']:.1f} s | "
             f"eval {s['eval_time_s']:.1f} s | peak RSS {s['peak_rss_mb']:.0f} MB | "
             f"strategy memory {s['strategy_memory_bytes'] / 2**20:.2f} MB | "
             f"{s['parameters'] / 1e6:.2f} M parameters")
-    return "\n".join(lines + [cost])
+    if s.get("train_flops"):
+        cost += f" | {s['train_flops']:.3g} training FLOPs"
+    if s.get("curve_eval_time_s") is not None:
+        share = s["curve_eval_time_s"] / max(s["train_time_s"], 1e-9)
+        cost += (f"\n{'':<11}evaluation during training {s['curve_eval_time_s']:.1f} s "
+                 f"({share:.0%} of the training time)")
+    lines.append(cost)
+    if results.get("fwt_note"):
+        lines.append(f"note: forward transfer n/a: {results['fwt_note']}")
+    return "\n".join(lines)
+
+
+def _stability_lines(s: dict) -> list[str]:
+    """min-ACC, WC-ACC and the dips, from evaluation during training (harness.core.stability)."""
+    lines = []
+    for metric, worst, wc in (("accuracy", "min-ACC", "WC-ACC"),
+                              ("bits_per_token", "worst", "worst-case"),
+                              ("bits_per_byte", "worst", "worst-case")):
+        if s.get(f"{metric}/worst") is None:
+            continue
+        depth, dips = s.get(f"{metric}/gap_depth"), s.get(f"{metric}/gap_dips")
+        recovered = s.get(f"{metric}/gap_recovered_dips")
+        cells = [f"{worst} {_num(s[f'{metric}/worst'])}", f"{wc} {_num(s[f'{metric}/wc'])}"]
+        if depth is not None:
+            cells.append(f"dip {_num(depth)} (deepest {_num(s[f'{metric}/gap_depth_max'])})")
+            steps = s.get(f"{metric}/gap_recovery_steps")
+            cells.append(f"half regained in {steps:.1f} steps ({recovered} of {dips} dips)"
+                         if recovered else f"no dip regained half its depth ({dips} dips)")
+        label = "stability" if not lines else ""
+        lines.append(f"{label:<11}{LABELS.get(metric, metric)} " + " | ".join(cells))
+    return lines
 
 
 def print_report(results: dict) -> None:
@@ -48,7 +85,9 @@ def print_report(results: dict) -> None:
     print()
     print(f"results: {results['run_dir']}/results.json")
     if results.get("wandb_dir"):
-        print(f"W&B run: {results['wandb_dir']}  (publish with: wandb sync {results['wandb_dir']})")
+        offline = results.get("wandb_mode", "offline") == "offline"
+        hint = f"  (publish with: wandb sync {results['wandb_dir']})" if offline else ""
+        print(f"W&B run: {results['wandb_dir']}{hint}")
 
 
 def _cells(values, width: int) -> str:

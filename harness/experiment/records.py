@@ -32,6 +32,8 @@ READS = (1, 2)
 REMEDY = "run it again with --restart, or move it out of the way"
 COSTS = ("wall_time_s", "train_time_s", "eval_time_s", "peak_rss_mb", "strategy_memory_bytes",
          "parameters")
+# Costs a run may not know: no evaluation during training, a task checkpointed before FLOPs
+OPTIONAL_COSTS = ("curve_eval_time_s", "train_flops")
 
 
 @dataclasses.dataclass
@@ -45,16 +47,21 @@ class RunSummary:
     peak_rss_mb: float
     strategy_memory_bytes: int
     parameters: int
+    curve_eval_time_s: float | None = None  # evaluation during training (eval.every_n_steps)
+    train_flops: float | None = None  # forward + backward, harness.core.flops
 
     def to_dict(self) -> dict:
         """Flat, as results.json holds it: score keys and cost keys side by side."""
-        return {**self.scores, **{key: getattr(self, key) for key in COSTS}}
+        return {**self.scores, **{key: getattr(self, key) for key in COSTS + OPTIONAL_COSTS}}
 
     @classmethod
     def from_dict(cls, read: Reader, raw: dict) -> RunSummary:
         costs = {key: read.get(raw, key, is_number, "a number", prefix="summary.")
                  for key in COSTS}
-        scores = {key: value for key, value in raw.items() if key not in COSTS}
+        costs.update({key: read.get(raw, key, optional(is_number), "a number or null",
+                                    prefix="summary.", default=None) for key in OPTIONAL_COSTS})
+        scores = {key: value for key, value in raw.items()
+                  if key not in COSTS + OPTIONAL_COSTS}
         for key in scores:
             read.get(scores, key, optional(is_number), "a number or null", prefix="summary.")
         return cls(scores=scores, **costs)
@@ -83,6 +90,12 @@ class Results:
     per_task: list[dict]  # one per task: steps, times, memory
     resumes: list[dict]  # where each resume started
     env: dict  # harness.experiment.environment
+    # How the summary reads the scores (harness.core.metrics): LM averages on bits
+    summary_metric: str | None = None
+    pretrained: bool = False  # the model's weights predate the stream (forward transfer)
+    fwt_note: str | None = None  # why forward transfer is n/a in this setting, if it is
+    curves: dict | None = None  # evaluation during training (harness.core.curves)
+    stability_gap: dict | None = None  # metric -> per task transition (core.stability)
 
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -123,7 +136,14 @@ class Results:
             summary=RunSummary.from_dict(read, get("summary", is_dict, "a mapping")),
             per_task=get("per_task", list_of(is_dict, n), f"a list of {n} mappings"),
             resumes=get("resumes", list_of(is_dict), "a list of mappings", default=[]),
-            env=get("env", is_dict, "a mapping"))
+            env=get("env", is_dict, "a mapping"),
+            summary_metric=get("summary_metric", optional(is_str), "a string or null",
+                               default=None),
+            pretrained=get("pretrained", is_bool, "true or false", default=False),
+            fwt_note=get("fwt_note", optional(is_str), "a string or null", default=None),
+            curves=get("curves", optional(is_dict), "a mapping or null", default=None),
+            stability_gap=get("stability_gap", optional(dict_of(list_of(is_dict))),
+                              "a mapping of lists of mappings, or null", default=None))
         if results.metric not in results.matrices:
             read.fail(f"its primary metric {results.metric!r} has no matrix")
         return results

@@ -156,7 +156,9 @@ class RunDir:
         """On resume: drop lines logged after the checkpoint (steps >= ``step``), evaluation
         rows at steps >= ``eval_from`` (a task's row is logged at its last training step, so
         one written after a checkpoint inside that task has a step below the checkpoint's) and
-        any torn last line, so the resumed run's lines follow on without repeats."""
+        any torn last line, so the resumed run's lines follow on without repeats. Curve points
+        (``curve/``, after ``step`` optimizer steps) are taken before that step's checkpoint,
+        which holds them: those up to ``step`` stay."""
         path = self.root / "metrics.jsonl"
         if not path.exists():
             return
@@ -166,7 +168,10 @@ class RunDir:
             try:
                 record = json.loads(line)
                 is_eval = any(key.startswith("eval/") for key in record)
-                if record["step"] < (eval_from if is_eval else step):
+                if any(key.startswith("curve/") for key in record):
+                    if record["step"] <= step:
+                        kept.append(line + "\n")
+                elif record["step"] < (eval_from if is_eval else step):
                     kept.append(line + "\n")
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue

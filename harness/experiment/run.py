@@ -25,9 +25,11 @@ import torch
 
 from harness.config import config_hash, engine_for, strategy_names, to_dict, to_yaml
 from harness.core.build import build
+from harness.core.curves import ContinualEval, check_subsample
 from harness.core.evaluate import evaluate
+from harness.core.flops import FlopProbe, count_flops, task_flops
 from harness.core.loop import LeanLoop
-from harness.core.metrics import LOWER_IS_BETTER, average_seen, summarize
+from harness.core.metrics import LOWER_IS_BETTER, average_seen, fwt_note, summarize, summary_metric
 from harness.core.resume import (
     FastForward,
     StepCheckpoint,
@@ -35,6 +37,7 @@ from harness.core.resume import (
     TaskProgress,
     resumed_trainer_cfg,
 )
+from harness.core.stability import gap_summary
 from harness.core.system import ContinualSystem
 from harness.core.task import begin_task, end_task
 from harness.errors import Interrupted, UserError
@@ -59,6 +62,8 @@ def run(cfg, resume: RunDir | None = None, restart: bool = False) -> dict:
     started = time.time()
     seed_everything(cfg.seed)
     strategies, scenario, net = build(cfg)
+    check_subsample(cfg.eval, [len(scenario.test_data(j)) for j in range(scenario.n_experiences)],
+                    scenario.task_names)
     if cfg.trainer.callbacks:  # a bad callback name is one line before the run directory exists
         from harness.core.trainer import callback_classes
 
@@ -143,6 +148,7 @@ def _train(cfg, scenario, system: ContinualSystem, run_dir: RunDir | None,
             if tracker:
                 tracker.log_results(out, system.stream_step)
                 out["wandb_dir"] = tracker.finish("complete")
+                out["wandb_mode"] = tracker.mode
             return out
         except BaseException as caught:
             err = on_failure(caught)  # DDP: names a rank that died; stops the other ranks
@@ -193,6 +199,12 @@ class TaskLoop:
         self.baseline: dict[str, list[float]] | None = None
         self.per_task: list[dict] = []
         self.resumes: list[dict] = []  # where each resume started: task, epoch, batch
+        self.compute: list[dict] = [{} for _ in range(self.n)]  # FLOPs (harness.core.flops)
+        tests = [scenario.test_data(j) for j in range(self.n)]
+        self.token_bytes = scenario.info.get("token_bytes")  # bits per byte (non-byte tokens)
+        self.continual = ContinualEval(cfg.eval, tests, cfg.seed, cfg.trainer.eval_batch_size,
+                                       cfg.trainer.precision, scenario.task_names,
+                                       log=system.on_metrics, token_bytes=self.token_bytes)
 
     def restore(self, found: tuple[Checkpoint, Path] | None) -> None:
         """Continue from a checkpoint (``run._newest_checkpoint``), if there is one."""
@@ -204,6 +216,8 @@ class TaskLoop:
         self.baseline, self.per_task = ckpt.baseline, ckpt.per_task
         self.system.stream_step = ckpt.stream_step
         self.partial = ckpt.partial  # its RNG states are set once the task has been rebuilt
+        self.continual.load_state_dict(ckpt.curves)
+        self.compute = ckpt.compute or self.compute
         if ckpt.rng is not None:
             set_rng_state(ckpt.rng)
         p = self.partial
@@ -240,7 +254,8 @@ class TaskLoop:
         if self.cfg.eval_init and self.baseline is None:
             self.system.net.to(self.device)
             self.baseline = evaluate(self.system.net, _eval_sets(tests),
-                                     self.cfg.trainer.eval_batch_size, self.cfg.trainer.precision)
+                                     self.cfg.trainer.eval_batch_size, self.cfg.trainer.precision,
+                                     self.token_bytes)
             self._save_checkpoint()
             self.stop.check()
         for i in range(self.position, self.n):
@@ -260,16 +275,19 @@ class TaskLoop:
         else:  # killed after the last step, before the task's checkpoint
             set_rng_state(start.rng)
         self.stop.check()
-        end_task(self.system)
+        with count_flops(self.compute[i], "after_task_flops", self.device):
+            end_task(self.system)
         t1 = time.time()
         row = evaluate(self.system.net, _eval_sets(tests), self.cfg.trainer.eval_batch_size,
-                       self.cfg.trainer.precision)
+                       self.cfg.trainer.precision, self.token_bytes)
         for metric, scores in row.items():
             self.rows.setdefault(metric, []).append(scores)
         self._log_row(i, row)
+        steps, curve_s = self.system.stream_step - step0, self.continual.time_s[i]
         self.per_task.append({
-            "task": i, "name": name, "steps": self.system.stream_step - step0,
-            "train_time_s": t1 - t0, "eval_time_s": time.time() - t1,
+            "task": i, "name": name, "steps": steps, "train_time_s": t1 - t0 - curve_s,
+            "eval_time_s": time.time() - t1, "curve_eval_time_s": curve_s,
+            "train_flops": task_flops(self.compute[i], steps), **self.compute[i],
             "peak_rss_mb": _peak_rss_mb(), "peak_gpu_mb": _peak_gpu_mb(), "rss_mb": _rss_mb(),
             "strategy_memory_bytes": sum(s.memory_bytes() for s in self.system.strategies),
         })
@@ -298,10 +316,18 @@ class TaskLoop:
         if start is not None:
             trainer_cfg = resumed_trainer_cfg(trainer_cfg, start)
             loader = FastForward(loader, start.epoch, start.batch)
+
+        def evaluate_now(stream_step: int, last_of_task: bool) -> None:
+            if self.continual.due(stream_step, last_of_task):
+                self.continual(self.system.net, stream_step, i)
+
+        if "step_flops" not in self.compute[i]:  # one sample step per task, its first
+            self.system.flop_probe = FlopProbe(self.compute[i], "step_flops", self.device)
         label = f"task {i + 1}/{self.n} ({self.scenario.task_names[i]})"
         steps = StepCheckpoint(self._save_checkpoint, loader, self.cfg.trainer,
                                self.cfg.checkpoint.every_n_steps, self.stop, start,
-                               poll=self.writer.check, task_start_step=step0, started_at=t0)
+                               poll=self.writer.check, task_start_step=step0, started_at=t0,
+                               on_step=evaluate_now if self.continual.on else None)
         if self.engine == "lean":
             LeanLoop(trainer_cfg, self.device, label).fit(self.system, loader, steps)
             return
@@ -325,20 +351,29 @@ class TaskLoop:
             net=self.system.net.state_dict(), strategies=states, rows=self.rows,
             baseline=self.baseline, per_task=self.per_task, resumes=self.resumes,
             stream_step=self.system.stream_step if stream_step is None else stream_step,
-            rng=None if partial else rng_state())
+            rng=None if partial else rng_state(), compute=self.compute,
+            curves=self.continual.state_dict())
         self.writer.save(self.run_dir.checkpoint_dir / "last.ckpt", ckpt.to_dict())
 
     def results(self, names: list[str], started: float) -> Results:
         spec = self.scenario.spec
         metric = "perplexity" if spec.task == "lm" else "accuracy"
+        pretrained = bool(getattr(self.system.net.model, "pretrained", False))
+        curves = self.continual.results()
+        gaps, transitions = gap_summary(curves, LOWER_IS_BETTER)
+        # a task finished before FLOPs were counted (an older checkpoint) has none
+        flops = [t.get("train_flops") for t in self.per_task]
         summary = RunSummary(
-            scores=summarize(self.rows, self.baseline),
+            scores={**summarize(self.rows, self.baseline, spec.task, self.scenario.setting,
+                                pretrained), **gaps},
             wall_time_s=time.time() - started,
             train_time_s=sum(t["train_time_s"] for t in self.per_task),
             eval_time_s=sum(t["eval_time_s"] for t in self.per_task),
             peak_rss_mb=_peak_rss_mb(),
             strategy_memory_bytes=sum(s.memory_bytes() for s in self.system.strategies),
-            parameters=sum(p.numel() for p in self.system.net.parameters()))
+            parameters=sum(p.numel() for p in self.system.net.parameters()),
+            curve_eval_time_s=sum(self.continual.time_s) if curves else None,
+            train_flops=sum(flops) if None not in flops else None)
         cfg = self.cfg
         return Results(
             name=self.run_dir.root.name if self.run_dir else cfg.name,
@@ -348,7 +383,11 @@ class TaskLoop:
             task_names=list(self.scenario.task_names), setting=self.scenario.setting,
             task=spec.task, metric=metric, higher_is_better=metric not in LOWER_IS_BETTER,
             matrices=self.rows, baseline=self.baseline, summary=summary,
-            per_task=self.per_task, resumes=self.resumes, env=environment(cfg, self.device))
+            per_task=self.per_task, resumes=self.resumes, env=environment(cfg, self.device),
+            summary_metric=summary_metric(spec.task, metric, "bits_per_byte" in self.rows),
+            pretrained=pretrained,
+            fwt_note=fwt_note(spec.task, self.scenario.setting, pretrained),
+            curves=curves, stability_gap=transitions)
 
 
 def default_name(cfg) -> str:

@@ -49,6 +49,8 @@ class Checkpoint:
     resumes: list[dict]  # where each earlier resume started
     stream_step: int  # optimizer steps over the whole stream so far
     rng: dict | None  # generator states after task ``position`` (None: ``partial`` has them)
+    compute: list[dict] = dataclasses.field(default_factory=list)  # FLOPs per task so far
+    curves: dict | None = None  # evaluation during training (harness.core.curves)
 
     def to_dict(self) -> dict:
         state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -77,7 +79,9 @@ class Checkpoint:
             per_task=get(raw, "per_task", list_of(is_dict), "a list of mappings"),
             resumes=get(raw, "resumes", list_of(is_dict), "a list of mappings"),
             stream_step=get(raw, "stream_step", is_count, "a count"),
-            rng=get(raw, "rng", optional(_is_rng), "random generator states or null"))
+            rng=get(raw, "rng", optional(_is_rng), "random generator states or null"),
+            compute=get(raw, "compute", list_of(is_dict), "a list of mappings", default=[]),
+            curves=get(raw, "curves", optional(is_dict), "a mapping or null", default=None))
         if (ckpt.rng is None) == (ckpt.partial is None):
             read.fail("'rng' must be set exactly when the checkpoint was taken between tasks")
         return ckpt

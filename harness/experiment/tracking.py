@@ -88,10 +88,9 @@ class Tracker:
 
         timeout = float(os.environ.get("RETAIN_WANDB_INIT_TIMEOUT", INIT_TIMEOUT_S))
         return WandbRun(wandb.init(
-            project=cfg.wandb.project, entity=cfg.wandb.entity, name=run_dir.name,
-            group=cfg.wandb.group or group, tags=list(cfg.wandb.tags), mode=mode,
+            project=cfg.wandb.project, entity=cfg.wandb.entity, name=run_dir.name, mode=mode,
             dir=str(run_dir), id=run_id, resume="allow",
-            settings=wandb.Settings(init_timeout=timeout),
+            settings=wandb.Settings(init_timeout=timeout), **identity(cfg.wandb, group),
         ))
 
     def _abandon(self) -> None:
@@ -143,6 +142,18 @@ class Tracker:
         except Exception as err:  # a broken W&B must never lose the results
             _warn(f"W&B could not finish cleanly: {_first_line(err)}")
             return None
+
+
+def identity(cfg, strategy: str) -> dict:
+    """Group, job type and tags of a run. A sweep's runs (``wandb.sweep``, set by ``retain
+    sweep``) form one group named after the sweep, with job type "sweep" and a ``sweep:<name>``
+    tag, so synced sweeps do not mix inside strategy groups; other runs are grouped by
+    strategy. ``wandb.group`` overrides the group either way."""
+    tags = list(cfg.tags)
+    if cfg.sweep:
+        tags.append(f"sweep:{cfg.sweep}")
+    return {"group": cfg.group or cfg.sweep or strategy,
+            "job_type": "sweep" if cfg.sweep else "run", "tags": tags}
 
 
 def _run_id(run_dir: Path, fresh: bool = False) -> str:

