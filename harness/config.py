@@ -158,8 +158,7 @@ def to_dict(cfg) -> dict:
 def to_yaml(cfg) -> str:
     """config.yaml's text. OmegaConf's dumper quotes strings its loader would read as numbers
     (``name: '1e3'``), so ``load`` of it gives the same config (and hash) back. Its dumper is
-    used directly: ``OmegaConf.to_yaml`` gives the same text, building a DictConfig first
-    (8.7 vs 1.2 ms for the default config)."""
+    used directly: ``OmegaConf.to_yaml`` gives the same text, but builds a DictConfig first."""
     import yaml
     from omegaconf._utils import get_omega_conf_dumper
 

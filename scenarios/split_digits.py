@@ -23,7 +23,7 @@ from scenarios.classes import check_class_order, class_groups, group_names, spli
 
 N_TRAIN, N_TEST, SPLIT_SEED = 1400, 397, 0
 DIGITS_CACHE_HELP = ("keep the digits' split in the preparation cache (a run then skips "
-                     "importing scikit-learn, ~1 s)")
+                     "importing scikit-learn)")
 
 
 @dataclass

@@ -41,7 +41,7 @@ class SplitMNISTConfig:
         "help": "test images (stratified, of 5,000; at least 10 per side of the split)",
         "min": 10, "max": N_IMAGES - 10})
     cache: bool = cache_flag("keep the parsed CSV and the split in the preparation cache "
-                             "(parsing takes ~0.25 s, importing scikit-learn for the split ~1 s)")
+                             "(a run then skips parsing it and importing scikit-learn)")
     cache_dir: str = cache_dir_option()
 
     def check(self) -> None:
@@ -76,7 +76,7 @@ def load_mnist_5k(cache: bool = True, cache_dir: str = "") -> tuple[np.ndarray, 
 def stratified_split(y: np.ndarray, n_test: int, source: str, cache_dir: str,
                      cache: bool) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) indices of scikit-learn's stratified ``train_test_split`` (random state
-    0), kept in the preparation cache: importing scikit-learn is 1-1.5 s of a run's start-up.
+    0), kept in the preparation cache: importing scikit-learn is a large part of start-up.
     ``source`` fingerprints the CSV the labels come from."""
     from importlib.metadata import version
 

@@ -2,8 +2,7 @@
 
 EWC and SI pull each parameter towards an anchor ``a`` with an importance ``w >= 0``. Written
 as a loss term, the penalty's forward and backward cost more than a small network's own step
-(EWC took 1.84x a naive step on the Split-Digits MLP, measured by the older bench
-strategy_costs). Its gradient, ``2 * scale * w * (theta -
+(``bench strategy_costs``). Its gradient, ``2 * scale * w * (theta -
 a)``, is known, so strategies return it from ``Strategy.penalties`` instead, and the system:
 
 * adds the gradient to the parameters' gradients after the backward pass, before any

@@ -1,5 +1,6 @@
-"""Every snippet of docs/extending.md runs as written: files are written where the page says,
-commands run (shrunk to a couple of steps per task), shown error output is what retain prints.
+"""Every snippet of docs/extending.md and of the README runs as written: files are written
+where the page says, commands run (shrunk to a couple of steps per task), shown error output
+is what retain prints.
 
 Markers before a fenced block: ``<!-- file: PATH -->`` writes the block to PATH (a
 ``pyproject.toml`` is then installed the way pip would make it visible: a dist-info folder with
@@ -20,7 +21,8 @@ import pytest
 from harness import plugins
 from harness.cli import main
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "extending.md"
 SNIPPET = re.compile(r"<!-- (file|run|output of)(?:: ([^\n]*?))? -->\n```(\w*)\n(.*?)```", re.S)
 QUICK = ["logger=none", "trainer.progress=false", "trainer.max_steps=2",
          "trainer.accelerator=cpu"]
@@ -51,9 +53,9 @@ def install(pyproject: Path, monkeypatch) -> None:
     monkeypatch.setattr(plugins, "_entry_points_loaded", False)
 
 
-def test_every_snippet_of_the_extending_page_runs(tmp_path, capsys, monkeypatch):
-    snippets = SNIPPET.findall(PAGE.read_text())
-    assert len(snippets) == 16
+def run_snippets(page: Path, tmp_path, capsys, monkeypatch) -> int:
+    """Runs the marked snippets of ``page`` in order; returns how many there were."""
+    snippets = SNIPPET.findall(page.read_text())
     for kind, arg, lang, body in snippets:
         if kind == "file":
             path = tmp_path / arg
@@ -62,7 +64,7 @@ def test_every_snippet_of_the_extending_page_runs(tmp_path, capsys, monkeypatch)
             if path.name == "pyproject.toml":
                 install(path, monkeypatch)
         elif kind == "run" and lang == "python":
-            exec(compile(body, str(PAGE), "exec"), {})
+            exec(compile(body, str(page), "exec"), {})
         elif kind == "run":
             for argv in commands(body):
                 assert main(with_quick(argv)) == 0, (argv, capsys.readouterr().err[-2000:])
@@ -70,8 +72,23 @@ def test_every_snippet_of_the_extending_page_runs(tmp_path, capsys, monkeypatch)
             capsys.readouterr()
             assert main(with_quick(shlex.split(arg)[1:])) == 2
             assert capsys.readouterr().err.strip() == body.strip()
-    runs = sorted(p.parent.name for p in (tmp_path / "runs").glob("*/results.json"))
+    return len(snippets)
+
+
+def complete_runs(tmp_path) -> list[str]:
+    return sorted(p.parent.name for p in (tmp_path / "runs").glob("*/results.json"))
+
+
+def test_every_snippet_of_the_extending_page_runs(tmp_path, capsys, monkeypatch):
+    assert run_snippets(PAGE, tmp_path, capsys, monkeypatch) == 16
+    runs = complete_runs(tmp_path)
     assert len(runs) == 6, runs  # anchor, bag, the YAML, confidence, tensors, avalanche
     swept = [json.loads(p.read_text())["config"]["strategy"]["anchor"]["weight"]
              for p in (tmp_path / "runs" / "sweeps" / "anchor_weight").glob("*/results.json")]
     assert sorted(swept) == [0.1, 1.0]  # the sweep's runs loaded the plug-in it names
+
+
+def test_the_readmes_own_data_examples_run(tmp_path, capsys, monkeypatch):
+    assert run_snippets(ROOT / "README.md", tmp_path, capsys, monkeypatch) == 3
+    runs = complete_runs(tmp_path)
+    assert [r.split("-")[0] for r in runs] == ["avalanche", "tensors"], runs

@@ -173,8 +173,8 @@ class BatchLoader:
         self.epoch += 1
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         # Rows are gathered a block of batches at a time and each batch is a view into its
-        # block: three index operations per block instead of per batch (~10 us of a 270 us
-        # Split-Digits step). A block holds at most GATHER_BYTES (or one batch). In order and
+        # block: three index operations per block instead of per batch, which matter on small
+        # models' steps. A block holds at most GATHER_BYTES (or one batch). In order and
         # unsharded, a block is a slice of the data: views, no copy (evaluation's case).
         in_place = not self.shuffle and self.world_size == 1
         span = self.batch_size * max(1, GATHER_BYTES // (self.batch_size * _row_bytes(self.data)))

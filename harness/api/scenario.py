@@ -5,7 +5,7 @@ Builders prepare their splits as tensors (``TaskData``) and call ``Scenario.from
 ``test_stream`` and, when built, ``valid_stream``; items are ``(x, y, t)``), built the first
 time it is asked for. The task loop reads the tensors: materialising an experience through
 Avalanche's per-item ``__getitem__`` costs seconds for a few thousand sequences, and building
-the benchmark (and importing Avalanche, 1.4 s) is paid only by code that uses it.
+the benchmark (and importing Avalanche) is paid only by code that uses it.
 
 Once the benchmark exists, ``train_data(i)`` reads through it: it returns the tensors the
 experience was built from after checking that they still are what the experience holds (length

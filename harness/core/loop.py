@@ -1,10 +1,9 @@
 """The lean engine: one process trains the ContinualSystem without Lightning's Trainer.
 
-Why: continual-learning benchmarks are mostly small models on short tasks. On Split-Digits
-(an MLP 64-256-10, 45 steps a task) a step takes 0.31 ms in this loop and 0.95 ms under the
-Trainer, whose per-step machinery (closures, hook dispatch, progress tracking, data fetcher)
-costs more than the step; a Trainer's set-up adds 9 ms per experience (``bench overhead``).
-And a run on this engine never imports Lightning (3-5 s of start-up). For one process this
+Why: continual-learning benchmarks are mostly small models on short tasks, where the
+Trainer's per-step machinery (closures, hook dispatch, progress tracking, data fetcher) and
+per-experience set-up cost more than the step itself (``bench overhead``;
+docs/performance.md), and a run on this engine never imports Lightning. For one process this
 loop drives the ContinualSystem through the same hooks as the Trainer, in the Trainer's order:
 
     training_step -> zero_grad (first batch of an accumulation window) -> backward
@@ -98,8 +97,8 @@ def _with_last(loader):
 
 def bare_step(optimizer):
     """``optimizer.step`` without the wrapper torch puts around every optimizer's step (a
-    profiler ``record_function`` and loops over step hooks): 40 us of a 270 us Split-Digits
-    step on CPU. The wrapper runs whenever it could matter: a hook is registered or a
+    profiler ``record_function`` and loops over step hooks), a visible share of a small
+    model's step on CPU. The wrapper runs whenever it could matter: a hook is registered or a
     profiler is recording. An optimizer whose ``step`` was replaced on the instance (an LR
     scheduler's step counter, a Lookahead-style wrapper) keeps its own."""
     bare = getattr(type(optimizer).step, "__wrapped__", None)

@@ -41,8 +41,8 @@ def save(path: Path, state: dict) -> None:
 class Writer:
     """Writes checkpoints in a background thread, in order, one at a time.
 
-    Why: a write is two fsyncs, a hard link and two renames (2.7 ms of a 3.3 ms save for a
-    100 KB MLP checkpoint here; seconds for a large model), and training need not wait for it.
+    Why: a write is two fsyncs, a hard link and two renames (most of a small model's save;
+    seconds for a large model), and training need not wait for it.
     ``save`` serialises the state in the caller's thread, so the tensors may change as soon as
     it returns, waits for the previous write, and hands the bytes over: at most one write is
     pending and two copies are in memory. A crash before the write lands leaves the previous

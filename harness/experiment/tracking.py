@@ -36,7 +36,7 @@ INIT_TIMEOUT_S = 30.0  # a bounded wait for the W&B server; RETAIN_WANDB_INIT_TI
 class WandbRun:
     """A W&B run logged as Lightning's ``WandbLogger`` logs (so dashboards read the same):
     every metric is plotted against ``trainer/global_step``, retain's stream-wide step.
-    W&B is used directly because importing Lightning for its logger costs 3-5 s a run."""
+    W&B is used directly: importing Lightning for its logger would cost every run seconds."""
 
     STEP = "trainer/global_step"
 

@@ -18,8 +18,8 @@ With ``lambda_knn > 0`` a second store holds (state, next token) pairs and ``lm_
 returns log((1 - lambda) p_LM + lambda p_kNN), the kNN-LM mixture: facts seen during an old
 task can be recalled after the weights have moved on. The state is the input of block
 ``knn_lm_layer`` (0 = the token embedding). Keys must stay findable as training moves on:
-measured on three fact tasks (tests/test_model_recall.py), only ``knn_lm_layer=0`` with
-``tie_weights=false`` kept task 1 (100%); upper layers drift with the new tasks, and a tied
+on three fact tasks (tests/test_model_recall.py) only ``knn_lm_layer=0`` with
+``tie_weights=false`` keeps task 1; upper layers drift with the new tasks, and a tied
 head lets Adam move the embedding rows of every absent token at each step, so an old task's
 tokens collapse together. Layer 0 keys make the store a bigram memory, though: a trade-off.
 

@@ -2,8 +2,8 @@
 
 Under the Trainer engine Lightning is imported, which sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1``
 (so that forking stays safe); from then on every ``torch.cuda.is_available()`` loads NVML
-again: 0.2-0.3 ms a call on a machine without a driver, about 17 calls in a five-task run (RNG
-state, peak memory, devices). The lean engine never imports Lightning, but asks as often.
+again, many times a run (RNG state, peak memory, devices; the cost is in docs/performance.md).
+The lean engine never imports Lightning, but asks as often.
 Which devices a process can see does not change while it runs.
 """
 
