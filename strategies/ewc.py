@@ -137,7 +137,8 @@ class EWC(Strategy):
                            else g.float() * weight).reshape(-1)
                           for g, (_, p) in zip(grads, params)])
         dist.all_reduce_(flat)
-        return list(flat.split([p.numel() for _, p in params]))
+        return [g.view_as(p) for g, (_, p) in zip(flat.split([p.numel() for _, p in params]),
+                                                  params)]
 
     def memory_bytes(self) -> int:
         return sum(t.numel() * t.element_size()
