@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.api import Batch, Context, Strategy
+from harness.api import Batch, Context, Strategy, carries_memory
 from harness.registry import register_strategy
 from strategies.buffer import (
     POLICIES,
@@ -122,14 +122,28 @@ class DER(Strategy):
 
         @torch.no_grad()
         def logits(batch: Batch) -> dict[str, Tensor]:
+            # Under DDP each rank computes rows rank::W and the ranks exchange them; a model
+            # that carries memory from batch to batch computes them all on every rank.
+            dist = ctx.dist
+            split = dist.world_size > 1 and not carries_memory(net.model)
+            mine = batch if not split else Batch(
+                *(None if v is None else v[dist.rank::dist.world_size] for v in batch))
             was_training = net.training
             net.eval()
             net.model.reset_memory()
             device = next(net.parameters()).device
             parts = [net(part.x.to(device), None).logits.to(DTYPES[self.cfg.logits_dtype]).cpu()
-                     for part in _chunks(batch, ctx.eval_batch_size)]
+                     for part in _chunks(mine, ctx.eval_batch_size)]
             net.train(was_training)
-            return {"logits": torch.cat(parts)}
+            out = torch.cat(parts) if parts else torch.empty(0)
+            if not split:
+                return {"logits": out}
+            gathered = dist.all_gather_object(out)
+            full = gathered[0].new_empty((len(batch), *gathered[0].shape[1:]))
+            for r, part in enumerate(gathered):
+                if len(part):  # (a rank may have had no rows)
+                    full[r::dist.world_size] = part
+            return {"logits": full}
 
         self.buffer.add(ctx.train_data(ctx.task_id), ctx.task_id, ctx.seed, extra=logits)
         self.filled += 1
