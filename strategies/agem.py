@@ -12,9 +12,10 @@ not, which to first order cannot increase the memory loss::
 as in Avalanche's ``AGEMPlugin``. The reference forward runs on the training network in
 train mode and leaves ``.grad`` untouched.
 
-Under DDP every rank samples from its own part of the memory, and the reference gradients
-(weighted by sample counts) are all-reduced before projecting, so all ranks project the
-already-averaged gradient onto the same ``g_ref`` and stay in step.
+Under DDP every rank keeps the memory one process keeps and draws the same sample; each
+computes the gradient of its rows ``rank::W``, weighted by its share of the sample's targets,
+and one all-reduce sums them into the single-process ``g_ref``, so all ranks project the
+already-averaged gradient onto the same reference and stay in step.
 
     retain run scenario.name=split-digits model.name=mlp strategy=agem \\
         strategy.agem.patterns_per_experience=40 strategy.agem.sample_size=64
@@ -28,7 +29,7 @@ import torch
 
 from harness.api import Context, Strategy
 from harness.registry import register_strategy
-from strategies.buffer import Buffer, per_rank, stream_seed
+from strategies.buffer import Buffer, count, rank_part, stream_seed
 
 
 @dataclass
@@ -70,7 +71,7 @@ class AGEM(Strategy):
         self._gen_state: torch.Tensor | None = None  # from a checkpoint taken inside a task
 
     def before_task(self, ctx: Context) -> None:
-        self.buffer.dist, self.gen = ctx.dist, None
+        self.gen = None
         if self.in_task != ctx.task_id:
             self._gen_state = None
         self.in_task = ctx.task_id
@@ -84,20 +85,21 @@ class AGEM(Strategy):
             self.projected += 1
 
     def reference_gradient(self, ctx: Context, params) -> list[torch.Tensor]:
-        """Gradient of the mean loss on a balanced memory sample, averaged over ranks: one
-        float32 tensor per parameter."""
-        if self.gen is None:  # inside fit: rank known
-            self.gen = torch.Generator().manual_seed(
-                stream_seed(ctx.seed, ctx.task_id, ctx.dist.rank))
+        """Gradient of the mean loss on a balanced memory sample (the same sample on every
+        rank, each computing its rows' part): one float32 tensor per parameter."""
+        if self.gen is None:
+            self.gen = torch.Generator().manual_seed(stream_seed(ctx.seed, ctx.task_id))
             if self._gen_state is not None:
                 self.gen.set_state(self._gen_state)
                 self._gen_state = None
-        n_local = per_rank(self.cfg.sample_size, ctx.dist)
-        index = self.buffer.sample_balanced(n_local, self.gen)  # empty for an empty memory
-        n = len(index)
+        whole = self.buffer.sample_balanced(self.cfg.sample_size, self.gen)  # empty if no memory
+        index = rank_part(whole, ctx.dist)
+        n = total = 0
+        if len(index):
+            batch = self.buffer.batch(index).to(params[0].device)
+            n, total = count(batch.y), count(self.buffer.fields["y"][whole])
         if n:
             net = ctx.system.net
-            batch = self.buffer.batch(index).to(params[0].device)
             with torch.enable_grad():
                 loss = net.loss(batch, net(batch.x, batch.t))
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
@@ -107,14 +109,12 @@ class AGEM(Strategy):
             refs = [torch.zeros_like(p, dtype=torch.float32) for p in params]
         if ctx.dist.world_size == 1:
             return refs
-        # the ranks' mean gradients, weighted by their sample counts, in one all-reduce
-        weighted = torch.cat([*(r.reshape(-1) * n for r in refs), refs[0].new_full((1,), n)])
-        ctx.dist.all_reduce_(weighted)
-        mean = weighted[:-1] / weighted[-1].clamp_min(1)
-        return [m.view_as(p) for m, p in zip(mean.split([p.numel() for p in params]), params)]
+        # each rank's mean gradient weighted by its share of the sample's targets, summed
+        flat = torch.cat([r.reshape(-1) for r in refs]) * (n / max(total, 1))
+        ctx.dist.all_reduce_(flat)
+        return [m.view_as(p) for m, p in zip(flat.split([p.numel() for p in params]), params)]
 
     def after_task(self, ctx: Context) -> None:
-        self.buffer.dist = ctx.dist
         self.buffer.add(ctx.train_data(ctx.task_id), ctx.task_id, ctx.seed)
         self.filled += 1
         self.gen, self.in_task = None, -1

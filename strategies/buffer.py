@@ -14,14 +14,14 @@ A group's capacity is ``mem_size // n_groups``, the remainder going to the lowes
 or a fixed ``per_group`` (A-GEM's patterns per experience). Since keys never change, shrinking
 a group keeps the examples it would have kept had the capacity always been that small.
 
-Under DDP each rank inserts only its shard of the experience (examples ``rank::world_size``);
-keys are drawn per experience from the run seed, so an example has the same key whatever rank
-holds it. The ranks exchange the (group, key) pairs of their candidates and each keeps those
-above the global per-group threshold. The union over ranks is therefore exactly the memory a
-single process would keep (the policy's sample of the global stream), bounded by ``mem_size``
-in total, though one rank may hold a few more examples than another. Each rank draws its
-share of a replay batch from its own part. A checkpoint gathers every rank's part; a run
-resumed with another number of processes re-partitions the union.
+Under DDP every rank keeps the whole memory: each offers the whole experience and draws the
+same keys (per experience, from the run seed), so every rank holds exactly the memory, in the
+same order, that a single process keeps, with no exchange. A memory batch is then drawn
+alike on every rank (``stream_seed`` has no rank in it) and split like the current batch:
+rank r takes rows ``r::world_size`` (``rank_part``) and weighs its term by its share
+(``share``), so the ranks' gradients average to the single-process one. The memory is bounded
+by ``mem_size`` (it is small next to the data and the model) and is stored once in a
+checkpoint, whatever the number of processes.
 
 Inputs may be feature vectors with class labels or token sequences with next-token targets;
 extra per-example fields (DER's logits) are stored beside them.
@@ -34,9 +34,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from harness.api import Batch, TaskData
+from harness.api import IGNORE, Batch, Collectives, TaskData
 from harness.errors import UserError
-from harness.runtime.distributed import DIST, Dist
 
 POLICIES = ("reservoir", "class_balanced", "task_balanced")
 CORE = ("x", "y", "t", "task", "key")  # task: experience index; key: the selection key
@@ -51,43 +50,34 @@ def check_policy(policy: str) -> str:
 class Buffer:
     """Examples (and extra fields) of past experiences, bounded by ``mem_size`` in total."""
 
-    def __init__(self, mem_size: int, policy: str = "reservoir", per_group: int | None = None,
-                 dist: Dist = DIST):
+    def __init__(self, mem_size: int, policy: str = "reservoir", per_group: int | None = None):
         if mem_size < 0 or (per_group is not None and per_group < 0):
             raise UserError("memory size must be >= 0")
         self.mem_size, self.policy, self.per_group = mem_size, check_policy(policy), per_group
-        self.dist = dist
         self.fields: dict[str, Tensor] = {}
-        self.seen: list[int] = []  # group ids seen on any rank
-        self._pending: list[dict] | None = None  # per-rank parts from a checkpoint
+        self.seen: list[int] = []  # group ids seen
         self._grouped: tuple | None = None  # see _members
 
     def __len__(self) -> int:
-        self._claim()
         return len(self.fields["key"]) if self.fields else 0
 
     # -- insertion ----------------------------------------------------------------------
 
     def add(self, data: TaskData, task: int, seed: int,
             extra: Callable[[Batch], dict[str, Tensor]] | None = None) -> None:
-        """Offer this rank's shard of ``data`` (experience ``task``); keep the policy's choice.
+        """Offer the examples of ``data`` (experience ``task``); keep the policy's choice.
 
         ``extra(batch)`` computes extra fields, only for the new examples actually kept.
         """
-        self._claim()
-        rank, world = self.dist.rank, self.dist.world_size
-        shard = torch.arange(len(data))[rank::world]
-        # One key per example of the experience, the same on every rank: the ranks' union is
-        # then exactly the memory a single process would keep.
+        # One key per example of the experience, from the run seed: the same on every rank.
         gen = torch.Generator().manual_seed(key_seed(seed, task))
         keys = torch.rand(len(data), dtype=torch.float64, generator=gen)
-        new = {"x": data.x[shard], "y": data.y[shard], "t": data.t[shard],
-               "task": torch.full((len(shard),), task, dtype=torch.long), "key": keys[shard]}
+        new = {"x": data.x, "y": data.y, "t": data.t,
+               "task": torch.full((len(data),), task, dtype=torch.long), "key": keys}
         n_old = len(self.fields["key"]) if self.fields else 0
         cand = {k: torch.cat([self.fields[k], new[k]]) if n_old else new[k] for k in CORE}
         groups = self.groups(cand["y"], cand["task"])
-        local = sorted(set(groups.tolist()))
-        self.seen = sorted(set(self.seen).union(*self.dist.all_gather_object(local)))
+        self.seen = sorted(set(self.seen).union(groups.tolist()))
         keep = self._select(groups, cand["key"], self.capacities(self.seen))
         kept_new = keep[n_old:].nonzero().squeeze(1)
         fields = {k: v[keep] for k, v in cand.items()}
@@ -116,29 +106,19 @@ class Buffer:
         return {g: base + (i < rem) for i, g in enumerate(sorted(groups))}
 
     def _select(self, groups: Tensor, keys: Tensor, caps: dict[int, int]) -> Tensor:
-        """Mask of the candidates whose key is among their group's ``cap`` largest, globally."""
-        local_top = []
-        for g, cap in caps.items():
-            k = keys[groups == g]
-            local_top.append(torch.stack([torch.full_like(k[:cap], g),
-                                          k.topk(min(cap, len(k))).values], 1))
-        gathered = self.dist.all_gather_cat(torch.cat(local_top) if local_top
-                                            else torch.empty(0, 2, dtype=torch.float64))
+        """Mask of the candidates whose key is among their group's ``cap`` largest."""
         keep = torch.zeros_like(keys, dtype=torch.bool)
         for g, cap in caps.items():
-            if cap == 0:
+            members = keys[groups == g]
+            if cap == 0 or len(members) == 0:
                 continue
-            everywhere = gathered[gathered[:, 0] == g, 1]
-            if len(everywhere) == 0:
-                continue
-            threshold = everywhere.topk(min(cap, len(everywhere))).values[-1]
+            threshold = members.topk(min(cap, len(members))).values[-1]
             keep |= (groups == g) & (keys >= threshold)
         return keep
 
     # -- reading ------------------------------------------------------------------------
 
     def batch(self, index: Tensor) -> Batch:
-        self._claim()
         return Batch(self.fields["x"][index], self.fields["y"][index], self.fields["t"][index])
 
     def sample_balanced(self, n: int, gen: torch.Generator) -> Tensor:
@@ -161,7 +141,6 @@ class Buffer:
         """Each group's example indices, one row per group in group order, and (when groups
         differ in size) 2.0 where a row is padded, else 0. A-GEM samples every step and the
         memory only changes between experiences: recomputed only when ``fields`` changed."""
-        self._claim()
         if self._grouped is None or self._grouped[0] is not self.fields.get("key"):
             groups = self.groups(self.fields["y"], self.fields["task"]) if self.fields \
                 else torch.empty(0, dtype=torch.long)
@@ -177,48 +156,23 @@ class Buffer:
         return self._grouped[1]
 
     def nbytes(self) -> int:
-        """Bytes this rank's memory holds: examples, labels, extras and selection keys."""
-        self._claim()
+        """Bytes the memory holds (on each rank): examples, labels, extras and selection keys."""
         return sum(v.numel() * v.element_size() for v in self.fields.values())
 
     # -- checkpoints ----------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """Every rank's part (collective under DDP: all ranks must call it)."""
-        if self._pending is not None and not self.dist.active:
-            parts = self._pending
-        else:
-            self._claim()
-            parts = self.dist.all_gather_object({k: v.cpu() for k, v in self.fields.items()})
         return {"policy": self.policy, "mem_size": self.mem_size, "seen": list(self.seen),
-                "ranks": parts}
+                "fields": {k: v.cpu() for k, v in self.fields.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.seen = [int(g) for g in state["seen"]]
-        self.fields, self._pending = {}, list(state["ranks"])
-
-    def _claim(self) -> None:
-        """Take this rank's part of a loaded checkpoint, once the process group is known.
-
-        A checkpoint is loaded before Lightning creates the process group, so the part is
-        chosen at first use (inside fit or after it), not at load time.
-        """
-        if self._pending is None or (self.dist.world_size == 1 and _launched_ddp()):
-            return
-        parts, self._pending = [p for p in self._pending if p], None
-        rank, world = self.dist.rank, self.dist.world_size
-        if len(parts) == world:
-            self.fields = dict(parts[rank])
-        elif parts:  # another world size: the union, re-partitioned
-            union = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-            self.fields = {k: v[rank::world] for k, v in union.items()}
-
-
-def _launched_ddp() -> bool:
-    """True in a process started for DDP whose process group does not exist yet."""
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not DIST.active
+        if "fields" in state:
+            self.fields = dict(state["fields"])
+        else:  # a checkpoint that kept one part of the memory per rank: their union
+            parts = [p for p in state["ranks"] if p]
+            self.fields = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts \
+                else {}
 
 
 class MemoryStream:
@@ -257,11 +211,27 @@ def key_seed(run_seed: int, task_id: int) -> int:
     return (run_seed * 1_000_003 + task_id * 10_007) % 2**63
 
 
-def stream_seed(run_seed: int, task_id: int, rank: int) -> int:
-    """Seed of a rank's memory sampling during one task: distinct per task and per rank."""
-    return (run_seed * 7_919 + task_id) * 1_009 + rank
+def stream_seed(run_seed: int, task_id: int) -> int:
+    """Seed of the memory sampling during one task: distinct per task, the same on every rank
+    (every rank draws the global memory batch and takes its part)."""
+    return (run_seed * 7_919 + task_id) * 1_009
 
 
-def per_rank(global_size: int, dist: Dist) -> int:
-    """A rank's share of a global batch size (rounded up, at least 1)."""
-    return max(-(-global_size // dist.world_size), 1)
+def rank_part(index: Tensor, dist: Collectives) -> Tensor:
+    """This rank's rows of a global memory batch (rows ``rank::world_size``), as the task
+    loop's loader splits the current batch."""
+    return index if dist.world_size == 1 else index[dist.rank :: dist.world_size]
+
+
+def count(y: Tensor) -> int:
+    """Targets that carry a loss: examples, or non-ignored tokens."""
+    return int((y != IGNORE).sum()) if y.dim() > 1 else len(y)
+
+
+def share(part: Tensor, whole: Tensor, dist: Collectives) -> float:
+    """``W * count(part) / count(whole)`` for the targets ``part`` (this rank's rows) of a
+    global batch with targets ``whole``: a mean over the part, weighed by this, averages over
+    the ranks to the mean over the whole batch. 1 on one process."""
+    if dist.world_size == 1:
+        return 1.0
+    return dist.world_size * count(part) / max(count(whole), 1)

@@ -15,8 +15,10 @@ in one batch; here the memory batch has its own forward, which gives the same gr
 networks without batch statistics, and the current examples' loss stays the task loss.
 Logits are matched over all classes (unmasked in task-IL) or, for language models, over the
 vocabulary at non-ignored positions; ``logits_dtype=float16`` halves what they cost to keep.
-Under DDP each of W ranks draws ``batch_size_mem / W`` examples from its own part of the
-memory, whose union over ranks is what one process would keep (``strategies.buffer``).
+Under DDP every rank keeps the memory one process keeps (``strategies.buffer``), draws the
+same global memory batch and forwards its rows ``rank::W``; each term, a mean over those rows,
+is weighed by the rank's share of the memory batch, so the ranks' gradients average to the
+single-process gradient.
 
     retain run scenario.name=split-digits model.name=mlp strategy=der \\
         strategy.der.mem_size=200 strategy.der.alpha=0.1 strategy.der.beta=0.5
@@ -30,9 +32,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.api import Batch, Context, Strategy
+from harness.api import Batch, Context, Strategy, carries_memory
 from harness.registry import register_strategy
-from strategies.buffer import POLICIES, Buffer, MemoryStream, check_policy, per_rank, stream_seed
+from strategies.buffer import (
+    POLICIES,
+    Buffer,
+    MemoryStream,
+    check_policy,
+    count,
+    rank_part,
+    share,
+    stream_seed,
+)
 from strategies.distill import at_targets, full_logits
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -68,7 +79,7 @@ class DER(Strategy):
         self._stream_state: dict | None = None  # from a checkpoint taken inside a task
 
     def before_task(self, ctx: Context) -> None:
-        self.buffer.dist, self.stream = ctx.dist, None
+        self.stream = None
         if self.in_task != ctx.task_id:  # a new task, not one resumed from inside
             self._stream_state = None
         self.in_task = ctx.task_id
@@ -76,24 +87,34 @@ class DER(Strategy):
     def loss_terms(self, ctx: Context, batch, outputs) -> dict[str, Tensor]:
         if self.filled == 0:
             return {}
-        if self.stream is None:  # first step of the task: inside fit, the group exists
-            seed = stream_seed(ctx.seed, ctx.task_id, ctx.dist.rank)
-            size = per_rank(self.cfg.batch_size_mem or ctx.batch_size, ctx.dist)
-            self.stream = MemoryStream(self.buffer, size, seed, drop_last=True)
+        if self.stream is None:  # first step of the task
+            size = self.cfg.batch_size_mem or ctx.batch_size
+            self.stream = MemoryStream(self.buffer, size, stream_seed(ctx.seed, ctx.task_id),
+                                       drop_last=True)
             if self._stream_state is not None:
                 self.stream.load_state_dict(self._stream_state)
                 self._stream_state = None
-        index = self.stream.next()
-        if index is None:
+        whole = self.stream.next()  # the global memory batch, the same on every rank
+        if whole is None:
             return {}
+        index = rank_part(whole, ctx.dist)
         net = ctx.system.net
         memory = self.buffer.batch(index).to(batch.x.device)
+        if count(memory.y) == 0:  # fewer memory targets than ranks: none on this rank
+            zero = torch.zeros((), device=batch.x.device)
+            return {"der_logits": zero, **({"der_labels": zero} if self.cfg.beta > 0 else {})}
         stored = self.buffer.fields["logits"][index].to(batch.x.device).float()
         out = net(memory.x, memory.t)
         student = at_targets(full_logits(net, memory.x, out), memory.y).float()
         terms = {"der_logits": self.cfg.alpha * F.mse_loss(student, at_targets(stored, memory.y))}
         if self.cfg.beta > 0:
             terms["der_labels"] = self.cfg.beta * net.loss(memory, out)
+        if ctx.dist.world_size > 1:  # the system weighs every term by the current batch's
+            # share: these are means over the memory batch, whose share may differ
+            weight = share(memory.y, self.buffer.fields["y"][whole], ctx.dist)
+            current = ctx.system.batch_share
+            terms = {k: v * (weight / current if current is not None else weight)
+                     for k, v in terms.items()}
         return terms
 
     def after_task(self, ctx: Context) -> None:
@@ -101,16 +122,29 @@ class DER(Strategy):
 
         @torch.no_grad()
         def logits(batch: Batch) -> dict[str, Tensor]:
+            # Under DDP each rank computes rows rank::W and the ranks exchange them; a model
+            # that carries memory from batch to batch computes them all on every rank.
+            dist = ctx.dist
+            split = dist.world_size > 1 and not carries_memory(net.model)
+            mine = batch if not split else Batch(
+                *(None if v is None else v[dist.rank::dist.world_size] for v in batch))
             was_training = net.training
             net.eval()
             net.model.reset_memory()
             device = next(net.parameters()).device
             parts = [net(part.x.to(device), None).logits.to(DTYPES[self.cfg.logits_dtype]).cpu()
-                     for part in _chunks(batch, ctx.eval_batch_size)]
+                     for part in _chunks(mine, ctx.eval_batch_size)]
             net.train(was_training)
-            return {"logits": torch.cat(parts)}
+            out = torch.cat(parts) if parts else torch.empty(0)
+            if not split:
+                return {"logits": out}
+            gathered = dist.all_gather_object(out)
+            full = gathered[0].new_empty((len(batch), *gathered[0].shape[1:]))
+            for r, part in enumerate(gathered):
+                if len(part):  # (a rank may have had no rows)
+                    full[r::dist.world_size] = part
+            return {"logits": full}
 
-        self.buffer.dist = ctx.dist
         self.buffer.add(ctx.train_data(ctx.task_id), ctx.task_id, ctx.seed, extra=logits)
         self.filled += 1
         self.stream, self.in_task = None, -1

@@ -9,9 +9,10 @@ stream, class-balanced or experience-balanced; see ``strategies.buffer``), and n
 than ``mem_size`` examples. It stores feature vectors with labels or token sequences with
 next-token targets alike.
 
-Under DDP each rank keeps examples of its own shard; the union over ranks is the memory one
-process would keep (``strategies.buffer``). Like ``trainer.batch_size``, ``batch_size_mem`` is
-global: each of W ranks adds ``batch_size_mem / W`` (rounded up) examples from its own part.
+Under DDP every rank keeps the memory one process keeps (``strategies.buffer``). Like
+``trainer.batch_size``, ``batch_size_mem`` is global: every rank draws the same memory batch
+and adds its rows ``rank::W`` to its part of the current batch, so the ranks' batches together
+are the single-process batch (the system weighs each rank's loss by its share of it).
 
     retain run scenario.name=split-digits model.name=mlp strategy=replay \\
         strategy.replay.mem_size=200 strategy.replay.policy=class_balanced
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 
 from harness.api import Batch, Context, Strategy
 from harness.registry import register_strategy
-from strategies.buffer import POLICIES, Buffer, MemoryStream, check_policy, per_rank, stream_seed
+from strategies.buffer import POLICIES, Buffer, MemoryStream, check_policy, rank_part, stream_seed
 
 
 @dataclass
@@ -50,12 +51,10 @@ class Replay(Strategy):
     def train_loader(self, ctx: Context, loader):
         if self.filled == 0:
             return loader
-        self.buffer.dist = ctx.dist
         return ReplayLoader(loader, self.buffer, self.cfg.batch_size_mem or ctx.batch_size,
-                            ctx.seed, ctx.task_id)
+                            ctx.seed, ctx.task_id, ctx.dist)
 
     def after_task(self, ctx: Context) -> None:
-        self.buffer.dist = ctx.dist
         self.buffer.add(ctx.train_data(ctx.task_id), ctx.task_id, ctx.seed)
         self.filled += 1
 
@@ -74,22 +73,21 @@ class ReplayLoader:
     """The current loader's batches, each concatenated with a batch from the memory.
 
     Its length is the current loader's: the memory is oversampled, never the other way round.
-    The memory stream is seeded per rank and continues across epochs of one experience.
+    The memory stream is seeded alike on every rank (each takes its rows of the global memory
+    batch) and continues across epochs of one experience.
     """
 
-    def __init__(self, loader, buffer: Buffer, batch_size_mem: int, seed: int, task_id: int):
-        self.loader, self.buffer = loader, buffer
-        self.batch_size_mem, self.seed, self.task_id = batch_size_mem, seed, task_id
-        self.stream: MemoryStream | None = None
+    def __init__(self, loader, buffer: Buffer, batch_size_mem: int, seed: int, task_id: int,
+                 dist):
+        self.loader, self.buffer, self.dist = loader, buffer, dist
+        self.stream = MemoryStream(buffer, batch_size_mem, stream_seed(seed, task_id))
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self):
-        if self.stream is None:  # inside fit: the process group (if any) exists now
-            dist = self.buffer.dist
-            self.stream = MemoryStream(self.buffer, per_rank(self.batch_size_mem, dist),
-                                       stream_seed(self.seed, self.task_id, dist.rank))
         for batch in self.loader:
             index = self.stream.next()
-            yield batch if index is None else Batch.cat([batch, self.buffer.batch(index)])
+            if index is not None:  # rank known here: inside fit the process group exists
+                batch = Batch.cat([batch, self.buffer.batch(rank_part(index, self.dist))])
+            yield batch

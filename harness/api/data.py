@@ -133,58 +133,88 @@ def _row_bytes(data: TaskData) -> int:
 class BatchLoader:
     """Iterates a TaskData in mini-batches; reshuffled each epoch from (seed, epoch).
 
-    With ``world_size > 1`` each rank takes a disjoint, contiguous-after-shuffle shard.
-    Training shards are trimmed to equal length (every rank must step the same number of
-    times); evaluation shards are not trimmed, so every example is seen exactly once.
+    With ``world_size > 1`` each rank reads part of the data, in one of two ways:
+
+    * ``split_batches`` (training under DDP): ``batch_size`` is the global batch; the epoch is
+      cut into the single-process batches and rank r takes rows ``r::world_size`` of each, so
+      the ranks' k-th batches together are exactly one process's k-th batch. A last batch with
+      fewer examples than ranks is left out (a rank would have none to step on).
+    * otherwise each rank takes a disjoint, contiguous-after-shuffle shard. Training shards
+      are trimmed to equal length (every rank must step the same number of times); evaluation
+      shards are not trimmed, so every example is seen exactly once.
+
     ``with_index``: batches carry their examples' positions in ``data`` (``Batch.index``).
     """
 
     def __init__(self, data: TaskData, batch_size: int, *, shuffle: bool, seed: int = 0,
                  drop_last: bool = False, rank: int = 0, world_size: int = 1,
-                 equal_shards: bool | None = None, with_index: bool = False):
+                 equal_shards: bool | None = None, with_index: bool = False,
+                 split_batches: bool = False):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
         self.seed, self.drop_last = seed, drop_last
         self.rank, self.world_size = rank, world_size
         self.equal_shards = shuffle if equal_shards is None else equal_shards
-        self.with_index = with_index
+        self.with_index, self.split_batches = with_index, split_batches
         self.epoch = 0
 
-    def _indices(self) -> Tensor:
+    def _order(self) -> Tensor:
         n = len(self.data)
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(n, generator=g)
-        else:
-            order = torch.arange(n)
-        if self.world_size > 1:
-            if self.equal_shards:
-                order = order[: n - n % self.world_size]
-            order = order[self.rank :: self.world_size]
-        return order
+            return torch.randperm(n, generator=g)
+        return torch.arange(n)
+
+    def _split(self) -> bool:
+        return self.split_batches and self.world_size > 1
+
+    def _n_split(self, n: int) -> tuple[int, int]:
+        """Split mode: (full global batches, examples of the last one kept, 0 if none)."""
+        full, rest = divmod(n, self.batch_size)
+        return full, 0 if self.drop_last or rest < self.world_size else rest
+
+    def _local(self) -> tuple[Tensor, int]:
+        """This rank's examples in reading order, and its batch size."""
+        order = self._order()
+        if not self._split():
+            if self.world_size > 1:
+                if self.equal_shards:
+                    order = order[: len(order) - len(order) % self.world_size]
+                order = order[self.rank :: self.world_size]
+            stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+            return order[:stop], self.batch_size
+        full, rest = self._n_split(len(order))
+        size, world = self.batch_size, self.world_size
+        mine = order[: full * size].view(full, size)[:, self.rank :: world].reshape(-1)
+        last = order[full * size : full * size + rest][self.rank :: world]
+        return torch.cat([mine, last]), len(range(self.rank, size, world))
 
     def __len__(self) -> int:
-        n = len(self._indices()) if self.world_size > 1 else len(self.data)
+        n = len(self.data)
+        if self._split():
+            full, rest = self._n_split(n)
+            return full + (rest > 0)
+        if self.world_size > 1:
+            n = len(self._local()[0])
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        order = self._indices()
+        order, batch_size = self._local()
         self.epoch += 1
-        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         # Rows are gathered a block of batches at a time and each batch is a view into its
         # block: three index operations per block instead of per batch, which matter on small
         # models' steps. A block holds at most GATHER_BYTES (or one batch). In order and
         # unsharded, a block is a slice of the data: views, no copy (evaluation's case).
         in_place = not self.shuffle and self.world_size == 1
-        span = self.batch_size * max(1, GATHER_BYTES // (self.batch_size * _row_bytes(self.data)))
-        for first in range(0, stop, span):
-            last = min(first + span, stop)
+        span = batch_size * max(1, GATHER_BYTES // (batch_size * _row_bytes(self.data)))
+        for first in range(0, len(order), span):
+            last = min(first + span, len(order))
             index = order[first:last]
             data = self.data
             block = (Batch(data.x[first:last], data.y[first:last], data.t[first:last])
                      if in_place else data.batch(index))
             if self.with_index:  # (Batch._replace trips over Batch.__len__)
                 block = Batch(block.x, block.y, block.t, index)
-            for start in range(0, len(block), self.batch_size):
-                yield block.rows(start, start + self.batch_size)
+            for start in range(0, len(block), batch_size):
+                yield block.rows(start, start + batch_size)

@@ -40,6 +40,10 @@ class System(Protocol):
 
     net: nn.Module  # the Network being trained: the model plus its heads
     stream_step: int  # optimizer steps taken over the whole stream so far
+    # Under DDP, the weight the system gives this step's loss terms: W * this rank's share of
+    # the global batch's targets (None on one process). A term averaged over other examples
+    # (DER's memory batch) divides it out and applies its own share.
+    batch_share: Tensor | None
 
 
 class Collectives(Protocol):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from harness.api import Batch, Context, Strategy
+from harness.api import IGNORE, Batch, Context, Strategy
 from harness.config import TrainerConfig
 from harness.core.network import Network
 from harness.errors import UserError
@@ -44,6 +44,8 @@ class ContinualSystem(torch.nn.Module):
         self.ctx: Context | None = None  # set by the task loop before each fit
         self.stream_step = 0  # optimizer steps over the whole stream, for monotone logging
         self.flop_probe = None  # counts the next step's FLOPs when set (harness.core.flops)
+        # this step's weight for terms over the current batch (DDP), None on one process
+        self.batch_share: torch.Tensor | None = None
 
     def logging_step(self) -> bool:
         """Whether this step's loss terms are valued and logged."""
@@ -53,9 +55,12 @@ class ContinualSystem(torch.nn.Module):
         if self.flop_probe is not None:
             self.flop_probe.start()
         outputs = self.net(batch.x, batch.t)
+        self.batch_share = share = self._share(batch)
         terms = {"task": self.net.loss(batch, outputs)}
         for strategy in self.strategies:
             _merge(terms, strategy.loss_terms(self.ctx, batch, outputs))
+        if share is not None:  # this rank's part of the global batch's mean
+            terms = {name: value * share for name, value in terms.items()}
         logging_step = self.logging_step()
         if logging_step:  # penalties have no graph (their gradient is added before the
             for strategy in self.strategies:  # step): valued only where they are logged
@@ -63,11 +68,34 @@ class ContinualSystem(torch.nn.Module):
                                for name, penalty in strategy.penalties(self.ctx).items()})
         loss = _total(terms)
         self._check_finite(loss, terms)
-        if self.on_metrics and logging_step:
-            metrics = {f"loss/{k}": v.item() for k, v in terms.items()}
-            metrics.update({"loss/total": loss.item(), "task": self.ctx.task_id})
-            self.on_metrics(self.stream_step, metrics)
+        if logging_step:
+            values = self._global_values([*terms.values(), loss])  # a collective under DDP
+            if self.on_metrics:
+                metrics = {f"loss/{k}": v for k, v in zip(terms, values)}
+                metrics.update({"loss/total": values[-1], "task": self.ctx.task_id})
+                self.on_metrics(self.stream_step, metrics)
         return loss
+
+    def _share(self, batch: Batch) -> torch.Tensor | None:
+        """Under DDP, ``W * n_rank / n_global``: n counts the targets that carry a loss
+        (examples, or non-ignored tokens). A loss term is a mean over this rank's part of the
+        global batch; weighed by this, DDP's average of the ranks' gradients is the gradient
+        of the mean over the whole batch, as on one process. None on one process."""
+        dist = self.ctx.dist if self.ctx is not None else None
+        if dist is None or dist.world_size == 1:
+            return None
+        count = (batch.y != IGNORE).sum().float().reshape(1)
+        total = dist.all_reduce_(count.clone())
+        return count[0] * dist.world_size / total[0].clamp_min(1.0)
+
+    def _global_values(self, values: list[torch.Tensor]) -> list[float]:
+        """The logged values of the global batch: the mean over ranks of the weighed terms
+        (penalties are the same on every rank)."""
+        stacked = torch.stack([v.detach().float().reshape(()) for v in values])
+        dist = self.ctx.dist if self.ctx is not None else None
+        if dist is not None and dist.world_size > 1:
+            dist.all_reduce_(stacked, "mean")
+        return stacked.tolist()
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # Penalty gradients first: strategies' hooks see (and may change) the total gradient.

@@ -57,22 +57,22 @@ def end_task(system) -> None:
 class DistLoader(BatchLoader):
     """A training BatchLoader whose shard is decided when it is iterated.
 
-    ``batch_size`` is the global batch: each of W ranks takes ``batch_size / W`` examples
-    from its interleaved shard, so the union of the ranks' k-th batches is exactly the k-th
-    batch of a single-process run, and DDP's gradient average equals its gradient.
+    ``batch_size`` is the global batch: each of W ranks takes rows ``r::W`` of every
+    single-process batch (``BatchLoader``'s ``split_batches``), so the union of the ranks' k-th
+    batches is exactly the k-th batch of a single-process run; the system weighs each rank's
+    loss by its share of the batch, so DDP's gradient average equals its gradient.
     """
 
     def __init__(self, data, batch_size: int, *, shuffle: bool, seed: int,
                  with_index: bool = False):
-        super().__init__(data, batch_size, shuffle=shuffle, seed=seed, with_index=with_index)
-        self.global_batch_size = batch_size
+        super().__init__(data, batch_size, shuffle=shuffle, seed=seed, with_index=with_index,
+                         split_batches=True)
 
     def _shard(self) -> None:
         self.rank, self.world_size = DIST.rank, DIST.world_size
-        if self.global_batch_size % self.world_size:
-            raise UserError(f"trainer.batch_size={self.global_batch_size} must be divisible "
+        if self.batch_size % self.world_size:
+            raise UserError(f"trainer.batch_size={self.batch_size} must be divisible "
                             f"by the number of processes ({self.world_size})")
-        self.batch_size = self.global_batch_size // self.world_size
 
     def __iter__(self):
         self._shard()
