@@ -38,8 +38,11 @@ class NetWeights:
 
     def state_dict(self) -> dict:
         """The network's state without the weights frozen now and at the start."""
+        if not self.frozen:
+            return self.net.state_dict()
         state = self.net.state_dict(keep_vars=True)
-        return {name: value.detach() for name, value in state.items()
+        return {name: value.detach() if torch.is_tensor(value) else value
+                for name, value in state.items()
                 if not (name in self.frozen and not value.requires_grad)}
 
     def load_state_dict(self, state: dict, base: dict | None, path: Path) -> None:
@@ -50,10 +53,11 @@ class NetWeights:
         missing, unexpected = self.net.load_state_dict(state, strict=False)
         missing = [name for name in missing if name not in self.frozen]
         if missing or unexpected:
-            first = (missing or unexpected)[0]
+            what = "; ".join(f"{kind} key(s): {', '.join(keys[:3])}" for kind, keys in (
+                ("Missing", missing), ("Unexpected", unexpected)) if keys)
             raise UserError(f"cannot resume from {path}: its network does not match this "
-                            f"model ({len(missing)} tensors missing, {len(unexpected)} "
-                            f"unexpected, e.g. {first}); start a new run (another name=)")
+                            f"version of retain's model ({what}); start a new run (another "
+                            "name=)")
 
     def _mismatch(self, stored: str | None, path: Path) -> str:
         if stored is None:
