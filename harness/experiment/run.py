@@ -26,7 +26,7 @@ import torch
 from harness.config import config_hash, engine_for, strategy_names, to_dict, to_yaml
 from harness.core.build import build
 from harness.core.curves import ContinualEval, check_subsample
-from harness.core.evaluate import evaluate
+from harness.core.evaluate import eval_batches, evaluate
 from harness.core.flops import FlopProbe, count_flops, task_flops
 from harness.core.loop import LeanLoop
 from harness.core.metrics import LOWER_IS_BETTER, average_seen, fwt_note, summarize, summary_metric
@@ -50,7 +50,7 @@ from harness.experiment.weights import NetWeights
 from harness.runtime import faults
 from harness.runtime.devices import cuda_available
 from harness.runtime.distributed import WATCHDOG, launch_rank, on_failure
-from harness.runtime.progress import say
+from harness.runtime.progress import Ticker, say
 from harness.runtime.seed import rng_state, seed_everything, set_rng_state
 
 
@@ -257,7 +257,7 @@ class TaskLoop:
             self.system.net.to(self.device)
             self.baseline = evaluate(self.system.net, _eval_sets(tests),
                                      self.cfg.trainer.eval_batch_size, self.cfg.trainer.precision,
-                                     self.token_bytes)
+                                     self.token_bytes, self._ticker("untrained evaluation", tests))
             self._save_checkpoint()
             self.stop.check()
         for i in range(self.position, self.n):
@@ -281,7 +281,8 @@ class TaskLoop:
             end_task(self.system)
         t1 = time.time()
         row = evaluate(self.system.net, _eval_sets(tests), self.cfg.trainer.eval_batch_size,
-                       self.cfg.trainer.precision, self.token_bytes)
+                       self.cfg.trainer.precision, self.token_bytes,
+                       self._ticker(f"evaluation after task {i + 1}/{self.n}", tests))
         for metric, scores in row.items():
             self.rows.setdefault(metric, []).append(scores)
         self._log_row(i, row)
@@ -297,6 +298,12 @@ class TaskLoop:
         self._save_checkpoint()
         faults.point("task")
         self.stop.check()
+
+    def _ticker(self, label: str, tests) -> Ticker | None:
+        """Progress lines for an evaluation that runs long (a pretrained LM on a CPU)."""
+        if not self.cfg.trainer.progress:
+            return None
+        return Ticker(label, eval_batches(tests, self.cfg.trainer.eval_batch_size))
 
     def _log_row(self, i: int, row: dict[str, list[float]]) -> None:
         """Each task's scores after training task i, as metrics: per-task curves over the
