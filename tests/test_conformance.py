@@ -62,6 +62,8 @@ SMALL = {
             "model.n_mem_tokens=2"],
     "knn": ["model.d_model=32", "model.n_head=4", "model.n_layer=2", "model.seg_len=8",
             "model.capacity=64", "model.top_k=4"],
+    "titans": ["model.d_model=32", "model.n_head=4", "model.n_layer=2", "model.seg_len=8",
+               "model.chunk_size=4", "model.n_persist=2"],
     "lstm": ["model.d_model=32", "model.n_layer=2"],
     "mlp": ["model.hidden=[16]"],
     "replay": ["strategy.replay.mem_size=40"],
