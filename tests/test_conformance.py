@@ -64,6 +64,8 @@ SMALL = {
             "model.capacity=64", "model.top_k=4"],
     "titans": ["model.d_model=32", "model.n_head=4", "model.n_layer=2", "model.seg_len=8",
                "model.chunk_size=4", "model.n_persist=2"],
+    "memory_layer": ["model.d_model=32", "model.n_head=4", "model.n_layer=2", "model.n_keys=8",
+                     "model.top_k=4", "model.key_dim=16"],
     "lstm": ["model.d_model=32", "model.n_layer=2"],
     "mlp": ["model.hidden=[16]"],
     "replay": ["strategy.replay.mem_size=40"],
