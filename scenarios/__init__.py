@@ -8,9 +8,11 @@ SCENARIOS.declare("split-digits", "scenarios.split_digits",
 SCENARIOS.declare("text-domains", "scenarios.text_domains",
                   "domain-IL byte-level LM: Python code, Python docs, KJV Bible (default)")
 SCENARIOS.declare("mqar", "scenarios.mqar",
-                  "multi-query associative recall, each task its own key/value vocabulary")
+                  "multi-query associative recall, each task its own key/value vocabulary "
+                  "(chance 1/n_values)")
 SCENARIOS.declare("passkey", "scenarios.passkey",
-                  "passkey retrieval at swept depths in filler text, each task its own facts")
+                  "passkey needle at swept depths in filler, key random per sequence (chance 0.1 "
+                  "a digit); variant=facts: closed-book facts per task")
 SCENARIOS.declare("permuted-digits", "scenarios.permuted_digits",
                   "domain-IL sklearn digits, each task a fixed pixel permutation")
 SCENARIOS.declare("split-mnist", "scenarios.split_mnist",

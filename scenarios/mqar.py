@@ -3,7 +3,9 @@
 One sequence lists ``n_pairs`` key-value pairs, then asks for the keys again, each at a
 power-law distributed distance from the start of the query region; the model must emit the
 value bound to each key. Pairs are random per sequence, so only in-context memory can answer.
-The loss is taken at the query positions only (targets are -100 elsewhere).
+The loss is taken at the query positions only (targets are -100 elsewhere). Chance is
+1/n_values for a model that cannot see the pairs (a query beyond its window), and 1/n_pairs for
+one that sees them but does not bind keys to values (any value of the sequence).
 
 As a continual stream, experience i draws keys and values from its own disjoint slice of the
 vocabulary (layout below), so training on a later experience can overwrite what the model

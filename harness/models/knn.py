@@ -177,6 +177,12 @@ class KNN(SequenceModel):
         if cfg.tie_weights:
             self.head.weight = self.embed.weight
         self.apply(init_weights)
+        # The memory read-out is two maps deep (values, then proj): at GPT-2's 0.02 it starts
+        # near zero and training can settle where the output ignores it (as in rmt), so the
+        # memory attention keeps PyTorch's default init (std ~ 1/sqrt(d)).
+        for layer in self.blocks[self.knn_index].attn.modules():
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
         store = dict(eviction=cfg.eviction, index=cfg.index, seed=cfg.seed)
         dh = cfg.d_model // cfg.n_head
         self.attn_store = KVStore(cfg.capacity, dh, (dh,), **store) if cfg.capacity else None
