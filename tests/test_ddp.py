@@ -193,8 +193,8 @@ def test_der_terms_of_the_ranks_average_to_the_single_process_terms(batch_size_m
 
     tasks = toy_tasks(2)
 
-    def terms(dist):
-        net = tiny_net()  # one per rank, identical
+    def terms(dist, nets):
+        net = nets[dist.rank]  # one per rank, identical
         der = DER(DERConfig(mem_size=32, batch_size_mem=batch_size_mem, beta=0.5))
         der.after_task(_ctx(tasks, 0, dist, net=net))
         g = torch.Generator().manual_seed(1)
@@ -206,10 +206,11 @@ def test_der_terms_of_the_ranks_average_to_the_single_process_terms(batch_size_m
         out = [der.loss_terms(ctx, tasks[1].batch(torch.arange(4)), None) for _ in range(3)]
         return torch.stack([torch.stack(list(t.values())) for t in out])
 
-    one = terms(DIST)
+    one = terms(DIST, [tiny_net()])
     assert (one != 0).all()  # both terms, every step
     for world in (2, 3):
-        parts = run_ranks(world, terms)
+        nets = [tiny_net() for _ in range(world)]  # before the threads: it seeds torch's RNG
+        parts = run_ranks(world, lambda d, nets=nets: terms(d, nets))
         torch.testing.assert_close(sum(parts) / world, one, rtol=1e-5, atol=1e-7)
 
 
