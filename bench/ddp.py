@@ -4,6 +4,7 @@
     python bench/ddp.py --accelerator gpu --devices 1 2 4   # GPUs (NCCL)
     python bench/ddp.py --workloads digits --epochs 5
     python bench/ddp.py --threads 1              # one torch thread per process (OMP_NUM_THREADS)
+    python bench/ddp.py --rows --epochs 5        # final rows of every strategy, 1 vs 2 processes
 
 Each row is one real ``python -m harness run`` (naive strategy, no logger, no initial
 evaluation). Throughput is training examples (and, for the text scenario, tokens) per second
@@ -14,6 +15,11 @@ trains on the same batches; N processes each take batch_size / N of them.
 
 Workloads: ``digits`` (split-digits, MLP 64-256-10, 5 tasks) and ``text`` (the default
 text-domains scenario, shrunk: 3 domains x 64k training bytes, the default GPT).
+
+``--rows``: instead of throughput, every strategy's final accuracy row on Split-Digits with
+the README's settings (``retain run scenario.name=split-digits model.name=mlp
+trainer.max_epochs=E logger=none strategy=S``, default optimizer and batch) on one process and
+on N gloo processes, and their largest difference (``docs/distributed.md``).
 
 Threads: by default one process uses every core for its torch ops, while Lightning gives each
 of N DDP processes cores / N threads. On a machine shared with other jobs the single process's
@@ -72,6 +78,45 @@ def one_run(workload: str, devices: int, args, out: Path) -> dict:
             "wall_s": wall}
 
 
+STRATEGIES = ("naive", "replay", "ewc", "si", "distill", "der", "agem", "joint")
+
+
+def final_row(strategy: str, devices: int, args, out: Path) -> list[float]:
+    """The final accuracy row of the README's Split-Digits run of ``strategy``."""
+    cmd = [sys.executable, "-m", "harness", "run", "scenario.name=split-digits",
+           "model.name=mlp", f"trainer.max_epochs={args.epochs}", "logger=none",
+           f"strategy={strategy}", "trainer.progress=false", f"out_dir={out}",
+           f"name={strategy}-{devices}"]
+    if devices > 1:
+        cmd += ["trainer.accelerator=cpu", f"trainer.devices={devices}", "trainer.strategy=ddp"]
+    env = dict(os.environ, RETAIN_CACHE=str(args.cache), WANDB_MODE="disabled")
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{strategy} x{devices} failed:\n{proc.stderr[-3000:]}")
+    results = json.loads((out / f"{strategy}-{devices}" / "results.json").read_text())
+    return results["matrices"]["accuracy"][-1]
+
+
+def compare_rows(args) -> int:
+    devices = max(args.devices)
+    print(f"final accuracy rows, Split-Digits, {args.epochs} epochs/task, 1 vs {devices} CPU "
+          f"processes, threads/process {args.threads or 'default'}")
+    with tempfile.TemporaryDirectory(prefix="retain-bench-ddp-") as tmp:
+        for strategy in args.strategies:
+            one = final_row(strategy, 1, args, Path(tmp))
+            many = final_row(strategy, devices, args, Path(tmp))
+            diff = max(abs(a - b) for a, b in zip(one, many))
+            print(f"{strategy:<8} 1: {_fmt(one)}  {devices}: {_fmt(many)}  max diff {diff:.4f}",
+                  flush=True)
+    return 0
+
+
+def _fmt(row: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.3f}" for v in row) + "]"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--devices", type=int, nargs="+", default=[1, 2])
@@ -83,7 +128,12 @@ def main(argv=None) -> int:
                    help="torch threads per process (OMP_NUM_THREADS; 0: the defaults)")
     p.add_argument("--cache", default=os.environ.get("RETAIN_CACHE",
                                                      str(Path.home() / ".cache" / "retain")))
+    p.add_argument("--rows", action="store_true",
+                   help="final accuracy rows of every strategy, 1 vs N processes")
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     args = p.parse_args(argv)
+    if args.rows:
+        return compare_rows(args)
     load0 = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory(prefix="retain-bench-ddp-") as tmp:

@@ -184,7 +184,7 @@ class MemoryStream:
         self._order: list[Tensor] = []
 
     def next(self) -> Tensor | None:
-        """Indices of the next batch, or None if this rank's memory is (too) small."""
+        """Indices of the next batch, or None if the memory is (too) small."""
         n = len(self.buffer)
         if n == 0 or (self.drop_last and n < self.batch_size):
             return None

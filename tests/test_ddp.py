@@ -32,7 +32,7 @@ from test_ddp_threads import run_ranks
 from torch import Tensor
 
 from harness import config
-from harness.api import BatchLoader, Context, TaskData
+from harness.api import Batch, BatchLoader, Context, TaskData
 from harness.experiment import checkpoint
 from harness.runtime.distributed import DIST
 from strategies.buffer import Buffer
@@ -193,8 +193,8 @@ def test_der_terms_of_the_ranks_average_to_the_single_process_terms(batch_size_m
 
     tasks = toy_tasks(2)
 
-    def terms(dist):
-        net = tiny_net()  # one per rank, identical
+    def terms(dist, nets):
+        net = nets[dist.rank]  # one per rank, identical
         der = DER(DERConfig(mem_size=32, batch_size_mem=batch_size_mem, beta=0.5))
         der.after_task(_ctx(tasks, 0, dist, net=net))
         g = torch.Generator().manual_seed(1)
@@ -206,11 +206,60 @@ def test_der_terms_of_the_ranks_average_to_the_single_process_terms(batch_size_m
         out = [der.loss_terms(ctx, tasks[1].batch(torch.arange(4)), None) for _ in range(3)]
         return torch.stack([torch.stack(list(t.values())) for t in out])
 
-    one = terms(DIST)
+    one = terms(DIST, [tiny_net()])
     assert (one != 0).all()  # both terms, every step
     for world in (2, 3):
-        parts = run_ranks(world, terms)
+        nets = [tiny_net() for _ in range(world)]  # before the threads: it seeds torch's RNG
+        parts = run_ranks(world, lambda d, nets=nets: terms(d, nets))
         torch.testing.assert_close(sum(parts) / world, one, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(("n", "world"), [(101, 2), (101, 4), (98, 4), (96, 3)])
+def test_ranks_batches_together_are_one_processs_batches(n, world):
+    """Rank r reads rows r::W of every single-process batch, the last, shorter one too (101 =
+    3 x 32 + 5); only a last batch with fewer examples than ranks is left out (98 = 3 x 32 + 2
+    on 4 ranks)."""
+    data = TaskData(torch.arange(n, dtype=torch.float32)[:, None], torch.zeros(n).long(),
+                    torch.zeros(n).long())
+    one = [b.x[:, 0].long() for b in BatchLoader(data, 32, shuffle=True, seed=3)]
+    ranks = [BatchLoader(data, 32, shuffle=True, seed=3, rank=r, world_size=world,
+                         split_batches=True, with_index=True) for r in range(world)]
+    batches = [list(loader) for loader in ranks]
+    parts = [[b.x[:, 0].long() for b in rank] for rank in batches]
+    kept = one if n % 32 == 0 or n % 32 >= world else one[:-1]
+    assert all(len(loader) == len(kept) == len(p) for loader, p in zip(ranks, parts))
+    for k, whole in enumerate(kept):
+        for r in range(world):
+            assert torch.equal(parts[r][k], whole[r::world])
+    assert all(torch.equal(b.index, p) for b, p in zip(batches[1], parts[1]))  # positions
+
+
+def test_weighted_rank_losses_average_to_the_global_batch_mean():
+    """Language-model rows hold different numbers of loss-carrying tokens: each rank's mean,
+    weighed by the system's share, averages over the ranks to the whole batch's mean."""
+    from harness.config import TrainerConfig
+    from harness.core.system import ContinualSystem
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(10, (6, 8), generator=g)
+    y[torch.rand(6, 8, generator=g) < 0.4] = -100  # ignored positions, unevenly spread
+    values = torch.rand(6, 8, generator=g)
+    want = values[y != -100].mean()
+
+    def rank_mean(dist, weigh: bool):
+        rows = torch.arange(6)[dist.rank::dist.world_size]
+        mean = values[rows][y[rows] != -100].mean()
+        if not weigh:
+            return mean
+        system = ContinualSystem(torch.nn.Linear(1, 1), [], TrainerConfig())
+        system.ctx = _ctx([], 0, dist)
+        return mean * system._share(Batch(torch.zeros(len(rows), 8), y[rows], rows))
+
+    for world in (2, 3):
+        got = sum(run_ranks(world, lambda d: rank_mean(d, True))) / world
+        torch.testing.assert_close(got, want)
+        plain = sum(run_ranks(world, lambda d: rank_mean(d, False))) / world
+        assert not torch.allclose(plain, want)  # unweighted, the ranks' means are not it
 
 
 def test_other_ranks_join_a_named_run_that_rank_zero_is_writing(tmp_path, monkeypatch):
