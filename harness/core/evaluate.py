@@ -27,6 +27,10 @@ from harness.core.metrics import confusion_scores, grouped_confusion_scores
 from harness.core.network import Network
 from harness.runtime.distributed import DIST
 
+# Most logits one evaluation batch may hold (float32 elements, 256 MB): a pretrained LM's
+# vocabulary of 50k ids times 128 positions times the default 128 rows would be 3.2 GB.
+LOGIT_BUDGET = 2**26
+
 
 @torch.no_grad()
 def evaluate(net: Network, datasets: list[TaskData], batch_size: int,
@@ -47,6 +51,7 @@ def evaluate(net: Network, datasets: list[TaskData], batch_size: int,
                     for name, value in scores.items():
                         rows.setdefault(name, []).append(value)
             return rows
+        batch_size = lm_batch_size(net, batch_size)
         for data in datasets:
             net.model.reset_memory()
             loader = BatchLoader(data, batch_size, shuffle=False, rank=DIST.rank,
@@ -64,8 +69,19 @@ def evaluate(net: Network, datasets: list[TaskData], batch_size: int,
     return rows
 
 
-def eval_batches(datasets: list[TaskData], batch_size: int) -> int:
+def lm_batch_size(net: Network, batch_size: int) -> int:
+    """The evaluation batch, smaller where its logits would pass ``LOGIT_BUDGET`` (sums do not
+    depend on it). A model carrying memory keeps its batches: memory flows between them."""
+    spec = net.spec
+    if net.classifier is not None or carries_memory(net.model):
+        return batch_size
+    return max(1, min(batch_size, LOGIT_BUDGET // max(spec.seq_len * spec.vocab_size, 1)))
+
+
+def eval_batches(net: Network, datasets: list[TaskData], batch_size: int) -> int:
     """Batches ``evaluate`` reads on this rank (what its ticker counts to)."""
+    if net.classifier is None:
+        batch_size = lm_batch_size(net, batch_size)
     return sum(len(BatchLoader(d, batch_size, shuffle=False, rank=DIST.rank,
                                world_size=DIST.world_size)) for d in datasets)
 

@@ -303,7 +303,8 @@ class TaskLoop:
         """Progress lines for an evaluation that runs long (a pretrained LM on a CPU)."""
         if not self.cfg.trainer.progress:
             return None
-        return Ticker(label, eval_batches(tests, self.cfg.trainer.eval_batch_size))
+        return Ticker(label, eval_batches(self.system.net, tests,
+                                          self.cfg.trainer.eval_batch_size))
 
     def _log_row(self, i: int, row: dict[str, list[float]]) -> None:
         """Each task's scores after training task i, as metrics: per-task curves over the
