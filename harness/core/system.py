@@ -23,6 +23,7 @@ import torch
 from harness.api import Batch, Context, Strategy
 from harness.config import TrainerConfig
 from harness.core.network import Network
+from harness.core.schedule import TaskSchedule
 from harness.errors import UserError
 
 
@@ -44,6 +45,7 @@ class ContinualSystem(torch.nn.Module):
         self.ctx: Context | None = None  # set by the task loop before each fit
         self.stream_step = 0  # optimizer steps over the whole stream, for monotone logging
         self.flop_probe = None  # counts the next step's FLOPs when set (harness.core.flops)
+        self.schedule = TaskSchedule(trainer_cfg)  # the learning rate inside the current task
 
     def logging_step(self) -> bool:
         """Whether this step's loss terms are valued and logged."""
@@ -66,10 +68,13 @@ class ContinualSystem(torch.nn.Module):
         if self.on_metrics and logging_step:
             metrics = {f"loss/{k}": v.item() for k, v in terms.items()}
             metrics.update({"loss/total": loss.item(), "task": self.ctx.task_id})
+            if (lr := self.schedule.current()) is not None:
+                metrics["lr"] = lr
             self.on_metrics(self.stream_step, metrics)
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        self.schedule.apply(optimizer)
         # Penalty gradients first: strategies' hooks see (and may change) the total gradient.
         for strategy in self.strategies:
             for penalty in strategy.penalties(self.ctx).values():

@@ -327,7 +327,8 @@ class TaskLoop:
         steps = StepCheckpoint(self._save_checkpoint, loader, self.cfg.trainer,
                                self.cfg.checkpoint.every_n_steps, self.stop, start,
                                poll=self.writer.check, task_start_step=step0, started_at=t0,
-                               on_step=evaluate_now if self.continual.on else None)
+                               on_step=evaluate_now if self.continual.on else None,
+                               schedule=self.system.schedule)
         if self.engine == "lean":
             LeanLoop(trainer_cfg, self.device, label).fit(self.system, loader, steps)
             return
