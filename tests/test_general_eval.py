@@ -9,7 +9,7 @@ import pytest
 from conftest import quick
 
 from harness import config
-from harness.analysis import compare
+from harness.analysis import compare, report
 from harness.cli import _resumable
 from harness.errors import UserError
 from harness.experiment.console import format_matrix, format_summary
@@ -67,6 +67,8 @@ def test_compare_shows_general_delta_with_its_direction(tmp_path):
     assert all(row.stats[key].n == 2 for row in table.rows)
     assert not compare.better_when_higher(key, table.higher_is_better)
     assert "general Δ" in compare.format_tables([table])
+    page = report.render([table], [], "general", [str(tmp_path)])
+    assert "<h3>General ability</h3>" in page and "bible" in page
 
 
 def test_a_resumed_run_keeps_the_general_scores_it_had(monkeypatch):
