@@ -48,6 +48,9 @@ def train_bpe(texts: list[str], vocab_size: int) -> str:
 class BPE:
     """Encoding with a trained BPE: documents to one EOS-separated id stream."""
 
+    name = "bpe"
+    pad_id, eos_id = PAD_ID, EOS_ID
+
     def __init__(self, tokenizer_json: str):
         self.tok = _tokenizers().Tokenizer.from_str(tokenizer_json)
         self.vocab_size = self.tok.get_vocab_size()

@@ -27,12 +27,12 @@ import numpy as np
 from harness.api import DataSpec, Scenario
 from harness.errors import UserError
 from harness.registry import register_scenario
-from scenarios.bpe import BPE, PAD_ID, train_bpe
+from scenarios.bpe import BPE, train_bpe
 from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, fingerprint, prepare
 from scenarios.lm_split import split_and_pack, split_documents
 from scenarios.splits import lm_task_data
 from scenarios.text_sources import DOMAINS, domain
-from scenarios.tokenize import PAD, VOCAB_SIZE
+from scenarios.tokenize import PAD, VOCAB_SIZE, chosen_tokenizer, text_tokenizer_option
 
 FORMAT_VERSION = 2  # bump when the arrays this module writes change meaning
 
@@ -58,10 +58,8 @@ class TextDomainsConfig:
     split_seed: int = field(default=0, metadata={
         "help": "document shuffle for the splits; fixed so every run tests on the same text",
         "min": 0, "max": 2**32 - 1})
-    tokenizer: str = field(default="byte", metadata={
-        "help": "bpe: HF tokenizers, trained on the stream's training documents; *_tokens then "
-                "count bytes of text, splits are equalised after encoding",
-        "choices": ("byte", "bpe")})
+    tokenizer: str = text_tokenizer_option(("auto", "byte", "bpe", "model"), extra=(
+        "; bpe: a byte-level BPE trained on the stream's training documents"))
     bpe_vocab_size: int = field(default=2048, metadata={"help": "BPE vocabulary incl. specials",
                                                         "min": 260})
     general_eval: str | None = field(default=None, metadata={
@@ -108,15 +106,15 @@ def source_files(name: str):
     return files
 
 
-def prepare_domain(cfg: TextDomainsConfig, name: str, bpe=None, bpe_id: str = ""):
+def prepare_domain(cfg: TextDomainsConfig, name: str, tok=None, tok_id: str = ""):
     """Packed windows of one domain, from the prep cache when possible."""
     src, files, tokens = domain(name), source_files(name), sizes(cfg)
     key = {"domain": name, "seq_len": cfg.seq_len, "tokens": tokens,
-           "split_seed": cfg.split_seed, "version": FORMAT_VERSION, "bpe": bpe_id}
+           "split_seed": cfg.split_seed, "version": FORMAT_VERSION, "bpe": tok_id}
     return prepare("text-domains", key, file_fingerprint(files),
                    lambda: split_and_pack(src.read(files), cfg.seq_len, tokens,
                                           cfg.split_seed, f"text domain '{name}'",
-                                          bpe.join_documents if bpe else None),
+                                          tok.join_documents if tok else None),
                    cfg.cache_dir, cfg.cache)
 
 
@@ -148,28 +146,33 @@ def equalise(prepared, split: str) -> list[np.ndarray]:
 
 
 @register_scenario("text-domains", config=TextDomainsConfig)
-def build(cfg: TextDomainsConfig, seed: int) -> Scenario:
+def build(cfg: TextDomainsConfig, seed: int, tokenizer=None) -> Scenario:
     start = time.perf_counter()
     cfg.check()
     names = domain_order(cfg, seed)
-    bpe, bpe_id = prepare_bpe(cfg, names) if cfg.tokenizer == "bpe" else (None, "")
-    prepared = [prepare_domain(cfg, n, bpe, bpe_id) for n in names]
-    pad = PAD_ID if bpe else PAD
+    if cfg.tokenizer == "bpe":
+        tok, tok_id = prepare_bpe(cfg, names)
+    else:
+        tok = chosen_tokenizer(cfg.tokenizer, tokenizer)
+        tok_id = tok.fingerprint() if tok else ""
+    prepared = [prepare_domain(cfg, n, tok, tok_id) for n in names]
+    pad = tok.pad_id if tok else PAD
     splits = {s: [lm_task_data(w, i, pad) for i, w in enumerate(equalise(prepared, s))]
               for s in ("train", "val", "test")}
     general = None
     if cfg.general_eval is not None:  # as many test windows as each task's, same tokenizer
-        held_out = prepare_domain(cfg, cfg.general_eval, bpe, bpe_id)
+        held_out = prepare_domain(cfg, cfg.general_eval, tok, tok_id)
         windows = held_out.arrays["test"][: len(splits["test"][0])]
         general = (cfg.general_eval, lm_task_data(windows, 0, pad))
-    spec = DataSpec(kind="tokens", task="lm", vocab_size=bpe.vocab_size if bpe else VOCAB_SIZE,
+    spec = DataSpec(kind="tokens", task="lm", vocab_size=tok.vocab_size if tok else VOCAB_SIZE,
                     seq_len=cfg.seq_len, pad_id=pad)
     info = {"prep_s": time.perf_counter() - start,
             "cache_hits": sum(p.hit for p in prepared),
             "bytes": sum(p.nbytes for p in prepared),
             "cache_entries": [str(p.path) for p in prepared if p.path]}
-    if bpe:  # evaluation reports bits per byte, comparable across tokenizers
-        info["token_bytes"] = bpe.token_bytes()
+    if tok:  # evaluation reports bits per byte, comparable across tokenizers
+        info["token_bytes"] = tok.token_bytes()
+        info["tokenizer"] = tok.name
     return Scenario.from_splits(cfg.name, spec, names, "domain-il", splits["train"],
                                 splits["test"], splits["val"] if cfg.val_tokens else None,
                                 info=info, general=general)

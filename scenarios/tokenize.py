@@ -3,16 +3,41 @@
 Ids 0..255 are the UTF-8 bytes, ``PAD`` = 256 pads classification inputs, ``EOS`` = 257
 separates documents when they are packed into one stream. With 258 symbols the embedding stays
 a small part of a tiny model, and bits per byte is simply the loss in bits per token.
+
+A pretrained model reads text through its own tokenizer instead: the text scenarios' option
+``tokenizer`` (``text_tokenizer_option``) is ``auto`` by default, which takes the model's
+tokenizer when the model lends one (``harness.api.tokenizer``) and bytes otherwise.
 """
 
 from __future__ import annotations
 
+from dataclasses import field
+
 import numpy as np
+
+from harness.errors import UserError
 
 PAD = 256
 EOS = 257
 VOCAB_SIZE = 258
 IGNORE = -100  # target id that carries no loss (torch cross_entropy's ignore_index)
+
+
+def text_tokenizer_option(choices=("auto", "byte", "model"), extra: str = ""):
+    """A text scenario's ``tokenizer`` option: which ids the text becomes."""
+    return field(default="auto", metadata={
+        "help": "auto: the model's own tokenizer when it has one (pretrained LMs), else bytes; "
+                "model: the model's tokenizer; byte: UTF-8 bytes" + extra
+                + " (with a tokenizer other than bytes, *_tokens count bytes of text)",
+        "choices": tuple(choices)})
+
+
+def chosen_tokenizer(choice: str, lent):
+    """The tokenizer a scenario encodes with: the model's (``lent``), or None for bytes."""
+    if choice == "model" and lent is None:
+        raise UserError("scenario.tokenizer=model needs a model with its own tokenizer "
+                        "(smollm2, hf); use scenario.tokenizer=byte or auto")
+    return lent if choice in ("auto", "model") else None
 
 
 def encode(text: str) -> np.ndarray:

