@@ -15,3 +15,7 @@ STRATEGIES.declare("distill", "strategies.distill", "learning without forgetting
 STRATEGIES.declare("der", "strategies.der", "dark experience replay (DER / DER++)")
 STRATEGIES.declare("si", "strategies.si", "synaptic intelligence")
 STRATEGIES.declare("agem", "strategies.agem", "averaged gradient episodic memory")
+STRATEGIES.declare("lora_per_task", "strategies.lora_per_task",
+                   "a fresh LoRA adapter per task: kept and chosen by task label, or merged")
+STRATEGIES.declare("olora", "strategies.olora",
+                   "O-LoRA: each task's LoRA orthogonal to the earlier tasks' (model.adapter=lora)")

@@ -107,6 +107,10 @@ class Strategy:
     def __init__(self, cfg: Any):
         self.cfg = cfg
 
+    def check(self, net: nn.Module) -> None:
+        """Refuse a network this strategy cannot train, with one ``UserError`` line: called
+        once the network is built, before any run directory exists."""
+
     def before_task(self, ctx: Context) -> None:
         pass
 
