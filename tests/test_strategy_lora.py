@@ -125,3 +125,41 @@ def test_kept_adapters_are_swapped_back_after_scoring():
     assert all(torch.equal(net.get_parameter(n), v) for n, v in live.items())
     with pytest.raises(UserError, match="mixes tasks"):
         net(x, torch.tensor([0, 1]))
+
+
+def test_merge_mode_resumed_inside_task_2_rewrites_the_merged_base(monkeypatch):
+    from harness.cli import _resumable
+    from harness.runtime import faults
+
+    setting = [*lora_run("strategy=lora_per_task", "strategy.lora_per_task.after_task=merge"),
+               "trainer.max_steps=3", "checkpoint.every_n_steps=1", "eval_init=false"]
+    reference = run(config.load(None, quick(*setting, "name=reference")))
+    monkeypatch.setenv("RETAIN_FAULT_MODE", "raise")
+    monkeypatch.setenv("RETAIN_FAULT", "step:5")  # inside task 2, after task 1's merge
+    faults.reset()
+    cfg = config.load(None, quick(*setting, "name=crashed"))
+    with pytest.raises(faults.SimulatedCrash):
+        run(cfg)
+    monkeypatch.delenv("RETAIN_FAULT")
+    resumed = run(cfg, _resumable(cfg, None))
+    assert resumed["resumes"][-1]["task"] == 1
+    assert resumed["matrices"] == reference["matrices"]
+
+
+@pytest.mark.parametrize("strategy", ["lora_per_task", "olora"])
+def test_a_fresh_network_gets_the_merged_base_from_the_strategys_state(strategy):
+    """Checkpoints may leave frozen base weights out: the strategy writes back its merges."""
+    from harness.core.build import build
+    from harness.core.system import ContinualSystem
+    from harness.core.task import begin_task
+
+    extra = ["strategy.lora_per_task.after_task=merge"] if strategy == "lora_per_task" else []
+    results = train(f"strategy={strategy}", *extra, "trainer.max_steps=2", "name=merged")
+    state = strategy_state(results)
+    cfg = config.load(None, quick(*lora_run(f"strategy={strategy}", *extra)))
+    strategies, scenario, net = build(cfg)
+    name = next(iter(state["base"]))
+    assert not torch.equal(net.get_parameter(name), state["base"][name])  # as built
+    strategies[0].load_state_dict(state)
+    begin_task(ContinualSystem(net, strategies, cfg.trainer), scenario, cfg.trainer, 0, 1)
+    assert all(torch.equal(net.get_parameter(n), w) for n, w in state["base"].items())
