@@ -109,6 +109,9 @@ class CheckpointConfig:
     every_n_steps: int = field(default=0, metadata={
         "help": "also checkpoint inside a task every n optimizer steps (0: after each task only)",
         "min": 0})
+    keep: int = field(default=2, metadata={
+        "help": "checkpoint files kept: last.ckpt, prev.ckpt, prev2.ckpt, ... (0: none, for "
+                "throw-away runs that need no resume)", "min": 0, "max": 100})
 
 
 @dataclass

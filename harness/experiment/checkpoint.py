@@ -3,8 +3,9 @@
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts. It is written as
 one file: the ``torch.save`` bytes followed by a footer holding their SHA-256, first to a
 temporary name, fsynced, then renamed into place. Before the rename the current checkpoint is
-hard-linked to ``prev.ckpt``, so at every instant ``last.ckpt`` is a complete old or new file
-and ``prev.ckpt`` the one before: an interrupted write never leaves zero good checkpoints.
+hard-linked to ``prev.ckpt`` (and that one to ``prev2.ckpt``, ..., as ``checkpoint.keep``
+asks), so at every instant ``last.ckpt`` is a complete old or new file and ``prev.ckpt`` the
+one before: an interrupted write never leaves zero good checkpoints.
 
 ``Writer`` does the writing in a background thread, so training goes on while the file is
 hashed, written and fsynced; the state is serialised before ``Writer.save`` returns.
@@ -33,9 +34,14 @@ MAGIC = b"\nretain-sha256:"
 FOOTER = len(MAGIC) + 64
 
 
-def save(path: Path, state: dict) -> None:
+def names(keep: int = 2) -> list[str]:
+    """The files ``keep`` checkpoints occupy, newest first (at least last.ckpt)."""
+    return ["last.ckpt", "prev.ckpt", *(f"prev{k}.ckpt" for k in range(2, keep))][:max(keep, 1)]
+
+
+def save(path: Path, state: dict, keep: int = 2) -> None:
     """Write ``state`` to ``path`` now, in this thread."""
-    _write(Path(path), _serialise(state))
+    _write(Path(path), _serialise(state), keep)
 
 
 class Writer:
@@ -52,7 +58,8 @@ class Writer:
     ``flush``; the run flushes before it reports itself complete.
     """
 
-    def __init__(self):
+    def __init__(self, keep: int = 2):
+        self.keep = keep  # files kept, last.ckpt included (harness.config.CheckpointConfig)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -65,7 +72,7 @@ class Writer:
 
     def _write(self, path: Path, data: memoryview) -> None:
         try:
-            _write(path, data)
+            _write(path, data, self.keep)
         except BaseException as err:  # re-raised by flush, in the training thread
             self._error = err
 
@@ -95,7 +102,7 @@ def _serialise(state: dict) -> memoryview:
     return buffer.getbuffer()  # a view: the state's bytes are not copied again
 
 
-def _write(path: Path, data: memoryview) -> None:
+def _write(path: Path, data: memoryview, keep: int = 2) -> None:
     footer = MAGIC + hashlib.sha256(data).hexdigest().encode()
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -107,7 +114,7 @@ def _write(path: Path, data: memoryview) -> None:
             f.write(footer)
             f.flush()
             os.fsync(f.fileno())
-        _keep_previous(path)
+        _keep_previous(path, keep)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as err:
@@ -115,15 +122,17 @@ def _write(path: Path, data: memoryview) -> None:
         raise UserError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
 
 
-def _keep_previous(path: Path) -> None:
-    """Hard-link the current checkpoint to prev.ckpt, atomically (it was renamed into place
-    only once complete, so it is a good one)."""
-    if not path.exists():
-        return
-    prev, link = path.with_name("prev.ckpt"), path.with_name(".prev.ckpt.tmp")
-    link.unlink(missing_ok=True)
-    os.link(path, link)
-    os.replace(link, prev)
+def _keep_previous(path: Path, keep: int) -> None:
+    """Shift the kept checkpoints one place older (prev.ckpt to prev2.ckpt, ..., the current
+    one to prev.ckpt), each by an atomic hard link (a file is renamed into place only once
+    complete, so each is a good one)."""
+    files = [path, *(path.with_name(n) for n in names(keep)[1:])]
+    for newer, older in reversed(list(zip(files, files[1:]))):
+        if newer.exists():
+            link = older.with_name(f".{older.name}.tmp")
+            link.unlink(missing_ok=True)
+            os.link(newer, link)
+            os.replace(link, older)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -160,10 +169,11 @@ def load(path: Path) -> dict | None:
 
 
 def load_latest(folder: Path) -> tuple[Checkpoint, Path] | None:
-    """The newest good checkpoint in ``folder`` (last.ckpt, else prev.ckpt) and its path; None
-    when there is none. Damaged files only: a UserError, for starting over must be asked for."""
+    """The newest good checkpoint in ``folder`` (last.ckpt, else prev.ckpt, prev2.ckpt, ...)
+    and its path; None when there is none. Damaged files only: a UserError, for starting over
+    must be asked for."""
     damaged = []
-    for name in ("last.ckpt", "prev.ckpt"):
+    for name in names(2 + len(list(Path(folder).glob("prev*.ckpt")))):
         path = Path(folder) / name
         raw = load(path)
         if raw is not None:

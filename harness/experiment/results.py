@@ -114,14 +114,13 @@ class RunDir:
     def holds_run(self) -> bool:
         """Whether a run has been started here (its config, a checkpoint or its results)."""
         return any(p.is_file() for p in (self.root / "config.yaml", self.results_path,
-                                          self.checkpoint_dir / "last.ckpt",
-                                          self.checkpoint_dir / "prev.ckpt"))
+                                          *self.checkpoint_dir.glob("*.ckpt")))
 
     def start_over(self) -> None:
         """Clear what an earlier attempt left, for a run that starts again from task 1: its
         checkpoints, metric lines, results and W&B run id (a new W&B run begins)."""
-        for path in (self.checkpoint_dir / "last.ckpt", self.checkpoint_dir / "prev.ckpt",
-                     self.root / "metrics.jsonl", self.results_path, self.root / ".wandb-id"):
+        for path in (*self.checkpoint_dir.glob("*.ckpt"), self.root / "metrics.jsonl",
+                     self.results_path, self.root / ".wandb-id"):
             try:
                 path.unlink(missing_ok=True)
             except OSError as err:

@@ -48,6 +48,7 @@ from harness.experiment.environment import environment
 from harness.experiment.records import Results, RunSummary
 from harness.experiment.results import RunDir
 from harness.experiment.state import Checkpoint
+from harness.experiment.weights import NetWeights
 from harness.runtime import faults
 from harness.runtime.devices import cuda_available
 from harness.runtime.distributed import WATCHDOG, launch_rank, on_failure
@@ -130,7 +131,7 @@ def _train(cfg, scenario, system: ContinualSystem, run_dir: RunDir | None,
     if main:  # another rank died and rank zero cannot end by itself (harness.runtime.distributed)
         WATCHDOG.on_fatal = [lambda error: run_dir.fail(error, chash)]
     tracker = None
-    writer = checkpoint.Writer()  # rank zero's checkpoints, written in the background
+    writer = checkpoint.Writer(cfg.checkpoint.keep)  # rank zero's, written in the background
     with StopSignals() as stop:
         try:
             if main:
@@ -190,6 +191,7 @@ class TaskLoop:
                  stop: StopSignals, writer: checkpoint.Writer, chash: str):
         self.cfg, self.scenario, self.system, self.run_dir = cfg, scenario, system, run_dir
         self.writer, self.chash = writer, chash
+        self.weights = NetWeights(system.net)  # what checkpoints hold of the network
         self.n = scenario.n_experiences
         self.device = _run_device(cfg)
         self.engine = engine_for(cfg.trainer, self.device.type)
@@ -241,7 +243,7 @@ class TaskLoop:
     def _load_states(self, ckpt: Checkpoint, path: Path) -> None:
         """The network's and the strategies' states, or one line on what does not match."""
         try:
-            self.system.net.load_state_dict(ckpt.net)
+            self.weights.load_state_dict(ckpt.net, ckpt.base, path)
         except RuntimeError as err:  # missing / unexpected / mis-shaped tensors
             raise UserError(f"cannot resume from {path}: its network does not match this "
                             f"version of retain's model ({str(err).splitlines()[-1].strip()}); "
@@ -367,11 +369,12 @@ class TaskLoop:
                          stream_step: int | None = None) -> None:
         """Everything needed to continue: after a task, or inside one (``partial``)."""
         states = [s.state_dict() for s in self.system.strategies]  # may be collective
-        if self.run_dir is None:
+        if self.run_dir is None or self.cfg.checkpoint.keep == 0:
             return
         ckpt = Checkpoint(
             config_hash=self.chash, position=self.position, partial=partial,
-            net=self.system.net.state_dict(), strategies=states, rows=self.rows,
+            net=self.weights.state_dict(), base=self.weights.base(), strategies=states,
+            rows=self.rows,
             baseline=self.baseline, per_task=self.per_task, resumes=self.resumes,
             stream_step=self.system.stream_step if stream_step is None else stream_step,
             rng=None if partial else rng_state(), compute=self.compute,

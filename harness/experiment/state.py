@@ -42,7 +42,7 @@ class Checkpoint:
     config_hash: str  # of the run that wrote it: a resume with another config is refused
     position: int  # tasks finished (and evaluated)
     partial: TaskProgress | None  # how far into task ``position`` it was taken, if inside it
-    net: dict  # the network's state_dict
+    net: dict  # the network's state_dict (without frozen weights when ``base`` is set)
     strategies: list[dict]  # each strategy's state_dict, in the run's order
     rows: dict[str, list[list[float]]]  # metric -> the score matrix's first ``position`` rows
     baseline: dict[str, list[float]] | None  # the untrained model's scores (eval_init)
@@ -53,6 +53,9 @@ class Checkpoint:
     compute: list[dict] = dataclasses.field(default_factory=list)  # FLOPs per task so far
     curves: dict | None = None  # evaluation during training (harness.core.curves)
     general: dict | None = None  # the general set's scores so far (harness.core.general)
+    # the frozen weights left out of ``net``: their fingerprint and number of tensors
+    # (harness.experiment.weights); None: ``net`` holds every weight
+    base: dict | None = None
 
     def to_dict(self) -> dict:
         state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -86,7 +89,9 @@ class Checkpoint:
             curves=get(raw, "curves", optional(is_dict), "a mapping or null", default=None),
             general=get(raw, "general", optional(is_record),
                         "a general-evaluation record (name, before, after) or null",
-                        default=None))
+                        default=None),
+            base=get(raw, "base", optional(_is_base), "a fingerprint mapping or null",
+                     default=None))
         if (ckpt.rng is None) == (ckpt.partial is None):
             read.fail("'rng' must be set exactly when the checkpoint was taken between tasks")
         return ckpt
@@ -141,6 +146,10 @@ def _is_net(value) -> bool:
     return is_dict(value) and all(
         isinstance(k, str) and (torch.is_tensor(v) or k.endswith("_extra_state"))
         for k, v in value.items())
+
+
+def _is_base(value) -> bool:
+    return is_dict(value) and is_str(value.get("fingerprint")) and is_count(value.get("tensors"))
 
 
 def _is_score(value) -> bool:

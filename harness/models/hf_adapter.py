@@ -7,6 +7,8 @@ alone, and the checkpoint records a fingerprint of the frozen rest instead of it
 
 from __future__ import annotations
 
+import warnings
+
 from torch import nn
 
 from harness.errors import UserError
@@ -27,7 +29,9 @@ def with_adapter(lm: nn.Module, cfg, source: str) -> nn.Module:
                              lora_dropout=cfg.lora_dropout, bias="none",
                              target_modules=list(cfg.lora_targets) or None)
     try:
-        return peft.get_peft_model(lm, config)
+        with warnings.catch_warnings():  # peft calls an API transformers has deprecated
+            warnings.simplefilter("ignore", FutureWarning)
+            return peft.get_peft_model(lm, config)
     except ValueError as err:  # no module matches, or no default for this architecture
         first = str(err).strip().splitlines()[0]
         raise UserError(f"model.lora_targets={list(cfg.lora_targets)} on {source}: {first}; "
