@@ -41,7 +41,20 @@ class TrainerConfig:
                                                         "min": 1})
     optimizer: str = field(default="adamw", metadata={
         "help": "optimizer", "choices": ("adamw", "adam", "sgd")})
-    lr: float = field(default=3e-3, metadata={"help": "learning rate", "above": 0})
+    lr: float = field(default=3e-3, metadata={"help": "learning rate (the peak of a schedule)",
+                                              "above": 0})
+    schedule: str = field(default="constant", metadata={
+        "help": "learning rate over each task: constant; cosine (warm-up at the stream's start, "
+                "cosine decay within every task); rewarm (warm-up and decay again every task)",
+        "choices": ("constant", "cosine", "rewarm")})
+    warmup_steps: int = field(default=0, metadata={
+        "help": "linear warm-up steps (first task; every task with rewarm)", "min": 0})
+    warmup_fraction: float = field(default=0.0, metadata={
+        "help": "warm-up as a fraction of the task's steps (instead of warmup_steps)",
+        "min": 0, "max": 1})
+    min_lr_ratio: float = field(default=0.1, metadata={
+        "help": "cosine and rewarm decay to lr * min_lr_ratio at each task's last step",
+        "min": 0, "max": 1})
     momentum: float = field(default=0.0, metadata={"help": "SGD momentum", "min": 0, "below": 1})
     weight_decay: float = field(default=0.0, metadata={"help": "weight decay", "min": 0})
     grad_clip: float = field(default=0.0, metadata={"help": "clip gradient norm (0: off)",
@@ -72,6 +85,9 @@ class TrainerConfig:
 
     def check(self) -> None:
         engine_for(self)  # trainer.engine=lean refuses what only Lightning's Trainer runs
+        if self.warmup_steps and self.warmup_fraction:
+            raise UserError("trainer.warmup_steps and trainer.warmup_fraction are both set: "
+                            "give one of them (the other 0)")
 
 
 @dataclass
@@ -190,6 +206,11 @@ def config_hash(cfg) -> str:
         section.pop(last, None)
     if d.get("eval", {}).get("every_n_steps") is None:  # off: hashes as before it existed
         d.pop("eval", None)
+    trainer = d.get("trainer", {})
+    if trainer.get("schedule") == "constant" and not (trainer.get("warmup_steps")
+                                                      or trainer.get("warmup_fraction")):
+        for key in ("schedule", "warmup_steps", "warmup_fraction", "min_lr_ratio"):
+            trainer.pop(key, None)  # no schedule: hashes as before schedules existed
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

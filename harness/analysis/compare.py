@@ -33,10 +33,12 @@ from harness.experiment.records import load_results
 COLUMNS = [("{m}/avg", "{m}"), ("{m}/bwt", "BWT"), ("{m}/fwt", "FWT"),
            ("{m}/forgetting", "forgetting"), ("perplexity/avg", "perplexity"),
            ("{m}/worst", "{worst}"), ("{m}/wc", "{wc}"), ("{m}/gap_depth", "dip"),
+           ("{m}/general_delta", "general Δ"),
            ("wall_time_s", "wall s"), ("peak_rss_mb", "peak MB"),
            ("strategy_memory_bytes", "strategy mem"), ("train_flops", "train FLOPs")]
 # shown only where some run of the scenario has them (LM runs, evaluation during training)
-OPTIONAL = {"perplexity/avg", "{m}/worst", "{m}/wc", "{m}/gap_depth", "train_flops"}
+OPTIONAL = {"perplexity/avg", "{m}/worst", "{m}/wc", "{m}/gap_depth", "train_flops",
+            "{m}/general_delta"}
 NAMES = {"bits_per_token": "bits/token", "bits_per_byte": "bits/byte"}
 GAP_NAMES = {"accuracy": ("min-ACC", "WC-ACC")}
 # --x: the cost a view compares at (summary key, label)
@@ -305,6 +307,8 @@ def better_when_higher(key: str, higher_is_better: bool) -> bool:
     """Direction of "better" for a column: costs, forgetting and dips are better low."""
     if key.endswith(("/forgetting", "/gap_depth")) or not key.count("/"):
         return False
+    if key.endswith("/general_delta"):  # a change of the metric itself: its own direction
+        return key.split("/")[0] not in LOWER_IS_BETTER
     return higher_is_better
 
 

@@ -11,6 +11,7 @@ makes meaningless becomes n/a. Costs (times, memory, FLOPs) are taken as recorde
 
 from __future__ import annotations
 
+from harness.core.general import summary as general_summary
 from harness.core.metrics import LOWER_IS_BETTER, fwt_note, summarize, summary_metric
 from harness.core.stability import gap_summary
 
@@ -29,6 +30,7 @@ def current_summary(run: dict) -> dict:
     summary.update(summarize(matrices, run.get("baseline"), str(run.get("task")),
                              str(run.get("setting")), bool(run.get("pretrained"))))
     summary.update(gap_summary(run.get("curves"), LOWER_IS_BETTER)[0])
+    summary.update(general_summary(run.get("general")))
     return summary
 
 

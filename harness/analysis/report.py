@@ -23,6 +23,7 @@ import numpy as np
 
 from harness.analysis import compare
 from harness.analysis import report_assets as svg
+from harness.analysis.report_general import general_section
 from harness.errors import UserError
 
 esc, plural = svg.esc, svg.plural
@@ -113,7 +114,8 @@ def scenario_section(t: compare.Table) -> str:
              comparison_table(t, colors)]
     if t.notes:
         parts.append("".join(f'<p class="note">note: {esc(n)}</p>' for n in t.notes))
-    parts += [stream_section(t, colors), heatmap_section(t), stability_section(t),
+    parts += [stream_section(t, colors), general_section(t, colors), heatmap_section(t),
+              stability_section(t),
               forgetting_section(t, colors), pareto_section(t, colors), config_section(t),
               "</section>"]
     return "".join(parts)

@@ -42,6 +42,9 @@ class Scenario:
     splits: dict[str, list[TaskData]] = field(default_factory=dict, repr=False, compare=False)
     _benchmark: Any = field(default=None, repr=False, compare=False)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    # a held-out general evaluation set that is no task: (its name, its test data), scored
+    # before training and after every task to measure the loss of general ability
+    general: tuple[str, TaskData] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.setting not in SETTINGS:
@@ -92,13 +95,14 @@ class Scenario:
                     train: list[TaskData], test: list[TaskData],
                     val: list[TaskData] | None = None,
                     classes_per_task: list[list[int]] | None = None,
-                    info: dict | None = None) -> Scenario:
+                    info: dict | None = None,
+                    general: tuple[str, TaskData] | None = None) -> Scenario:
         """A scenario of per-experience tensors (one TaskData each); the benchmark comes later."""
         splits = {"train": list(train), "test": list(test)}
         if val is not None:
             splits["val"] = list(val)
         return cls(name, spec, list(task_names), setting, classes_per_task, dict(info or {}),
-                   splits)
+                   splits, general=general)
 
     @classmethod
     def from_benchmark(cls, name: str, benchmark, spec: DataSpec, task_names: list[str],

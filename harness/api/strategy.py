@@ -1,4 +1,5 @@
-"""The strategy protocol: six hooks and a state dict.
+"""The strategy protocol: six hooks, a state dict, and ``check(net)`` (refuse a network the
+strategy cannot train, once it is built, before any run directory exists).
 
 A strategy never mutates the training loop's state. Each hook *returns* what it contributes
 (a data loader, named loss terms, named penalties), so the loop adds them explicitly, logs each
@@ -110,6 +111,10 @@ class Strategy:
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
+
+    def check(self, net: nn.Module) -> None:
+        """Refuse a network this strategy cannot train, with one ``UserError`` line: called
+        once the network is built, before any run directory exists."""
 
     def before_task(self, ctx: Context) -> None:
         pass

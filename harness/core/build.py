@@ -20,7 +20,11 @@ def build(cfg) -> tuple[list[Strategy], Scenario, Network]:
     scenario = build_scenario(cfg)
     model = build_model(cfg.model, scenario.spec, cfg.scenario.name)
     task_classes = scenario.classes_per_task if scenario.setting == "task-il" else None
-    return strategies, scenario, Network(model, scenario.spec, task_classes)
+    net = Network(model, scenario.spec, task_classes)
+    for strategy in strategies:  # e.g. olora without adapters: one line, before any run dir
+        if hasattr(strategy, "check"):  # a plug-in need not subclass Strategy
+            strategy.check(net)
+    return strategies, scenario, net
 
 
 def build_scenario(cfg) -> Scenario:

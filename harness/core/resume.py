@@ -27,6 +27,7 @@ import time
 
 import torch
 
+from harness.core.schedule import task_steps
 from harness.errors import Interrupted, UserError
 from harness.runtime import faults
 from harness.runtime.distributed import DIST
@@ -137,8 +138,11 @@ class StepCheckpoint:
 
     def __init__(self, save, loader, trainer_cfg, every: int, stop: StopSignals,
                  start: TaskProgress | None = None, poll=None, task_start_step: int = 0,
-                 started_at: float | None = None, on_step=None):
+                 started_at: float | None = None, on_step=None, schedule=None):
         self.save, self.loader, self.cfg = save, loader, trainer_cfg
+        # schedule: the system's TaskSchedule (harness.core.schedule), started with the task's
+        # length once the loader's is known, at the step a resume continues from
+        self.schedule = schedule
         self.poll = poll  # called after every step: e.g. raise a failed background write
         # on_step(stream_step, last_of_task): evaluation during training, before any checkpoint
         # of the step, so the checkpoint holds its result (harness.core.curves)
@@ -151,6 +155,9 @@ class StepCheckpoint:
 
     def on_start(self, optimizer, scaler=None) -> None:
         self.n_batches = len(self.loader)  # under DDP the shard is known only now
+        if self.schedule is not None:
+            self.schedule.start(task_steps(self.n_batches, self.cfg),
+                                self.start.steps if self.start else 0)
         if self.start is None:
             return
         try:

@@ -23,6 +23,7 @@ import torch
 from harness.api import IGNORE, Batch, Context, Strategy
 from harness.config import TrainerConfig
 from harness.core.network import Network
+from harness.core.schedule import TaskSchedule
 from harness.errors import UserError
 
 
@@ -46,6 +47,7 @@ class ContinualSystem(torch.nn.Module):
         self.flop_probe = None  # counts the next step's FLOPs when set (harness.core.flops)
         # this step's weight for terms over the current batch (DDP), None on one process
         self.batch_share: torch.Tensor | None = None
+        self.schedule = TaskSchedule(trainer_cfg)  # the learning rate inside the current task
 
     def logging_step(self) -> bool:
         """Whether this step's loss terms are valued and logged."""
@@ -73,6 +75,8 @@ class ContinualSystem(torch.nn.Module):
             if self.on_metrics:
                 metrics = {f"loss/{k}": v for k, v in zip(terms, values)}
                 metrics.update({"loss/total": values[-1], "task": self.ctx.task_id})
+                if (lr := self.schedule.current()) is not None:
+                    metrics["lr"] = lr
                 self.on_metrics(self.stream_step, metrics)
         return loss
 
@@ -98,6 +102,7 @@ class ContinualSystem(torch.nn.Module):
         return stacked.tolist()
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        self.schedule.apply(optimizer)
         # Penalty gradients first: strategies' hooks see (and may change) the total gradient.
         for strategy in self.strategies:
             for penalty in strategy.penalties(self.ctx).values():

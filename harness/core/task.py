@@ -39,6 +39,7 @@ def begin_task(system, scenario: Scenario, trainer_cfg: TrainerConfig, seed: int
     return the experience's training loader as the strategies shape it (``train_loader``)."""
     ctx = task_context(system, scenario, trainer_cfg, seed, i)
     system.ctx = ctx
+    system.schedule.begin(i)
     for strategy in system.strategies:
         strategy.before_task(ctx)
     # the experience's own batches say where their examples sit in it (Batch.index)

@@ -100,6 +100,11 @@ class LightningSystem(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
+        schedule = self.system.schedule
+        if schedule.active and not schedule.total and self._trainer is not None:
+            # a fit under a Trainer of your own: the schedule spans what that Trainer will run
+            # (retain's loop starts it again, with a resume's position, when training starts)
+            schedule.start(int(self._trainer.estimated_stepping_batches))
         return self.system.configure_optimizers()
 
     def on_before_optimizer_step(self, optimizer) -> None:

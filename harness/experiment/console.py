@@ -7,15 +7,22 @@ SUMMARY_ROWS = [("avg", "average"), ("bwt", "backward transfer"), ("fwt", "forwa
 
 
 def format_matrix(R: list[list[float]], names: list[str], metric: str,
-                  baseline: list[float] | None = None) -> str:
-    width = max(9, *(len(n) for n in names))
-    head = f"{metric + ' after task':<{width + 12}}" + "".join(f"{n:>{width + 2}}" for n in names)
+                  baseline: list[float] | None = None, general: dict | None = None) -> str:
+    """The score matrix; ``general`` (harness.core.general's record) adds its column, a
+    held-out set that is no task, headed ``general:<name>``."""
+    extra = [f"general:{general['name']}"] if general and metric in general["after"] else []
+    width = max(9, *(len(n) for n in [*names, *extra]))
+    head = f"{metric + ' after task':<{width + 12}}" + "".join(
+        f"{n:>{width + 2}}" for n in [*names, *extra])
     lines = [head, "-" * len(head)]
-    if baseline:
-        lines.append(f"{'untrained':<{width + 12}}" + _cells(baseline, width))
+    if baseline or extra:
+        before = [general["before"].get(metric)] if extra else []
+        lines.append(f"{'untrained':<{width + 12}}"
+                     + _cells([*(baseline or [None] * len(names)), *before], width))
     for i, row in enumerate(R):
         label = f"{i + 1}: {names[i]}"
-        lines.append(f"{label:<{width + 12}}" + _cells(row, width))
+        after = [general["after"][metric][i]] if extra else []
+        lines.append(f"{label:<{width + 12}}" + _cells([*row, *after], width))
     return "\n".join(lines)
 
 
@@ -35,6 +42,13 @@ def format_summary(results: dict) -> str:
             cells.append(f"perplexity {_num(s['perplexity/avg'])} (exp of the mean log-loss)")
         lines.append(f"{LABELS.get(metric, metric):<11}" + " | ".join(cells))
     lines += _stability_lines(s)
+    general = results.get("general")
+    if general and s.get(f"{primary}/general_delta") is not None:
+        name = LABELS.get(primary, primary)
+        lines.append(f"{'general':<11}{name} on {general['name']} (no task): before "
+                     f"{_num(general['before'][primary])}, after the last task "
+                     f"{_num(s[f'{primary}/general'])}, general Δ "
+                     f"{s[f'{primary}/general_delta']:+.3f}")
     cost = (f"{'cost':<11}wall {s['wall_time_s']:.1f} s | train {s['train_time_s']:.1f} s | "
             f"eval {s['eval_time_s']:.1f} s | peak RSS {s['peak_rss_mb']:.0f} MB | "
             f"strategy memory {s['strategy_memory_bytes'] / 2**20:.2f} MB | "
@@ -75,11 +89,13 @@ def _stability_lines(s: dict) -> list[str]:
 def print_report(results: dict) -> None:
     metric, names = results["metric"], results["task_names"]
     print()
+    general = results.get("general")
     print(format_matrix(results["matrices"][metric], names, metric,
-                        (results.get("baseline") or {}).get(metric)))
+                        (results.get("baseline") or {}).get(metric), general))
     if metric != "accuracy" and "accuracy" in results["matrices"]:
         print()
-        print(format_matrix(results["matrices"]["accuracy"], names, "accuracy"))
+        print(format_matrix(results["matrices"]["accuracy"], names, "accuracy",
+                            (results.get("baseline") or {}).get("accuracy"), general))
     print()
     print(format_summary(results))
     print()

@@ -13,6 +13,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from harness.core.general import is_record
 from harness.errors import UserError
 from harness.experiment.schema import (
     Reader,
@@ -96,6 +97,7 @@ class Results:
     fwt_note: str | None = None  # why forward transfer is n/a in this setting, if it is
     curves: dict | None = None  # evaluation during training (harness.core.curves)
     stability_gap: dict | None = None  # metric -> per task transition (core.stability)
+    general: dict | None = None  # a held-out set's scores before and after each task
 
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -143,7 +145,11 @@ class Results:
             fwt_note=get("fwt_note", optional(is_str), "a string or null", default=None),
             curves=get("curves", optional(is_dict), "a mapping or null", default=None),
             stability_gap=get("stability_gap", optional(dict_of(list_of(is_dict))),
-                              "a mapping of lists of mappings, or null", default=None))
+                              "a mapping of lists of mappings, or null", default=None),
+            general=get("general", optional(lambda g: is_record(g) and all(
+                len(v) == n for v in g["after"].values())),
+                f"a general-evaluation record (name, before, {n} scores after) or null",
+                default=None))
         if results.metric not in results.matrices:
             read.fail(f"its primary metric {results.metric!r} has no matrix")
         return results

@@ -166,7 +166,7 @@ class RunDir:
         for line in path.read_text().splitlines():
             try:
                 record = json.loads(line)
-                is_eval = any(key.startswith("eval/") for key in record)
+                is_eval = any(key.startswith(("eval/", "general/")) for key in record)
                 if any(key.startswith("curve/") for key in record):
                     if record["step"] <= step:
                         kept.append(line + "\n")

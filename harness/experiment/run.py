@@ -28,6 +28,8 @@ from harness.core.build import build
 from harness.core.curves import ContinualEval, check_subsample
 from harness.core.evaluate import eval_batches, evaluate
 from harness.core.flops import FlopProbe, count_flops, task_flops
+from harness.core.general import GeneralEval
+from harness.core.general import summary as general_summary
 from harness.core.loop import LeanLoop
 from harness.core.metrics import LOWER_IS_BETTER, average_seen, fwt_note, summarize, summary_metric
 from harness.core.resume import (
@@ -204,6 +206,8 @@ class TaskLoop:
         self.compute: list[dict] = [{} for _ in range(self.n)]  # FLOPs (harness.core.flops)
         tests = [scenario.test_data(j) for j in range(self.n)]
         self.token_bytes = scenario.info.get("token_bytes")  # bits per byte (non-byte tokens)
+        # a held-out set that is no task: general ability before training and after each task
+        self.general = GeneralEval(*scenario.general) if scenario.general else None
         self.continual = ContinualEval(cfg.eval, tests, cfg.seed, cfg.trainer.eval_batch_size,
                                        cfg.trainer.precision, scenario.task_names,
                                        log=system.on_metrics, token_bytes=self.token_bytes)
@@ -220,6 +224,8 @@ class TaskLoop:
         self.partial = ckpt.partial  # its RNG states are set once the task has been rebuilt
         self.continual.load_state_dict(ckpt.curves)
         self.compute = ckpt.compute or self.compute
+        if self.general is not None:
+            self.general.load(ckpt.general)
         if ckpt.rng is not None:
             set_rng_state(ckpt.rng)
         p = self.partial
@@ -253,11 +259,17 @@ class TaskLoop:
 
     def train_all(self) -> None:
         tests = [self.scenario.test_data(j) for j in range(self.n)]
-        if self.cfg.eval_init and self.baseline is None:
+        untrained = self.cfg.eval_init and self.baseline is None
+        general = self.general is not None and self.general.before is None
+        if untrained or general:
             self.system.net.to(self.device)
-            self.baseline = evaluate(self.system.net, _eval_sets(tests),
-                                     self.cfg.trainer.eval_batch_size, self.cfg.trainer.precision,
-                                     self.token_bytes, self._ticker("untrained evaluation", tests))
+            if untrained:
+                self.baseline = evaluate(self.system.net, _eval_sets(tests),
+                                         self.cfg.trainer.eval_batch_size,
+                                         self.cfg.trainer.precision, self.token_bytes,
+                                         self._ticker("untrained evaluation", tests))
+            if general:  # its "before", whether or not eval_init scores the tasks
+                self._score_general(0)
             self._save_checkpoint()
             self.stop.check()
         for i in range(self.position, self.n):
@@ -286,6 +298,8 @@ class TaskLoop:
         for metric, scores in row.items():
             self.rows.setdefault(metric, []).append(scores)
         self._log_row(i, row)
+        if self.general is not None:
+            self._score_general(max(self.system.stream_step - 1, 0))
         steps, curve_s = self.system.stream_step - step0, self.continual.time_s[i]
         self.per_task.append({
             "task": i, "name": name, "steps": steps, "train_time_s": t1 - t0 - curve_s,
@@ -320,6 +334,15 @@ class TaskLoop:
         # stream_step) keeps lines below that step, so this row is neither lost nor repeated.
         self.system.on_metrics(max(self.system.stream_step - 1, 0), {**metrics, "task": i})
 
+    def _score_general(self, step: int) -> None:
+        """Score the general set and log it (``general/<metric>``) at ``step``."""
+        faults.point("eval")
+        scores = self.general.score(self.system.net, self.cfg.trainer.eval_batch_size,
+                                    self.cfg.trainer.precision, self.token_bytes)
+        self.general.add(scores)
+        if self.system.on_metrics is not None:
+            self.system.on_metrics(step, {f"general/{m}": v for m, v in scores.items()})
+
     def _fit(self, i: int, loader, start: TaskProgress | None, t0: float, step0: int) -> None:
         """Fit task i, from its start or from a checkpoint inside it, with the run's engine."""
         trainer_cfg = self.cfg.trainer
@@ -337,7 +360,8 @@ class TaskLoop:
         steps = StepCheckpoint(self._save_checkpoint, loader, self.cfg.trainer,
                                self.cfg.checkpoint.every_n_steps, self.stop, start,
                                poll=self.writer.check, task_start_step=step0, started_at=t0,
-                               on_step=evaluate_now if self.continual.on else None)
+                               on_step=evaluate_now if self.continual.on else None,
+                               schedule=self.system.schedule)
         if self.engine == "lean":
             LeanLoop(trainer_cfg, self.device, label).fit(self.system, loader, steps)
             return
@@ -363,7 +387,8 @@ class TaskLoop:
             baseline=self.baseline, per_task=self.per_task, resumes=self.resumes,
             stream_step=self.system.stream_step if stream_step is None else stream_step,
             rng=None if partial else rng_state(), compute=self.compute,
-            curves=self.continual.state_dict())
+            curves=self.continual.state_dict(),
+            general=self.general.record() if self.general is not None else None)
         self.writer.save(self.run_dir.checkpoint_dir / "last.ckpt", ckpt.to_dict())
 
     def results(self, names: list[str], started: float) -> Results:
@@ -371,12 +396,13 @@ class TaskLoop:
         metric = "perplexity" if spec.task == "lm" else "accuracy"
         pretrained = bool(getattr(self.system.net.model, "pretrained", False))
         curves = self.continual.results()
+        general = self.general.record() if self.general is not None else None
         gaps, transitions = gap_summary(curves, LOWER_IS_BETTER)
         # a task finished before FLOPs were counted (an older checkpoint) has none
         flops = [t.get("train_flops") for t in self.per_task]
         summary = RunSummary(
             scores={**summarize(self.rows, self.baseline, spec.task, self.scenario.setting,
-                                pretrained), **gaps},
+                                pretrained), **gaps, **general_summary(general)},
             wall_time_s=time.time() - started,
             train_time_s=sum(t["train_time_s"] for t in self.per_task),
             eval_time_s=sum(t["eval_time_s"] for t in self.per_task),
@@ -398,7 +424,7 @@ class TaskLoop:
             summary_metric=summary_metric(spec.task, metric, "bits_per_byte" in self.rows),
             pretrained=pretrained,
             fwt_note=fwt_note(spec.task, self.scenario.setting, pretrained),
-            curves=curves, stability_gap=transitions)
+            curves=curves, stability_gap=transitions, general=general)
 
 
 def default_name(cfg) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from harness.core.general import is_record
 from harness.core.resume import TaskProgress
 from harness.experiment.schema import (
     Reader,
@@ -51,6 +52,7 @@ class Checkpoint:
     rng: dict | None  # generator states after task ``position`` (None: ``partial`` has them)
     compute: list[dict] = dataclasses.field(default_factory=list)  # FLOPs per task so far
     curves: dict | None = None  # evaluation during training (harness.core.curves)
+    general: dict | None = None  # the general set's scores so far (harness.core.general)
     # the frozen weights left out of ``net``: their fingerprint and number of tensors
     # (harness.experiment.weights); None: ``net`` holds every weight
     base: dict | None = None
@@ -85,6 +87,9 @@ class Checkpoint:
             rng=get(raw, "rng", optional(_is_rng), "random generator states or null"),
             compute=get(raw, "compute", list_of(is_dict), "a list of mappings", default=[]),
             curves=get(raw, "curves", optional(is_dict), "a mapping or null", default=None),
+            general=get(raw, "general", optional(is_record),
+                        "a general-evaluation record (name, before, after) or null",
+                        default=None),
             base=get(raw, "base", optional(_is_base), "a fingerprint mapping or null",
                      default=None))
         if (ckpt.rng is None) == (ckpt.partial is None):
@@ -115,6 +120,10 @@ class Checkpoint:
         for metric, scores in (self.baseline or {}).items():
             if len(scores) != n_tasks:
                 read.fail(f"'baseline.{metric}' must hold {n_tasks} scores, not {len(scores)}")
+        for metric, scores in (self.general or {}).get("after", {}).items():
+            if len(scores) != self.position:
+                read.fail(f"'general.after.{metric}' must hold {self.position} scores, "
+                          f"not {len(scores)}")
 
 
 def _progress(read: Reader, raw: dict) -> TaskProgress:

@@ -125,6 +125,14 @@ class Tracker:
             rows = [[f"after {i + 1}: {names[i]}", *row] for i, row in enumerate(R)]
             self.logger.log_table(f"matrix/{metric}", columns=["trained", *names], data=rows,
                                   step=step)
+        general = results.get("general")
+        if general:  # the held-out set's scores, untrained then after each task
+            metrics = list(general["after"])
+            rows = [["untrained", *[general["before"][m] for m in metrics]]]
+            rows += [[f"after {i + 1}: {names[i]}", *[general["after"][m][i] for m in metrics]]
+                     for i in range(len(names))]
+            self.logger.log_table(f"general/{general['name']}", columns=["trained", *metrics],
+                                  data=rows, step=step)
         summary = {k: v for k, v in results["summary"].items() if v is not None}
         self.logger.experiment.summary.update(summary)
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from harness.errors import UserError
 
-ADAPTERS = ("none", "lora")
+ADAPTERS = ("none", "lora", "osf")
 
 
 def with_adapter(lm: nn.Module, cfg, source: str) -> nn.Module:
@@ -28,6 +28,9 @@ def with_adapter(lm: nn.Module, cfg, source: str) -> nn.Module:
     config = peft.LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
                              lora_dropout=cfg.lora_dropout, bias="none",
                              target_modules=list(cfg.lora_targets) or None)
+    if cfg.adapter == "osf":  # peft's Orthogonal Subspace Fine-tuning (Nayak et al. 2025)
+        config = peft.OSFConfig(effective_rank=cfg.osf_preserved,
+                                target_modules=list(cfg.lora_targets) or None)
     try:
         with warnings.catch_warnings():  # peft calls an API transformers has deprecated
             warnings.simplefilter("ignore", FutureWarning)

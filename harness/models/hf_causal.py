@@ -52,7 +52,8 @@ class HFCausalConfig:
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "recompute activations in backward to save memory"})
     adapter: str = field(default="none", metadata={
-        "help": "lora: train LoRA adapters (peft) on a frozen base; none: train every weight",
+        "help": "lora: train LoRA adapters (peft) on a frozen base; osf: peft's orthogonal "
+                "subspace fine-tuning (osf_preserved); none: train every weight",
         "choices": ADAPTERS})
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank r", "min": 1, "max": 4096})
     lora_alpha: float = field(default=16.0, metadata={
@@ -60,6 +61,10 @@ class HFCausalConfig:
         "max": 1e6})
     lora_dropout: float = field(default=0.0, metadata={
         "help": "dropout on the LoRA input", "min": 0.0, "below": 1.0})
+    osf_preserved: float = field(default=0.5, metadata={
+        "help": "adapter=osf: fraction of each weight's singular directions kept frozen (the "
+                "top ones); updates stay orthogonal to them (lora_targets picks the modules)",
+        "above": 0.0, "below": 1.0})
     lora_targets: list[str] = field(default_factory=list, metadata={
         "help": "names (suffixes) of the modules LoRA wraps, e.g. [q_proj,v_proj]; [] = PEFT's "
                 "default for the architecture"})
