@@ -75,11 +75,13 @@ def chunk_update(state: State, k: Tensor, v: Tensor, log_eta: Tensor, log_keep: 
     b_w = (beta * L.exp()).sum(1)  # weight on S_0 in M_C
     b_s = L[:, -1].exp()  # weight on S_0 in S_C
     new_w, new_s = [], []
+    coef = torch.stack([c_w, c_s], dim=2).to(k.dtype)  # (B, C, 2)
     for w, s, (left, right) in zip(weights, moms, grad_factors(weights, k, v)):
-        g_w = torch.einsum("bci,bc,bco->bio", left, c_w, right)
-        g_s = torch.einsum("bci,bc,bco->bio", left, c_s, right)
-        new_w.append(keep_all[:, None, None] * w + b_w[:, None, None] * s - g_w)
-        new_s.append(b_s[:, None, None] * s - g_s)
+        # both weighted gradient sums in one batched product: (B, 2 in, C) @ (B, C, out)
+        scaled = (left[:, :, None, :] * coef[..., None]).flatten(2)
+        g_w, g_s = (scaled.transpose(1, 2) @ right).chunk(2, dim=1)
+        new_w.append(torch.addcmul(keep_all[:, None, None] * w, b_w[:, None, None], s) - g_w)
+        new_s.append(torch.addcmul(-g_s, b_s[:, None, None], s))
     return new_w, new_s
 
 
