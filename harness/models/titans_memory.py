@@ -111,9 +111,18 @@ class NeuralMemory(nn.Module):
         with torch.no_grad():
             self.gates.bias.copy_(torch.tensor([math.log(p / (1 - p)) for p in self.init_gates]))
 
-    def initial(self, batch: int) -> State:
+    def initial(self, batch: int, carried: State | None = None) -> State:
+        """The state a call starts from: M_0, or M_0 plus what earlier calls wrote (their
+        ``written`` part, with their momenta), so M_0 is trained in every call."""
+        if carried is not None:
+            return [w + d for w, d in zip(self.init, carried[0])], list(carried[1])
         weights = [w.expand(batch, -1, -1) for w in self.init]
         return weights, [torch.zeros_like(w) for w in weights]
+
+    def written(self, state: State) -> State:
+        """What the calls wrote on top of M_0, detached: the part carried to the next call."""
+        return ([(w - w0).detach() for w, w0 in zip(state[0], self.init)],
+                [s.detach() for s in state[1]])
 
     def read(self, state: State, x: Tensor) -> Tensor:
         """M(q) for the tokens x (B, L, D), with the weights of ``state``."""
