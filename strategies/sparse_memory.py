@@ -95,9 +95,9 @@ class SparseMemory(Strategy):
             layers = memory_layers(ctx)
             masks = []
             for i, m in enumerate(layers):
-                counts = torch.bincount(m.last_indices.flatten().cpu(), minlength=m.n_slots)
-                counts = ctx.dist.all_reduce_(counts.float())  # one selection on every rank
-                masks.append(self.choose(i, counts))
+                counts = torch.bincount(m.last_indices.flatten(), minlength=m.n_slots).float()
+                counts = ctx.dist.all_reduce_(counts)  # on its device (NCCL): one selection
+                masks.append(self.choose(i, counts.cpu()))
             self._pending = masks if self._pending is None else [
                 a | b for a, b in zip(self._pending, masks)]
         return {}
