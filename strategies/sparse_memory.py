@@ -9,7 +9,10 @@ slot accesses::
 
 where ``df(i)`` counts the background sequences that read slot i and ``N`` is their number.
 The background is a sample (``sample`` sequences) of every earlier task, counted after that
-task was trained; on the first task it is empty and the ranking is by access count alone. A
+task was trained. The paper finetunes a pretrained model; here the tasks before
+``start_task`` (default: the first) train every parameter and become that base model, and its
+data the first background. With ``start_task=0`` the first task is sparse too, against an
+empty background (ranked by access count alone). A
 slot that old tasks read often is thus left alone, one that only the new task reads is trained.
 
 ``rank=task`` ranks once per task on ``sample`` of its training sequences, before training;
@@ -45,6 +48,9 @@ class SparseMemoryConfig:
         "choices": ("task", "batch")})
     sample: int = field(default=256, metadata={
         "help": "sequences counted per task (current-task ranking and background)", "min": 1})
+    start_task: int = field(default=1, metadata={
+        "help": "tasks before this one (0-based) train every parameter: the base model",
+        "min": 0})
 
 
 @register_strategy("sparse_memory", config=SparseMemoryConfig)
@@ -59,6 +65,7 @@ class SparseMemory(Strategy):
         self.selected_task = -1
         self._frozen: list[torch.nn.Parameter] = []
         self._pending: list[Tensor] | None = None  # rank=batch: union over an accumulation
+        self._active = False  # whether this task is trained sparsely (task >= start_task)
 
     def before_task(self, ctx: Context) -> None:
         layers = memory_layers(ctx)
@@ -69,6 +76,9 @@ class SparseMemory(Strategy):
                             "weight decay would shrink the slots it leaves untrained")
         if not self.background_df:
             self.background_df = [torch.zeros(m.n_slots) for m in layers]
+        self._active = ctx.task_id >= self.cfg.start_task
+        if not self._active:
+            return
         values = {id(m.values.weight) for m in layers}
         self._frozen = [p for p in ctx.system.net.parameters()
                         if p.requires_grad and id(p) not in values]
@@ -91,18 +101,20 @@ class SparseMemory(Strategy):
         return mask
 
     def loss_terms(self, ctx: Context, batch, outputs) -> dict[str, Tensor]:
-        if self.cfg.rank == "batch":
+        if self._active and self.cfg.rank == "batch":
             layers = memory_layers(ctx)
             masks = []
             for i, m in enumerate(layers):
-                counts = torch.bincount(m.last_indices.flatten().cpu(), minlength=m.n_slots)
-                counts = ctx.dist.all_reduce_(counts.float())  # one selection on every rank
-                masks.append(self.choose(i, counts))
+                counts = torch.bincount(m.last_indices.flatten(), minlength=m.n_slots).float()
+                counts = ctx.dist.all_reduce_(counts)  # on its device (NCCL): one selection
+                masks.append(self.choose(i, counts.cpu()))
             self._pending = masks if self._pending is None else [
                 a | b for a, b in zip(self._pending, masks)]
         return {}
 
     def before_optimizer_step(self, ctx: Context) -> None:
+        if not self._active:
+            return
         masks = self.selected if self.cfg.rank == "task" else self._pending
         self._pending = None
         for m, mask in zip(memory_layers(ctx), masks or []):

@@ -163,3 +163,15 @@ def test_a_cli_sized_run_learns():
         "scenario.n_train=64", "scenario.n_val=0", "scenario.n_test=16", "trainer.max_steps=20",
         "trainer.accelerator=cpu", "name=titans")))
     assert results["matrices"]["loss"][0][0] < results["baseline"]["loss"][0]
+
+
+@pytest.mark.parametrize("variant", ["mac", "mag"])
+def test_every_parameter_trains_in_every_call_with_carried_memory(variant):
+    """DDP refuses a step that leaves a parameter unused; M_0 is under the carried part."""
+    model = _model(variant=variant, carry_memory=True)
+    for _ in range(2):
+        model.zero_grad()
+        model.lm_logits(model(torch.randint(1, 40, (2, 24)))).sum().backward()
+        assert model.carried is not None
+        unused = [n for n, p in model.named_parameters() if p.grad is None]
+        assert not unused

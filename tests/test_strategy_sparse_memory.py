@@ -47,7 +47,8 @@ def test_slots_outside_the_chosen_set_do_not_change(rank, monkeypatch):
 
     monkeypatch.setattr(SparseMemory, "before_optimizer_step", spy_step)
     monkeypatch.setattr(SparseMemory, "after_task", spy_end)
-    _run(f"strategy.sparse_memory.rank={rank}", "strategy.sparse_memory.slots=5")
+    _run(f"strategy.sparse_memory.rank={rank}", "strategy.sparse_memory.slots=5",
+         "strategy.sparse_memory.start_task=0")
     assert sorted(start) == [0, 1]
     for task, before in start.items():
         trained = torch.stack(chosen[task]).any(0)
@@ -99,3 +100,26 @@ def test_setups_it_cannot_train_are_refused_in_one_line(extra, message):
 def test_slots_below_one_are_refused_by_the_config():
     with pytest.raises(UserError, match="strategy.sparse_memory.slots"):
         config.load(None, [*MODEL, "strategy=sparse_memory", "strategy.sparse_memory.slots=0"])
+
+
+def test_tasks_before_start_task_train_every_parameter(monkeypatch):
+    starts, ends = {}, {}
+    begin, end = SparseMemory.before_task, SparseMemory.after_task
+
+    def snapshot(ctx):
+        return {n: p.detach().clone() for n, p in ctx.system.net.named_parameters()}
+
+    def spy_begin(self, ctx):
+        starts[ctx.task_id] = snapshot(ctx)
+        begin(self, ctx)
+
+    def spy_end(self, ctx):
+        ends[ctx.task_id] = snapshot(ctx)
+        end(self, ctx)
+
+    monkeypatch.setattr(SparseMemory, "before_task", spy_begin)
+    monkeypatch.setattr(SparseMemory, "after_task", spy_end)
+    _run("trainer.max_steps=2")  # start_task=1: task 0 trains the base model
+    moved = [[n for n, p in ends[t].items() if not torch.equal(p, starts[t][n])] for t in (0, 1)]
+    assert len(moved[0]) == len(starts[0])  # every parameter
+    assert [n.split(".")[-2:] for n in moved[1]] == [["values", "weight"]]

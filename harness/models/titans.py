@@ -15,9 +15,11 @@ forgetting gate, in chunks of ``chunk_size`` tokens. Two of the paper's variants
   token embeddings chunk by chunk; the output is ``norm(y) * sigmoid(norm(memory read))``.
 
 ``n_persist`` learned persistent-memory tokens hold task knowledge independent of the input.
-With ``carry_memory`` the memory state (weights and momenta, per batch row) carries over from
-one forward call to the next, detached, and travels in ``state_dict`` (``_extra_state``), so a
-checkpoint resumes it bit-identically; ``reset_memory()`` drops it.
+With ``carry_memory`` the memory state (per batch row: what was written on top of the learned
+initial weights M_0, and the momenta) carries over from one forward call to the next, detached,
+and travels in ``state_dict`` (``_extra_state``), so a checkpoint resumes it bit-identically;
+``reset_memory()`` drops it. The next call starts from the current M_0 plus that written part,
+so M_0 keeps training (and DDP sees every parameter used in every step).
 
     python -c "from harness.models.titans import *; from harness.api import DataSpec; \
 m = Titans(TitansConfig(seg_len=8, chunk_size=4), DataSpec('tokens', 'lm', vocab_size=258)); \
@@ -98,19 +100,20 @@ class Titans(SequenceModel):
         self.apply(init_weights)
         nn.init.normal_(self.persist, std=0.02)
         self.memory.reset_gates()
-        self.carried: State | None = None  # the memory kept between calls (carry_memory)
+        self.carried: State | None = None  # written part and momenta kept (carry_memory)
 
     def forward(self, x: Tensor) -> Tensor:
         B = x.shape[0]
-        state = self.carried if self.cfg.carry_memory else None
-        if state is None or state[0][0].shape[0] != B:
-            state = self.memory.initial(B)  # a batch of another size cannot continue them
+        carried = self.carried if self.cfg.carry_memory else None
+        if carried is not None and carried[0][0].shape[0] != B:
+            carried = None  # a batch of another size cannot continue these rows
+        state = self.memory.initial(B, carried)
         if self.cfg.variant == "mac":
             h, state = self.mac(x, state)
         else:
             h, state = self.mag(x, state)
         if self.cfg.carry_memory:
-            self.carried = ([w.detach() for w in state[0]], [s.detach() for s in state[1]])
+            self.carried = self.memory.written(state)
         return h
 
     def mac(self, x: Tensor, state: State) -> tuple[Tensor, State]:
@@ -144,12 +147,12 @@ class Titans(SequenceModel):
     # The carried memory is test-time state: checkpoints hold it so a resume continues it.
     def get_extra_state(self) -> dict:
         if self.carried is None:
-            return {"weights": [], "momenta": []}
-        return {"weights": list(self.carried[0]), "momenta": list(self.carried[1])}
+            return {"written": [], "momenta": []}
+        return {"written": list(self.carried[0]), "momenta": list(self.carried[1])}
 
     def set_extra_state(self, state: dict) -> None:
-        weights, moms = state["weights"], state["momenta"]
-        self.carried = (list(weights), list(moms)) if weights else None
+        written, moms = state["written"], state["momenta"]
+        self.carried = (list(written), list(moms)) if written else None
 
 
 def block_forward(block: Block, h: Tensor, prefix: Tensor, mask: Tensor) -> Tensor:

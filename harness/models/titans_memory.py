@@ -75,11 +75,13 @@ def chunk_update(state: State, k: Tensor, v: Tensor, log_eta: Tensor, log_keep: 
     b_w = (beta * L.exp()).sum(1)  # weight on S_0 in M_C
     b_s = L[:, -1].exp()  # weight on S_0 in S_C
     new_w, new_s = [], []
+    coef = torch.stack([c_w, c_s], dim=2).to(k.dtype)  # (B, C, 2)
     for w, s, (left, right) in zip(weights, moms, grad_factors(weights, k, v)):
-        g_w = torch.einsum("bci,bc,bco->bio", left, c_w, right)
-        g_s = torch.einsum("bci,bc,bco->bio", left, c_s, right)
-        new_w.append(keep_all[:, None, None] * w + b_w[:, None, None] * s - g_w)
-        new_s.append(b_s[:, None, None] * s - g_s)
+        # both weighted gradient sums in one batched product: (B, 2 in, C) @ (B, C, out)
+        scaled = (left[:, :, None, :] * coef[..., None]).flatten(2)
+        g_w, g_s = (scaled.transpose(1, 2) @ right).chunk(2, dim=1)
+        new_w.append(torch.addcmul(keep_all[:, None, None] * w, b_w[:, None, None], s) - g_w)
+        new_s.append(torch.addcmul(-g_s, b_s[:, None, None], s))
     return new_w, new_s
 
 
@@ -109,9 +111,18 @@ class NeuralMemory(nn.Module):
         with torch.no_grad():
             self.gates.bias.copy_(torch.tensor([math.log(p / (1 - p)) for p in self.init_gates]))
 
-    def initial(self, batch: int) -> State:
+    def initial(self, batch: int, carried: State | None = None) -> State:
+        """The state a call starts from: M_0, or M_0 plus what earlier calls wrote (their
+        ``written`` part, with their momenta), so M_0 is trained in every call."""
+        if carried is not None:
+            return [w + d for w, d in zip(self.init, carried[0])], list(carried[1])
         weights = [w.expand(batch, -1, -1) for w in self.init]
         return weights, [torch.zeros_like(w) for w in weights]
+
+    def written(self, state: State) -> State:
+        """What the calls wrote on top of M_0, detached: the part carried to the next call."""
+        return ([(w - w0).detach() for w, w0 in zip(state[0], self.init)],
+                [s.detach() for s in state[1]])
 
     def read(self, state: State, x: Tensor) -> Tensor:
         """M(q) for the tokens x (B, L, D), with the weights of ``state``."""
