@@ -76,10 +76,10 @@ def measure(n: int, dim: int, n_queries: int, k: int, rng, hnsw_max: int) -> lis
             index.train(keys[: min(n, 64 * index.nlist)])
         index.add(keys)
         build = time.process_time() - start
-        search = best_of(lambda: index.search(queries, k))
+        search = best_of(lambda ix=index: ix.search(queries, k))
         found = index.search(queries, k)[1]
         recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)])
-        add = best_of(lambda: index.add(writes), repeats=1)
+        add = best_of(lambda ix=index: ix.add(writes), repeats=1)
         rows.append({"entries": n, "index": name, "search CPU ms": f"{1e3 * search:.1f}",
                      "add CPU ms": f"{1e3 * add:.1f}", "build CPU s": f"{build:.2f}",
                      "recall@k": f"{recall:.3f}"})
