@@ -60,8 +60,9 @@ class KNNConfig:
     top_k: int = field(default=16, metadata={"help": "entries retrieved per query", "min": 1})
     capacity: int = field(default=16384, metadata={"help": "store entries (0 = no store)",
                                                    "min": 0})
-    eviction: str = field(default="fifo", metadata={"help": "store eviction policy",
-                                                    "choices": EVICTIONS})
+    eviction: str = field(default="reservoir", metadata={
+        "help": "store eviction policy (reservoir keeps a uniform sample of every task; fifo "
+                "only the latest writes)", "choices": EVICTIONS})
     write: str = field(default="train", metadata={"help": "store writes in", "choices": WRITES})
     index: str = field(default="exact", metadata={
         "help": "exact: torch top-k; faiss: a FAISS flat index (faiss-cpu)", "choices": INDEXES})
