@@ -15,3 +15,5 @@ STRATEGIES.declare("distill", "strategies.distill", "learning without forgetting
 STRATEGIES.declare("der", "strategies.der", "dark experience replay (DER / DER++)")
 STRATEGIES.declare("si", "strategies.si", "synaptic intelligence")
 STRATEGIES.declare("agem", "strategies.agem", "averaged gradient episodic memory")
+STRATEGIES.declare("sparse_memory", "strategies.sparse_memory",
+                   "train only the memory slots most specific to a task (TF-IDF)")

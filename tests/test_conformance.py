@@ -62,11 +62,16 @@ SMALL = {
             "model.n_mem_tokens=2"],
     "knn": ["model.d_model=32", "model.n_head=4", "model.n_layer=2", "model.seg_len=8",
             "model.capacity=64", "model.top_k=4"],
+    "titans": ["model.d_model=32", "model.n_head=4", "model.n_layer=2", "model.seg_len=8",
+               "model.chunk_size=4", "model.n_persist=2"],
+    "memory_layer": ["model.d_model=32", "model.n_head=4", "model.n_layer=2", "model.n_keys=8",
+                     "model.top_k=4", "model.key_dim=16"],
     "lstm": ["model.d_model=32", "model.n_layer=2"],
     "mlp": ["model.hidden=[16]"],
     "replay": ["strategy.replay.mem_size=40"],
     "der": ["strategy.der.mem_size=40"],
     "agem": ["strategy.agem.patterns_per_experience=20", "strategy.agem.sample_size=16"],
+    "sparse_memory": ["strategy.sparse_memory.slots=8", "strategy.sparse_memory.sample=32"],
     "split-digits": ["scenario.n_experiences=2"],
     "permuted-digits": ["scenario.n_experiences=2"],
     "split-mnist": ["scenario.n_experiences=2", "scenario.n_test=100"],
@@ -306,13 +311,17 @@ def test_model_resumes_bit_identically(name, monkeypatch, tmp_path):
 
 STRATEGY_RUN = ["scenario.name=split-digits", *SMALL["split-digits"], "model.name=mlp",
                 *SMALL["mlp"]]
+# Strategies that need a kind of model: the run they are checked in.
+STRATEGY_RUNS = {"sparse_memory": ["scenario.name=mqar", *SMALL["mqar"],
+                                   "model.name=memory_layer", *SMALL["memory_layer"]]}
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_strategy_resumes_bit_identically_and_its_state_is_plain_data(name, monkeypatch,
                                                                       tmp_path):
     available(name)
-    overrides = [f"strategy=[{name}]", *STRATEGY_RUN, *options(name, tmp_path)]
+    overrides = [f"strategy=[{name}]", *STRATEGY_RUNS.get(name, STRATEGY_RUN),
+                 *options(name, tmp_path)]
     reference = resumes_bit_identically(overrides, monkeypatch)
     # the protocol's promise: tensors, numbers, strings, lists and dicts only (the checkpoint
     # is loaded weights-only), and a fresh strategy takes it

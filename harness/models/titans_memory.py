@@ -1,0 +1,145 @@
+"""Titans' neural long-term memory (Behrouz et al. 2025): an MLP learned at test time.
+
+The memory ``M`` is a small MLP (one linear map, or two with a SiLU between) whose weights are
+per sequence and change during the forward pass. Each token writes by one step of gradient
+descent on the associative loss ``l(M; k, v) = ||M(k) - v||^2`` ("surprise"), with momentum
+``eta`` and a forgetting gate ``alpha``; the three gates are per token, computed from the token::
+
+    S_t = eta_t S_{t-1} - theta_t grad l(M_{t-1}; k_t, v_t)
+    M_t = (1 - alpha_t) M_{t-1} + S_t
+
+Tokens are taken in chunks: inside a chunk every gradient is taken at the chunk's starting
+weights (the paper's parallel form), so a chunk's update is a few matrix products. Each
+gradient is an outer product, and the recurrence is linear, so the chunk's end state is
+``M_C = a M_0 + b S_0 - sum_i c_i g_i`` with scalar ``a, b, c_i`` from the gates: no per-token
+weights are materialised. With ``chunk_size=1`` this is the exact token-by-token rule.
+Reading (``M(q)``) uses the weights at the start of the reader's chunk, so no token sees a later
+one. Queries and keys are L2-normalised, as in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# A memory state: (weights, momenta), each a list of (B, in, out) tensors, one per layer.
+State = tuple[list[Tensor], list[Tensor]]
+
+
+def mlp_forward(weights: list[Tensor], k: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """M(k) for k (B, C, in) and the activations each layer read (for the gradient)."""
+    inputs, h = [], k
+    for i, w in enumerate(weights):
+        inputs.append(h)
+        z = h @ w
+        h = F.silu(z) if i < len(weights) - 1 else z
+    return h, inputs
+
+
+def grad_factors(weights: list[Tensor], k: Tensor, v: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """Per-token gradients of ||M(k) - v||^2 as outer products: for layer j the gradient of
+    token i is ``left[:, i]^T right[:, i]`` (left (B, C, in), right (B, C, out))."""
+    out, inputs = mlp_forward(weights, k)
+    delta = 2 * (out - v)  # d loss / d output of the last layer
+    factors = []
+    for j in range(len(weights) - 1, -1, -1):
+        factors.append((inputs[j], delta))
+        if j:
+            z = inputs[j - 1] @ weights[j - 1]  # pre-activation that produced inputs[j]
+            s = torch.sigmoid(z)
+            delta = (delta @ weights[j].transpose(1, 2)) * s * (1 + z * (1 - s))  # silu'
+    return factors[::-1]
+
+
+def chunk_update(state: State, k: Tensor, v: Tensor, log_eta: Tensor, log_keep: Tensor,
+                 theta: Tensor) -> State:
+    """The state after one chunk of tokens (k, v (B, C, d); gates (B, C)): every gradient at
+    the chunk's starting weights, then momentum and decay token by token, in closed form.
+
+    ``log_eta`` = log eta_t, ``log_keep`` = log(1 - alpha_t), ``theta`` the step sizes."""
+    weights, moms = state
+    L = log_eta.cumsum(1)  # L_t = log prod_{j<=t} eta_j
+    A = log_keep.cumsum(1)
+    # F[i, t] = prod_{i<j<=t} eta_j for t >= i (0 otherwise)
+    C = k.shape[1]
+    upper = torch.ones(C, C, dtype=torch.bool, device=k.device).triu()
+    diff = L[:, None, :] - L[:, :, None]  # [b, i, t] = L_t - L_i
+    Fm = torch.where(upper, diff, torch.full_like(diff, -math.inf)).exp()
+    beta = (A[:, -1:] - A).exp()  # prod_{j>t} (1 - alpha_j)
+    keep_all = A[:, -1].exp()  # prod_t (1 - alpha_t)
+    c_w = theta * (Fm * beta[:, None, :]).sum(-1)  # weight on g_i in M_C
+    c_s = theta * (L[:, -1:] - L).exp()  # weight on g_i in S_C
+    b_w = (beta * L.exp()).sum(1)  # weight on S_0 in M_C
+    b_s = L[:, -1].exp()  # weight on S_0 in S_C
+    new_w, new_s = [], []
+    coef = torch.stack([c_w, c_s], dim=2).to(k.dtype)  # (B, C, 2)
+    for w, s, (left, right) in zip(weights, moms, grad_factors(weights, k, v)):
+        # both weighted gradient sums in one batched product: (B, 2 in, C) @ (B, C, out)
+        scaled = (left[:, :, None, :] * coef[..., None]).flatten(2)
+        g_w, g_s = (scaled.transpose(1, 2) @ right).chunk(2, dim=1)
+        new_w.append(torch.addcmul(keep_all[:, None, None] * w, b_w[:, None, None], s) - g_w)
+        new_s.append(torch.addcmul(-g_s, b_s[:, None, None], s))
+    return new_w, new_s
+
+
+class NeuralMemory(nn.Module):
+    """Projections, gates and the learned initial weights of a neural long-term memory."""
+
+    def __init__(self, d_model: int, hidden: int, depth: int, chunk_size: int, lr: float,
+                 momentum: float, decay: float):
+        super().__init__()
+        self.chunk_size = chunk_size
+        self.norm = nn.LayerNorm(d_model)
+        self.q = nn.Linear(d_model, d_model, bias=False)
+        self.k = nn.Linear(d_model, d_model, bias=False)
+        self.v = nn.Linear(d_model, d_model, bias=False)
+        self.gates = nn.Linear(d_model, 3)  # step size theta, momentum eta, decay alpha
+        self.init_gates = (lr, momentum, decay)
+        dims = [d_model] + [hidden] * (depth - 1) + [d_model]
+        # M_0, the weights every sequence starts from: learned by the outer loop
+        self.init = nn.ParameterList(
+            nn.Parameter(torch.randn(a, b) / math.sqrt(a)) for a, b in zip(dims, dims[1:]))
+        self.reset_gates()
+
+    def reset_gates(self) -> None:
+        """Gates start at the configured values whatever the token (init_weights zeroes only
+        Linear biases, so the model calls this after it)."""
+        nn.init.zeros_(self.gates.weight)
+        with torch.no_grad():
+            self.gates.bias.copy_(torch.tensor([math.log(p / (1 - p)) for p in self.init_gates]))
+
+    def initial(self, batch: int) -> State:
+        weights = [w.expand(batch, -1, -1) for w in self.init]
+        return weights, [torch.zeros_like(w) for w in weights]
+
+    def read(self, state: State, x: Tensor) -> Tensor:
+        """M(q) for the tokens x (B, L, D), with the weights of ``state``."""
+        q = F.normalize(self.q(self.norm(x)), dim=-1)
+        return mlp_forward(state[0], q)[0]
+
+    def write(self, state: State, x: Tensor) -> State:
+        """The state after the tokens x (B, L, D) wrote to it, chunk by chunk."""
+        h = self.norm(x)
+        k, v = F.normalize(self.k(h), dim=-1), self.v(h)
+        a = self.gates(h).float()
+        theta, log_eta, log_keep = a[..., 0].sigmoid(), F.logsigmoid(a[..., 1]), \
+            F.logsigmoid(-a[..., 2])
+        for sl in _chunks(x.shape[1], self.chunk_size):
+            state = chunk_update(state, k[:, sl], v[:, sl], log_eta[:, sl], log_keep[:, sl],
+                                 theta[:, sl])
+        return state
+
+    def scan(self, state: State, x: Tensor) -> tuple[Tensor, State]:
+        """Read then write each chunk of x in turn: the reads of all tokens and the end state."""
+        reads = []
+        for sl in _chunks(x.shape[1], self.chunk_size):
+            reads.append(self.read(state, x[:, sl]))
+            state = self.write(state, x[:, sl])
+        return torch.cat(reads, dim=1), state
+
+
+def _chunks(length: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, length)) for i in range(0, length, size)]
