@@ -16,6 +16,7 @@ PARTS = {
     "strategy_costs": "per-step cost of each strategy relative to naive",
     "avalanche_parity": "retain versus Avalanche's own strategies, same data and model",
     "models": "tokens/s, memory and parameters of every model",
+    "knn": "kNN store search: exact top-k against FAISS flat, IVF and HNSW, by store size",
     "gpu": "gpt at ~100M parameters in bf16 on a GPU: tokens/s and MFU",
     "scenarios": "scenario preparation time and cache size",
     "ddp": "throughput with 1 and 2 processes",

@@ -96,7 +96,7 @@ class MQARConfig:
     n_filler: int = field(default=16, metadata={"help": "filler vocabulary shared by all tasks",
                                                 "min": 1})
     alpha: float = field(default=0.01, metadata={
-        "help": "power-law exponent of query distances (smaller: longer gaps)"})
+        "help": "power-law exponent of query distances (larger: longer gaps; 1: uniform)"})
     n_train: int = field(default=2000, metadata={"help": "training sequences per experience",
                                                  "min": 1})
     n_val: int = field(default=128, metadata={"help": "validation sequences (0 = none)",

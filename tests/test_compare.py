@@ -142,6 +142,23 @@ def test_language_models_are_compared_on_the_log_scale(tmp_path):
         compare.load_runs([tmp_path / "nothing-here"])
 
 
+def test_metric_option_reads_another_metric(tmp_path, capsys):
+    """Memory probes are scored by accuracy on the answers, not bits per token."""
+    rng = np.random.default_rng(0)
+    for seed in (0, 1):
+        lm_run(tmp_path, f"naive-{seed}", "naive", seed,
+               np.array([[2.0, 6.0, 6.0], [3.0, 1.8, 5.0], [4.0, 3.0, 1.5]]) + rng.uniform(0, .1))
+    t = compare.aggregate(compare.load_runs([tmp_path])[0], metric="accuracy")[0]
+    assert (t.metric, t.higher_is_better, t.columns[0][1]) == ("accuracy", True, "accuracy")
+    accuracy = [np.mean(r["matrices"]["accuracy"][-1]) for r in t.rows[0].group.runs]
+    assert t.rows[0].stats["accuracy/avg"].mean == pytest.approx(np.mean(accuracy))
+    assert compare.main([str(tmp_path), "--metric", "accuracy"]) == 0
+    assert "· accuracy (higher is better)" in capsys.readouterr().out
+    with pytest.raises(UserError, match="--metric acc: no run reports it; valid choices: "
+                                        "accuracy, bits_per_token"):
+        compare.main([str(tmp_path), "--metric", "acc"])
+
+
 def test_significance_reads_the_holm_adjusted_p(tmp_path):
     """p = 0.040 unadjusted but Holm p > 0.05: not marked, in text, JSON and CSV alike."""
     write_strategy_sweep(tmp_path / "runs")

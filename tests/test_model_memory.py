@@ -97,6 +97,28 @@ def test_bad_settings_are_user_errors():
         build("knn", eviction="lru")
 
 
+MQAR = ["scenario.name=mqar", "scenario.seq_len=32", "scenario.n_pairs=2", "logger=none"]
+
+
+@pytest.mark.parametrize("args, named", [
+    (["model.name=xl", "model.seg_len=64"], "model.seg_len=64 is longer"),
+    (["model.name=rmt", "model.seg_len=33"], "model.seg_len=33 is longer"),
+    (["model.name=knn", "model.seg_len=40"], "model.seg_len=40 is longer"),
+    (["model.name=knn", "model.capacity=8", "model.top_k=16"], "model.capacity=8 holds"),
+    (["model.name=knn", "model.top_k=0"], "'model.top_k'"),
+    (["model.name=rmt", "model.n_mem_tokens=0"], "'model.n_mem_tokens'"),
+    (["model.name=xl", "model.mem_len=-1"], "'model.mem_len'"),
+])
+def test_memory_sizes_that_do_not_fit_are_one_line_before_a_run_dir(args, named, tmp_path,
+                                                                     capsys):
+    from harness.cli import main
+
+    assert main(["run", *MQAR, *args, f"out_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("retain: error: ") and named in err and len(err.splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+
+
 def test_gpt_with_learned_positions_is_causal_and_position_aware():
     model = build("gpt", positions="learned", max_len=24).eval()
     x = tokens(T=24)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from harness.errors import UserError
-from scenarios.mqar import MQARConfig, build, mqar_sequences, vocab_slices
+from scenarios.mqar import MQARConfig, build, mqar_sequences, power_law_gaps, vocab_slices
 
 
 def test_answers_are_the_bound_values():
@@ -36,6 +36,15 @@ def test_query_distances_favour_short_gaps():
     _, y = mqar_sequences(500, 256, 8, torch.arange(64), torch.arange(64, 128), g, alpha=0.01)
     pos = (y != -100).nonzero()[:, 1].float()
     assert (pos < 16 + 120).float().mean() > 0.6  # power law: most queries in the first half
+
+
+def test_larger_alpha_means_longer_gaps():
+    def mean_gap(alpha):
+        g = torch.Generator().manual_seed(0)
+        return power_law_gaps(2000, 30, 1, alpha, g).float().mean().item()
+
+    assert mean_gap(0.01) < mean_gap(1.0) < mean_gap(2.0)
+    assert mean_gap(1.0) == pytest.approx(14.5, abs=0.5)  # 1 is uniform over 0..29
 
 
 def test_invalid_shapes_raise():

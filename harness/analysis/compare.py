@@ -112,6 +112,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", metavar="FILE", help="also write everything as JSON")
     p.add_argument("--ignore", action="append", default=[], metavar="KEY",
                    help="config key that should not split rows (repeatable)")
+    p.add_argument("--metric", default=None, metavar="NAME",
+                   help="score the tables on this metric (accuracy, loss, ...) instead of the "
+                        "runs' summary metric (bits per token for language models)")
     p.add_argument("--x", metavar="AXIS", default=None,
                    help="compare at equal cost instead: the score against AXIS with the Pareto "
                         f"front ({', '.join(sorted(X_AXES))})")
@@ -120,7 +123,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"unknown --x axis '{args.x}'; valid choices: "
                         f"{', '.join(sorted(X_AXES))}")
     runs, notes = load_runs(args.paths)
-    tables = aggregate(runs, baseline=args.baseline, ignore=args.ignore)
+    tables = aggregate(runs, baseline=args.baseline, ignore=args.ignore, metric=args.metric)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(format_cost_view(tables, args.x) if args.x else format_tables(tables))
@@ -230,20 +233,27 @@ def _one_per_seed(runs: list[dict]) -> list[dict]:
     return sorted(newest.values(), key=lambda r: str(r.get("seed")))
 
 
-def aggregate(runs: list[dict], baseline: str = "naive", ignore: list[str] = ()) -> list[Table]:
+def aggregate(runs: list[dict], baseline: str = "naive", ignore: list[str] = (),
+              metric: str | None = None) -> list[Table]:
+    """One table per scenario, read on ``metric`` (default: the runs' summary metric)."""
     for run in runs:  # today's definitions, whatever wrote the file (definitions.py)
         run["summary"] = current_summary(run)
+    if metric is not None and runs and not any(f"{metric}/avg" in r["summary"] for r in runs):
+        found = sorted({k[:-4] for r in runs for k in r["summary"] if k.endswith("/avg")})
+        raise UserError(f"--metric {metric}: no run reports it; valid choices: "
+                        f"{', '.join(found)}")
+    chosen = metric
     tables = []
     for scenario, groups in group_runs(runs, ignore).items():
         first = groups[0].runs[0]
-        metric = run_summary_metric(first)
+        metric = chosen or run_summary_metric(first)
         hib = metric not in LOWER_IS_BETTER
         members = [r for g in groups for r in g.runs]
         groups = sorted(groups, key=lambda g: g.strategy != baseline)  # baseline row first
         rows = [Row(g, {key: summarize(r["summary"].get(key) for r in g.runs)
                         for key in column_keys(metric)}) for g in groups]
         table = Table(scenario, metric, hib, baseline, _columns(metric, members), rows)
-        if len({run_summary_metric(r) for r in members}) > 1:
+        if not chosen and len({run_summary_metric(r) for r in members}) > 1:
             table.notes.append("runs in this scenario report different primary metrics")
         notes = {run_fwt_note(r) for r in members}
         if None not in notes:

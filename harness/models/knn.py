@@ -60,8 +60,9 @@ class KNNConfig:
     top_k: int = field(default=16, metadata={"help": "entries retrieved per query", "min": 1})
     capacity: int = field(default=16384, metadata={"help": "store entries (0 = no store)",
                                                    "min": 0})
-    eviction: str = field(default="fifo", metadata={"help": "store eviction policy",
-                                                    "choices": EVICTIONS})
+    eviction: str = field(default="reservoir", metadata={
+        "help": "store eviction policy (reservoir keeps a uniform sample of every task; fifo "
+                "only the latest writes)", "choices": EVICTIONS})
     write: str = field(default="train", metadata={"help": "store writes in", "choices": WRITES})
     index: str = field(default="exact", metadata={
         "help": "exact: torch top-k; faiss: a FAISS flat index (faiss-cpu)", "choices": INDEXES})
@@ -84,6 +85,10 @@ class KNNConfig:
         if not -self.n_layer <= self.knn_layer < self.n_layer:
             raise UserError(f"model.knn_layer={self.knn_layer} must be a block: from "
                             f"-{self.n_layer} to {self.n_layer - 1} (model.n_layer={self.n_layer})")
+        if 0 < self.capacity < self.top_k:
+            raise UserError(f"model.capacity={self.capacity} holds fewer entries than "
+                            f"model.top_k={self.top_k} retrieves: choose a capacity of 0 (no "
+                            f"store) or at least {self.top_k}")
         if self.knn_lm_layer > self.n_layer:
             raise UserError(f"model.knn_lm_layer={self.knn_lm_layer} must be at most "
                             f"model.n_layer={self.n_layer}")
@@ -164,6 +169,10 @@ class KNN(SequenceModel):
 
     def __init__(self, cfg: KNNConfig, spec: DataSpec):
         super().__init__()
+        if spec.seq_len and cfg.seg_len > spec.seq_len:  # one segment: memory never read
+            raise UserError(f"model.seg_len={cfg.seg_len} is longer than the scenario's "
+                            f"sequences ({spec.seq_len} tokens): the memory would never be "
+                            f"read; choose model.seg_len from 1 to {spec.seq_len}")
         self.cfg, self.hidden_size = cfg, cfg.d_model
         self.knn_index = cfg.knn_layer % cfg.n_layer
         self.embed = nn.Embedding(spec.vocab_size, cfg.d_model)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
+from harness.errors import UserError
 from harness.models.layers import Block, check_heads
 from harness.registry import register_model
 
@@ -53,6 +54,10 @@ class RMT(SequenceModel):
 
     def __init__(self, cfg: RMTConfig, spec: DataSpec):
         super().__init__()
+        if spec.seq_len and cfg.seg_len > spec.seq_len:  # one segment: memory never read
+            raise UserError(f"model.seg_len={cfg.seg_len} is longer than the scenario's "
+                            f"sequences ({spec.seq_len} tokens): the memory would never be "
+                            f"read; choose model.seg_len from 1 to {spec.seq_len}")
         self.cfg, self.hidden_size = cfg, cfg.d_model
         self.embed = nn.Embedding(spec.vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
