@@ -51,7 +51,15 @@ from harness.registry import register_scenario
 from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, prepare
 from scenarios.files_reader import load_tasks, source_files
 from scenarios.splits import class_task_data, lm_task_data
-from scenarios.tokenize import PAD, VOCAB_SIZE, encode, join_documents, pack, pad_to
+from scenarios.tokenize import (
+    chosen_tokenizer,
+    encode_with,
+    join_with,
+    pack,
+    pad_to,
+    text_tokenizer_option,
+    vocab_and_pad,
+)
 
 FORMAT_VERSION = 2
 MAX_CLASSES = 1_000_000  # an integer label is a class id: the head has max(label) + 1 outputs
@@ -74,6 +82,7 @@ class FilesConfig:
         "help": "auto: domain-il for lm and for tasks sharing one label set, else class-il",
         "choices": ("auto", "class-il", "domain-il", "task-il")})
     seq_len: int = field(default=128, metadata={"help": "tokens (bytes) per sequence", "min": 1})
+    tokenizer: str = text_tokenizer_option()
     n_classes: int = field(default=0, metadata={
         "help": "classification: expected number of classes (0 = as found)", "min": 0})
     test_fraction: float = field(default=0.1, metadata={
@@ -146,7 +155,7 @@ def distinct(records: list, labelled: bool) -> list:
     return out
 
 
-def build_arrays(root: Path, cfg: FilesConfig) -> dict[str, np.ndarray]:
+def build_arrays(root: Path, cfg: FilesConfig, tok=None) -> dict[str, np.ndarray]:
     """Per task ``<i>_<split>`` windows (lm) or ``<i>_<split>_x`` / ``_y`` (classification),
     and ``meta``: task names, labels and where each label first occurs, as JSON bytes."""
     labelled = cfg.task == "classification"
@@ -155,6 +164,7 @@ def build_arrays(root: Path, cfg: FilesConfig) -> dict[str, np.ndarray]:
                        txt_split=cfg.txt_split)
     rng = np.random.default_rng(cfg.split_seed)
     ids, names = label_ids(tasks) if labelled else ({}, [])
+    _, pad = vocab_and_pad(tok)
     arrays, first_where = {}, {}
     for i, (task, records) in enumerate(tasks.items()):
         records = distinct(records, labelled)
@@ -163,12 +173,12 @@ def build_arrays(root: Path, cfg: FilesConfig) -> dict[str, np.ndarray]:
             picked = [records[j] for j in idx]
             if labelled:
                 arrays[f"{i}_{split}_x"] = np.stack(
-                    [pad_to(encode(r.text), cfg.seq_len) for r in picked]
+                    [pad_to(encode_with(tok, r.text), cfg.seq_len, pad) for r in picked]
                 ) if picked else np.zeros((0, cfg.seq_len), np.uint16)
                 arrays[f"{i}_{split}_y"] = np.array([ids[r.label] for r in picked], np.int64)
             else:
-                stream = join_documents([r.text for r in picked])
-                arrays[f"{i}_{split}"] = pack(stream, cfg.seq_len, pad_tail=True)
+                stream = join_with(tok, [r.text for r in picked])
+                arrays[f"{i}_{split}"] = pack(stream, cfg.seq_len, pad_tail=True, pad=pad)
         for r in records:
             first_where.setdefault(str(r.label), r.where)
     meta = {"tasks": list(tasks), "labels": names, "first_where": first_where,
@@ -207,18 +217,22 @@ def check_labels(cfg: FilesConfig, meta: dict, root: Path) -> int:
 
 
 @register_scenario("files", config=FilesConfig)
-def build(cfg: FilesConfig, seed: int) -> Scenario:
+def build(cfg: FilesConfig, seed: int, tokenizer=None) -> Scenario:
     start = time.perf_counter()
     cfg.check()
+    tok = chosen_tokenizer(cfg.tokenizer, tokenizer)
+    vocab, pad = vocab_and_pad(tok)
     root = Path(cfg.path).expanduser()
     files = source_files(root)
     key = {k: getattr(cfg, k) for k in ("task", "seq_len", "test_fraction", "val_fraction",
                                         "text_field", "label_field", "task_field", "txt_split",
                                         "split_seed")}
     key["version"] = FORMAT_VERSION
+    if tok is not None:  # byte entries keep the key they always had
+        key["tokenizer"] = tok.fingerprint()
     base = root if root.is_dir() else root.parent
     prep = prepare("files", key, file_fingerprint(files, base),
-                   lambda: build_arrays(root, cfg), cfg.cache_dir, cfg.cache)
+                   lambda: build_arrays(root, cfg, tok), cfg.cache_dir, cfg.cache)
     meta = json.loads(bytes(prep.arrays["meta"]).decode("utf-8"))
     chosen = choose_tasks(cfg, meta["tasks"], root)
     labelled = cfg.task == "classification"
@@ -229,7 +243,7 @@ def build(cfg: FilesConfig, seed: int) -> Scenario:
                 x, y = prep.arrays[f"{i}_{s}_x"], prep.arrays[f"{i}_{s}_y"]
                 splits[s].append(class_task_data(x.astype(np.int64), np.asarray(y), pos))
             else:
-                splits[s].append(lm_task_data(prep.arrays[f"{i}_{s}"], pos))
+                splits[s].append(lm_task_data(prep.arrays[f"{i}_{s}"], pos, pad))
         n_train = len(splits["train"][-1])
         if n_train < cfg.min_train_examples:
             task = meta["tasks"][i]
@@ -244,12 +258,14 @@ def build(cfg: FilesConfig, seed: int) -> Scenario:
     if setting == "auto":
         shared = per_task is None or all(c == per_task[0] for c in per_task)
         setting = "domain-il" if shared else "class-il"
-    spec = (DataSpec(kind="tokens", task="classification", vocab_size=VOCAB_SIZE,
-                     seq_len=cfg.seq_len, n_classes=n_classes, pad_id=PAD) if labelled else
-            DataSpec(kind="tokens", task="lm", vocab_size=VOCAB_SIZE, seq_len=cfg.seq_len,
-                     pad_id=PAD))
+    spec = (DataSpec(kind="tokens", task="classification", vocab_size=vocab,
+                     seq_len=cfg.seq_len, n_classes=n_classes, pad_id=pad) if labelled else
+            DataSpec(kind="tokens", task="lm", vocab_size=vocab, seq_len=cfg.seq_len,
+                     pad_id=pad))
     info = {"prep_s": time.perf_counter() - start, "cache_hits": int(prep.hit),
             "bytes": prep.nbytes, "cache_entries": [str(prep.path)] if prep.path else []}
+    if tok is not None and not labelled:  # bits per byte, comparable across tokenizers
+        info["token_bytes"], info["tokenizer"] = tok.token_bytes(), tok.name
     return Scenario.from_splits(cfg.name, spec, names, setting, splits["train"], splits["test"],
                                 splits["val"] if cfg.val_fraction > 0 else None,
                                 classes_per_task=per_task, info=info)

@@ -24,9 +24,9 @@ from harness.api import DataSpec, Scenario
 from harness.errors import UserError
 from harness.registry import register_scenario
 from scenarios.cache import cache_dir_option, cache_flag, fingerprint, prepare
-from scenarios.lm_split import split_and_pack
+from scenarios.lm_split import equalise, split_and_pack
 from scenarios.splits import lm_task_data
-from scenarios.tokenize import PAD, VOCAB_SIZE
+from scenarios.tokenize import chosen_tokenizer, text_tokenizer_option, vocab_and_pad
 
 FORMAT_VERSION = 1
 
@@ -46,6 +46,7 @@ class HFConfig:
         "help": "stop reading a dataset after this many documents", "min": 1})
     seq_len: int = field(default=128, metadata={"help": "tokens (bytes) per training sequence",
                                                 "min": 1})
+    tokenizer: str = text_tokenizer_option()
     train_tokens: int = field(default=163_840, metadata={
         "help": "training tokens per task (at least seq_len)", "min": 1})
     val_tokens: int = field(default=8_192, metadata={"help": "validation tokens (0 = none)",
@@ -98,11 +99,13 @@ def fetch_documents(cfg: HFConfig, spec: str, needed_bytes: int) -> list[str]:
     return docs
 
 
-def prepare_dataset(cfg: HFConfig, spec: str):
+def prepare_dataset(cfg: HFConfig, spec: str, tok=None):
     tokens = {"train": cfg.train_tokens, "val": cfg.val_tokens, "test": cfg.test_tokens}
     key = {"dataset": spec, "split": cfg.split, "field": cfg.text_field, "tokens": tokens,
            "seq_len": cfg.seq_len, "split_seed": cfg.split_seed, "version": FORMAT_VERSION,
            "max_documents": cfg.max_documents}
+    if tok is not None:  # byte entries keep the key they always had
+        key["tokenizer"] = tok.fingerprint()
     fetched: list[str] = []
 
     def docs() -> list[str]:
@@ -116,23 +119,28 @@ def prepare_dataset(cfg: HFConfig, spec: str):
         source = fingerprint(*docs())
     return prepare("hf", key, source,
                    lambda: split_and_pack(docs(), cfg.seq_len, tokens, cfg.split_seed,
-                                          f"dataset '{spec}'"),
+                                          f"dataset '{spec}'",
+                                          tok.join_documents if tok else None),
                    cfg.cache_dir, cfg.cache)
 
 
 @register_scenario("hf", config=HFConfig)
-def build(cfg: HFConfig, seed: int) -> Scenario:
+def build(cfg: HFConfig, seed: int, tokenizer=None) -> Scenario:
     start = time.perf_counter()
     cfg.check()
+    tok = chosen_tokenizer(cfg.tokenizer, tokenizer)
+    vocab, pad = vocab_and_pad(tok)
     names = list(cfg.datasets)[: cfg.n_experiences or None]
-    prepared = [prepare_dataset(cfg, n) for n in names]
-    splits = {s: [lm_task_data(p.arrays[s], i) for i, p in enumerate(prepared)]
+    prepared = [prepare_dataset(cfg, n, tok) for n in names]
+    splits = {s: [lm_task_data(w, i, pad) for i, w in enumerate(equalise(prepared, s))]
               for s in ("train", "val", "test")}
-    spec = DataSpec(kind="tokens", task="lm", vocab_size=VOCAB_SIZE, seq_len=cfg.seq_len,
-                    pad_id=PAD)
+    spec = DataSpec(kind="tokens", task="lm", vocab_size=vocab, seq_len=cfg.seq_len,
+                    pad_id=pad)
     info = {"prep_s": time.perf_counter() - start, "cache_hits": sum(p.hit for p in prepared),
             "bytes": sum(p.nbytes for p in prepared),
             "cache_entries": [str(p.path) for p in prepared if p.path]}
+    if tok is not None:  # bits per byte, comparable across tokenizers
+        info["token_bytes"], info["tokenizer"] = tok.token_bytes(), tok.name
     return Scenario.from_splits(cfg.name, spec, names, "domain-il", splits["train"],
                                 splits["test"], splits["val"] if cfg.val_tokens else None,
                                 info=info)

@@ -72,3 +72,10 @@ def split_and_pack(docs: list[str], seq_len: int, tokens: dict[str, int], seed: 
             arrays[split] = pack(join(picked), seq_len)
         arrays[f"{split}_docs"] = idx.astype(np.int32)
     return arrays
+
+
+def equalise(prepared, split: str) -> list[np.ndarray]:
+    """Every task's windows of one split cut to the shortest (a tokenizer other than bytes
+    compresses each domain differently; with bytes they are equal already)."""
+    n = min(len(p.arrays[split]) for p in prepared)
+    return [p.arrays[split][:n] for p in prepared]

@@ -29,7 +29,7 @@ from harness.errors import UserError
 from harness.registry import register_scenario
 from scenarios.bpe import BPE, train_bpe
 from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, fingerprint, prepare
-from scenarios.lm_split import split_and_pack, split_documents
+from scenarios.lm_split import equalise, split_and_pack, split_documents
 from scenarios.splits import lm_task_data
 from scenarios.text_sources import DOMAINS, domain
 from scenarios.tokenize import PAD, VOCAB_SIZE, chosen_tokenizer, text_tokenizer_option
@@ -137,12 +137,6 @@ def prepare_bpe(cfg: TextDomainsConfig, names: list[str]):
     prep = prepare("text-domains-bpe", key, source, train, cfg.cache_dir, cfg.cache)
     return BPE(bytes(prep.arrays["tokenizer"]).decode()), fingerprint(
         bytes(prep.arrays["tokenizer"]))
-
-
-def equalise(prepared, split: str) -> list[np.ndarray]:
-    """Every domain's windows of one split cut to the shortest (BPE compresses unevenly)."""
-    n = min(len(p.arrays[split]) for p in prepared)
-    return [p.arrays[split][:n] for p in prepared]
 
 
 @register_scenario("text-domains", config=TextDomainsConfig)

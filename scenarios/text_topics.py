@@ -24,7 +24,13 @@ from harness.registry import register_scenario
 from scenarios.cache import cache_dir_option, cache_flag, file_fingerprint, prepare
 from scenarios.splits import class_task_data
 from scenarios.text_sources import conversations, dialogue_files
-from scenarios.tokenize import PAD, VOCAB_SIZE, encode, pad_to
+from scenarios.tokenize import (
+    chosen_tokenizer,
+    encode_with,
+    pad_to,
+    text_tokenizer_option,
+    vocab_and_pad,
+)
 
 FORMAT_VERSION = 1
 LANGUAGES = ["english", "spanish", "italian", "portuguese", "dutch", "persian", "ukrainian",
@@ -38,8 +44,9 @@ class TextTopicsConfig:
                                                     "min": 1})
     classes: list[str] = field(default_factory=lambda: list(LANGUAGES), metadata={
         "help": "chatterbot-corpus languages in arrival order (class id = position)"})
-    seq_len: int = field(default=64, metadata={"help": "bytes per example (truncate / pad)",
-                                               "min": 1})
+    seq_len: int = field(default=64, metadata={"help": "tokens (bytes) per example (truncate / "
+                                                       "pad)", "min": 1})
+    tokenizer: str = text_tokenizer_option()
     n_train: int = field(default=400, metadata={"help": "training examples per class", "min": 1})
     n_val: int = field(default=32, metadata={"help": "validation examples per class (0 = none)",
                                              "min": 0})
@@ -65,8 +72,9 @@ def utterances(language: str) -> list[str]:
     return sorted({t.strip() for f in files for c in conversations(f) for t in c if t.strip()})
 
 
-def prepare_arrays(cfg: TextTopicsConfig) -> dict[str, np.ndarray]:
-    """``<split>_x`` (N, seq_len) uint16 and ``<split>_y`` int64 over all classes."""
+def prepare_arrays(cfg: TextTopicsConfig, tok=None) -> dict[str, np.ndarray]:
+    """``<split>_x`` (N, seq_len) ids and ``<split>_y`` int64 over all classes."""
+    _, pad = vocab_and_pad(tok)
     sizes = {"test": cfg.n_test, "val": cfg.n_val, "train": cfg.n_train}
     out = {f"{s}_{k}": [] for s in sizes for k in "xy"}
     rng = np.random.default_rng(cfg.split_seed)
@@ -79,21 +87,26 @@ def prepare_arrays(cfg: TextTopicsConfig) -> dict[str, np.ndarray]:
         for split, n in sizes.items():
             picked = order[start:start + n]
             start += n
-            out[f"{split}_x"] += [pad_to(encode(texts[i]), cfg.seq_len) for i in picked]
+            out[f"{split}_x"] += [pad_to(encode_with(tok, texts[i]), cfg.seq_len, pad)
+                                  for i in picked]
             out[f"{split}_y"] += [label] * n
     return {k: (np.stack(v) if k.endswith("_x") and v else np.asarray(v, dtype=np.int64))
             for k, v in out.items()}
 
 
 @register_scenario("text-topics", config=TextTopicsConfig)
-def build(cfg: TextTopicsConfig, seed: int) -> Scenario:
+def build(cfg: TextTopicsConfig, seed: int, tokenizer=None) -> Scenario:
     start = time.perf_counter()
     cfg.check()
+    tok = chosen_tokenizer(cfg.tokenizer, tokenizer)
+    vocab, pad = vocab_and_pad(tok)
     files = [f for lang in cfg.classes for f in dialogue_files(lang)]
     key = {"classes": list(cfg.classes), "seq_len": cfg.seq_len, "sizes": [
         cfg.n_train, cfg.n_val, cfg.n_test], "split_seed": cfg.split_seed, "v": FORMAT_VERSION}
-    prep = prepare("text-topics", key, file_fingerprint(files), lambda: prepare_arrays(cfg),
-                   cfg.cache_dir, cfg.cache)
+    if tok is not None:  # byte entries keep the key they always had
+        key["tokenizer"] = tok.fingerprint()
+    prep = prepare("text-topics", key, file_fingerprint(files),
+                   lambda: prepare_arrays(cfg, tok), cfg.cache_dir, cfg.cache)
     k = len(cfg.classes) // cfg.n_experiences
     groups = [list(range(i * k, (i + 1) * k)) for i in range(cfg.n_experiences)]
     splits = {}
@@ -101,8 +114,8 @@ def build(cfg: TextTopicsConfig, seed: int) -> Scenario:
         x, y = prep.arrays[f"{split}_x"], prep.arrays[f"{split}_y"]
         splits[split] = [class_task_data(x[np.isin(y, g)].astype(np.int64), y[np.isin(y, g)], i)
                          for i, g in enumerate(groups)]
-    spec = DataSpec(kind="tokens", task="classification", vocab_size=VOCAB_SIZE,
-                    seq_len=cfg.seq_len, n_classes=len(cfg.classes), pad_id=PAD)
+    spec = DataSpec(kind="tokens", task="classification", vocab_size=vocab,
+                    seq_len=cfg.seq_len, n_classes=len(cfg.classes), pad_id=pad)
     names = ["+".join(cfg.classes[c] for c in g) for g in groups]
     info = {"prep_s": time.perf_counter() - start, "cache_hits": int(prep.hit),
             "bytes": prep.nbytes, "cache_entries": [str(prep.path)] if prep.path else []}

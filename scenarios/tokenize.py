@@ -40,6 +40,21 @@ def chosen_tokenizer(choice: str, lent):
     return lent if choice in ("auto", "model") else None
 
 
+def encode_with(tok, text: str) -> np.ndarray:
+    """Ids of ``text``: the model's tokenizer's, or UTF-8 bytes when ``tok`` is None."""
+    return encode(text) if tok is None else tok.encode(text)
+
+
+def join_with(tok, docs: list[str]) -> np.ndarray:
+    """One id stream of documents, each followed by the tokenizer's (or the byte) EOS."""
+    return join_documents(docs) if tok is None else tok.join_documents(docs)
+
+
+def vocab_and_pad(tok) -> tuple[int, int]:
+    """The DataSpec's vocabulary size and pad id for ``tok`` (None: bytes)."""
+    return (VOCAB_SIZE, PAD) if tok is None else (tok.vocab_size, tok.pad_id)
+
+
 def encode(text: str) -> np.ndarray:
     """UTF-8 bytes of ``text`` as uint16 ids (uint16 so PAD and EOS fit alongside)."""
     return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint16)
@@ -62,7 +77,7 @@ def join_documents(docs: list[str]) -> np.ndarray:
 
 
 def pack(stream: np.ndarray, seq_len: int, n_seqs: int | None = None,
-         pad_tail: bool = False) -> np.ndarray:
+         pad_tail: bool = False, pad: int = PAD) -> np.ndarray:
     """Cut a token stream into ``(N, seq_len + 1)`` windows that overlap by one token.
 
     Row ``r`` holds inputs ``row[:-1]`` and next-token targets ``row[1:]``, so every token of
@@ -72,7 +87,7 @@ def pack(stream: np.ndarray, seq_len: int, n_seqs: int | None = None,
     """
     if pad_tail and len(stream) > 1 and (len(stream) - 1) % seq_len:
         fill = seq_len - (len(stream) - 1) % seq_len
-        stream = np.concatenate([stream, np.full(fill, PAD, dtype=stream.dtype)])
+        stream = np.concatenate([stream, np.full(fill, pad, dtype=stream.dtype)])
     n = (len(stream) - 1) // seq_len
     if n_seqs is not None:
         n = min(n, n_seqs)
@@ -80,8 +95,8 @@ def pack(stream: np.ndarray, seq_len: int, n_seqs: int | None = None,
     return stream[idx] if n else np.zeros((0, seq_len + 1), dtype=stream.dtype)
 
 
-def pad_to(ids: np.ndarray, length: int) -> np.ndarray:
-    """Truncate or right-pad with PAD to exactly ``length`` ids (classification inputs)."""
-    out = np.full(length, PAD, dtype=np.uint16)
+def pad_to(ids: np.ndarray, length: int, pad: int = PAD) -> np.ndarray:
+    """Truncate or right-pad with ``pad`` to exactly ``length`` ids (classification inputs)."""
+    out = np.full(length, pad, dtype=np.uint16 if ids.dtype == np.uint16 else np.int32)
     out[: min(length, len(ids))] = ids[:length]
     return out

