@@ -112,3 +112,20 @@ def test_wandb_gets_the_general_curves_table_and_summary(tmp_path, capsys):
                       Path(results["run_dir"]).glob("wandb/offline-run-*/run-*.wandb"))
     assert b"general/perplexity" in logged and b"general/bible" in logged
     assert b"bits_per_token/general_delta" in logged
+
+
+def test_a_run_killed_after_its_last_task_keeps_the_general_record(monkeypatch, capsys):
+    reference = run(config.load(None, quick(*TEXT, "name=reference")))
+    monkeypatch.setenv("RETAIN_FAULT_MODE", "raise")
+    monkeypatch.setenv("RETAIN_FAULT", "task:2")  # after the last task's checkpoint
+    faults.reset()
+    cfg = config.load(None, quick(*TEXT, "name=killed"))
+    with pytest.raises(faults.SimulatedCrash):
+        run(cfg, _resumable(cfg, None))
+    monkeypatch.delenv("RETAIN_FAULT")
+    capsys.readouterr()
+    resumed = run(cfg, _resumable(cfg, None))
+    assert "after its last task (2/2)" in capsys.readouterr().err
+    assert resumed["general"] == reference["general"]
+    assert resumed["summary"]["bits_per_token/general_delta"] == reference["summary"][
+        "bits_per_token/general_delta"]

@@ -237,7 +237,9 @@ class TaskLoop:
             self.run_dir.truncate_metrics(step, step - 1 if p else None)
         inside = "" if not p else (", after its training" if p.trained
                                    else f", epoch {p.epoch + 1}, batch {p.batch}")
-        say(f"resuming {path.parent.parent} at task {self.position + 1}/{self.n}{inside}"
+        at = (f"at task {self.position + 1}/{self.n}{inside}" if self.position < self.n
+              else f"after its last task ({self.n}/{self.n})")
+        say(f"resuming {path.parent.parent} {at}"
             + ("" if path.name == "last.ckpt" else f" (from {path.name}: last.ckpt is damaged)"))
 
     def _load_states(self, ckpt: Checkpoint, path: Path) -> None:
