@@ -34,7 +34,7 @@ from scenarios.splits import lm_task_data
 from scenarios.text_sources import DOMAINS, domain
 from scenarios.tokenize import PAD, VOCAB_SIZE, chosen_tokenizer, text_tokenizer_option
 
-FORMAT_VERSION = 2  # bump when the arrays this module writes change meaning
+FORMAT_VERSION = 3  # bump when the arrays this module writes change meaning
 
 
 @dataclass
