@@ -23,6 +23,7 @@ PARTS = {
     "growth": "time and peak memory per task over a 20-task stream",
     "strategy_forgetting": "forgetting of naive vs EWC, SI and distill where they should help",
     "continual_eval": "cost of evaluation during training, as a share of the training time",
+    "pretrained": "SmolLM2 + LoRA step vs transformers + peft; full fine-tuning vs LoRA",
 }
 
 

@@ -28,7 +28,7 @@ from scenarios.lm_split import equalise, split_and_pack
 from scenarios.splits import lm_task_data
 from scenarios.tokenize import chosen_tokenizer, text_tokenizer_option, vocab_and_pad
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass

@@ -58,7 +58,9 @@ def split_and_pack(docs: list[str], seq_len: int, tokens: dict[str, int], seed: 
     """Arrays ``<split>`` (N, seq_len + 1) windows and ``<split>_docs`` document ids.
 
     With the byte tokenizer (``join=None``) every split has exactly ``tokens // seq_len`` rows.
-    A custom ``join`` (documents -> id stream, e.g. a BPE) packs every full window it gets.
+    With another tokenizer (``join``: documents -> id stream, a BPE or a model's tokenizer)
+    ``tokens`` counts bytes of text: a split keeps the windows that hold about that many bytes
+    (at the split's own bytes per token), so one long document does not swell the test set.
     """
     parts = split_documents(docs, seq_len, tokens, seed, what)
     arrays = {}
@@ -69,7 +71,11 @@ def split_and_pack(docs: list[str], seq_len: int, tokens: dict[str, int], seed: 
             arrays[split] = pack(join_documents(picked), seq_len,
                                  n_sequences(tokens.get(split, 0), seq_len))
         else:
-            arrays[split] = pack(join(picked), seq_len)
+            ids = join(picked)
+            text_bytes = sum(len(d.encode("utf-8")) + 1 for d in picked)
+            per_window = seq_len * max(text_bytes, 1) / max(len(ids), 1)
+            want = tokens.get(split, 0)
+            arrays[split] = pack(ids, seq_len, max(1, round(want / per_window)) if want else 0)
         arrays[f"{split}_docs"] = idx.astype(np.int32)
     return arrays
 

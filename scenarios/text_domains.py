@@ -34,7 +34,7 @@ from scenarios.splits import lm_task_data
 from scenarios.text_sources import DOMAINS, domain
 from scenarios.tokenize import PAD, VOCAB_SIZE, chosen_tokenizer, text_tokenizer_option
 
-FORMAT_VERSION = 2  # bump when the arrays this module writes change meaning
+FORMAT_VERSION = 3  # bump when the arrays this module writes change meaning
 
 
 @dataclass
@@ -157,7 +157,7 @@ def build(cfg: TextDomainsConfig, seed: int, tokenizer=None) -> Scenario:
     if cfg.general_eval is not None:  # as many test windows as each task's, same tokenizer
         held_out = prepare_domain(cfg, cfg.general_eval, tok, tok_id)
         windows = held_out.arrays["test"][: len(splits["test"][0])]
-        general = (cfg.general_eval, lm_task_data(windows, 0, pad))
+        general = (cfg.general_eval, lm_task_data(windows, -1, pad))  # task label -1: none
     spec = DataSpec(kind="tokens", task="lm", vocab_size=tok.vocab_size if tok else VOCAB_SIZE,
                     seq_len=cfg.seq_len, pad_id=pad)
     info = {"prep_s": time.perf_counter() - start,

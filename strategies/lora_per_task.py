@@ -4,7 +4,8 @@
 
 * ``keep``: it is kept, and scoring a batch uses the adapter of the batch's task label
   (task-aware inference, as in task-incremental learning; a task not trained yet is scored by
-  the base model). Earlier tasks cannot be forgotten: their adapters never change again.
+  the base model, a general set that is no task by the latest adapter). Earlier tasks cannot be
+  forgotten: their adapters never change again.
 * ``merge``: it is merged into the base weights (peft's delta), and the next task's adapter
   starts from that model, as a sequence of LoRA fine-tunings does.
 
@@ -102,7 +103,7 @@ class TaskSelector:
             raise UserError("lora_per_task with after_task=keep scores a batch with one task's "
                             f"adapter, but this batch mixes tasks {tasks}")
         task = tasks[0]
-        if task == self.owner.started:
+        if task == self.owner.started or task < 0:  # -1: no task (a general set): as trained
             return None
         self.live = lora_slot.snapshot(self.params)
         kept = self.owner.adapters

@@ -4,6 +4,7 @@ scored before training and after every task, printed as its own column, summaris
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import quick
@@ -100,3 +101,31 @@ def test_the_cli_refuses_it_in_one_line_before_any_run_directory(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("retain: error: ")
     assert len(proc.stderr.strip().splitlines()) == 1 and "bible" in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_wandb_gets_the_general_curves_table_and_summary(tmp_path, capsys):
+    results = run(config.load(None, [*TEXT, "trainer.progress=false", "logger=wandb",
+                                     "wandb.mode=offline", f"out_dir={tmp_path}",
+                                     "name=wandb", "trainer.max_steps=2"]))
+    assert "W&B failed" not in capsys.readouterr().err
+    logged = b"".join(p.read_bytes() for p in
+                      Path(results["run_dir"]).glob("wandb/offline-run-*/run-*.wandb"))
+    assert b"general/perplexity" in logged and b"general/bible" in logged
+    assert b"bits_per_token/general_delta" in logged
+
+
+def test_a_run_killed_after_its_last_task_keeps_the_general_record(monkeypatch, capsys):
+    reference = run(config.load(None, quick(*TEXT, "name=reference")))
+    monkeypatch.setenv("RETAIN_FAULT_MODE", "raise")
+    monkeypatch.setenv("RETAIN_FAULT", "task:2")  # after the last task's checkpoint
+    faults.reset()
+    cfg = config.load(None, quick(*TEXT, "name=killed"))
+    with pytest.raises(faults.SimulatedCrash):
+        run(cfg, _resumable(cfg, None))
+    monkeypatch.delenv("RETAIN_FAULT")
+    capsys.readouterr()
+    resumed = run(cfg, _resumable(cfg, None))
+    assert "after its last task (2/2)" in capsys.readouterr().err
+    assert resumed["general"] == reference["general"]
+    assert resumed["summary"]["bits_per_token/general_delta"] == reference["summary"][
+        "bits_per_token/general_delta"]

@@ -166,3 +166,20 @@ def test_files_scenarios_are_encoded_with_the_models_tokenizer(tmp_path):
     assert labelled.spec.pad_id == tok.pad_id and (x == tok.pad_id).any()
     assert tok.tok.decode([i for i in x[0].tolist() if i != tok.pad_id]) in (
         data / "files_tasks.jsonl").read_text()
+
+
+@pytest.mark.parametrize("strategy", ["replay", "ewc", "si", "distill", "der", "agem"])
+def test_every_strategy_runs_on_the_adapter_alone(strategy, tmp_path):
+    small = {"replay": ["strategy.replay.mem_size=16"], "der": ["strategy.der.mem_size=16"],
+             "agem": ["strategy.agem.patterns_per_experience=8", "strategy.agem.sample_size=4"]}
+    cfg = config.load(None, hf("model.adapter=lora", f"strategy={strategy}",
+                               *small.get(strategy, []), f"out_dir={tmp_path}", "name=s",
+                               "trainer.max_steps=2"))
+    out = run(cfg)
+    assert len(out["matrices"]["perplexity"]) == 2
+    ckpt, _ = checkpoint.load_latest(tmp_path / "s" / "checkpoints")
+    lora = set(ckpt.net)
+    state = ckpt.strategies[0]
+    per_parameter = [set(state[k]) for k in ("importance", "anchor", "omega") if k in state]
+    if per_parameter:  # EWC's and SI's tensors: one per adapter weight, none for the base
+        assert set().union(*per_parameter) and set().union(*per_parameter) <= lora

@@ -121,7 +121,8 @@ def test_kept_adapters_are_swapped_back_after_scoring():
     with torch.no_grad():
         unseen = net(x, torch.ones(2, dtype=torch.long)).logits  # task 2: no adapter yet
         own = net(x, torch.zeros(2, dtype=torch.long)).logits
-    assert not torch.equal(unseen, own)
+        general = net(x, torch.full((2,), -1)).logits  # no task (a general set): as trained
+    assert not torch.equal(unseen, own) and torch.equal(general, own)
     assert all(torch.equal(net.get_parameter(n), v) for n, v in live.items())
     with pytest.raises(UserError, match="mixes tasks"):
         net(x, torch.tensor([0, 1]))

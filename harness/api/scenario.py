@@ -42,8 +42,8 @@ class Scenario:
     splits: dict[str, list[TaskData]] = field(default_factory=dict, repr=False, compare=False)
     _benchmark: Any = field(default=None, repr=False, compare=False)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
-    # a held-out general evaluation set that is no task: (its name, its test data), scored
-    # before training and after every task to measure the loss of general ability
+    # a held-out general evaluation set that is no task: (its name, its test data labelled
+    # task -1), scored before training and after every task (the loss of general ability)
     general: tuple[str, TaskData] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):

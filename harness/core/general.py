@@ -24,9 +24,10 @@ class GeneralEval:
         self.before: dict[str, float] | None = None
         self.after: dict[str, list[float]] = {}
 
-    def score(self, net, batch_size: int, precision: str, token_bytes=None) -> dict[str, float]:
+    def score(self, net, batch_size: int, precision: str, token_bytes=None,
+              ticker=None) -> dict[str, float]:
         """The network's scores on the general set, ``{metric: score}``."""
-        row = evaluate(net, [self.data], batch_size, precision, token_bytes)
+        row = evaluate(net, [self.data], batch_size, precision, token_bytes, ticker)
         return {metric: scores[0] for metric, scores in row.items()}
 
     def add(self, scores: dict[str, float]) -> None:

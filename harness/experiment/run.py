@@ -237,7 +237,9 @@ class TaskLoop:
             self.run_dir.truncate_metrics(step, step - 1 if p else None)
         inside = "" if not p else (", after its training" if p.trained
                                    else f", epoch {p.epoch + 1}, batch {p.batch}")
-        say(f"resuming {path.parent.parent} at task {self.position + 1}/{self.n}{inside}"
+        at = (f"at task {self.position + 1}/{self.n}{inside}" if self.position < self.n
+              else f"after its last task ({self.n}/{self.n})")
+        say(f"resuming {path.parent.parent} {at}"
             + ("" if path.name == "last.ckpt" else f" (from {path.name}: last.ckpt is damaged)"))
 
     def _load_states(self, ckpt: Checkpoint, path: Path) -> None:
@@ -337,8 +339,10 @@ class TaskLoop:
     def _score_general(self, step: int) -> None:
         """Score the general set and log it (``general/<metric>``) at ``step``."""
         faults.point("eval")
-        scores = self.general.score(self.system.net, self.cfg.trainer.eval_batch_size,
-                                    self.cfg.trainer.precision, self.token_bytes)
+        scores = self.general.score(
+            self.system.net, self.cfg.trainer.eval_batch_size, self.cfg.trainer.precision,
+            self.token_bytes, self._ticker(f"general evaluation ({self.general.name})",
+                                           [self.general.data]))
         self.general.add(scores)
         if self.system.on_metrics is not None:
             self.system.on_metrics(step, {f"general/{m}": v for m, v in scores.items()})

@@ -72,7 +72,13 @@ class HFTextTokenizer:
     def token_bytes(self) -> list[int]:
         tokens = self.tok.convert_ids_to_tokens(list(range(self.vocab_size)))
         special = set(self.tok.all_special_ids)
-        count = self._byte_level_count if self._byte_level() else _piece_count
+        if self._byte_level():
+            symbols = set(byte_symbols())
+
+            def count(token: str) -> int:
+                return sum(1 if ch in symbols else len(ch.encode("utf-8")) for ch in token)
+        else:
+            count = _piece_count
         sizes = [0 if i in special or t is None else count(t) for i, t in enumerate(tokens)]
         sizes[self.eos_id] = 1
         return sizes
@@ -80,10 +86,6 @@ class HFTextTokenizer:
     def _byte_level(self) -> bool:
         decoder = json.loads(self._json).get("decoder") if self._json else None
         return '"ByteLevel"' in json.dumps(decoder)
-
-    def _byte_level_count(self, token: str) -> int:
-        symbols = self.__dict__.setdefault("_symbols", set(byte_symbols()))
-        return sum(1 if ch in symbols else len(ch.encode("utf-8")) for ch in token)
 
 
 def _piece_count(token: str) -> int:
