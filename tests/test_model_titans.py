@@ -55,7 +55,7 @@ def _direct(weights, moms, k, v, log_eta, log_keep, theta, per_token: bool):
         for i, x in enumerate(at):
             h = h @ x
             if i < len(at) - 1:
-                h = torch.nn.functional.silu(h)
+                h = torch.nn.functional.silu(h) / x.shape[-1] ** 0.5
         grads = torch.autograd.grad(((h - v[:, t:t + 1]) ** 2).sum(), at)
         eta, keep, th = (g[:, t, None, None] for g in (log_eta.exp(), log_keep.exp(), theta))
         s = [eta * m - th * g for m, g in zip(s, grads)]
@@ -92,13 +92,13 @@ def test_chunked_update_equals_the_token_by_token_rule(depth):
 
 def test_writing_pairs_makes_the_memory_recall_them():
     torch.manual_seed(0)
-    memory = NeuralMemory(8, 8, 2, chunk_size=4, lr=0.1, momentum=0.5, decay=0.01)
+    memory = NeuralMemory(8, 8, 2, chunk_size=4, lr=0.05, momentum=0.9, decay=0.01)
     memory.q.weight.data.copy_(memory.k.weight.data)  # read with the written keys
     x = torch.randn(1, 4, 8)
     with torch.no_grad():
         target = memory.v(memory.norm(x))
         before = (memory.read(memory.initial(1), x) - target).norm()
-        state = memory.write(memory.initial(1), x.repeat(1, 4, 1))  # 4 chunks of the pairs
+        state = memory.write(memory.initial(1), x.repeat(1, 16, 1))  # 16 chunks of the pairs
         after = (memory.read(state, x) - target).norm()
     assert after < 0.5 * before
 

@@ -9,7 +9,9 @@ descent on the associative loss ``l(M; k, v) = ||M(k) - v||^2`` ("surprise"), wi
     M_t = (1 - alpha_t) M_{t-1} + S_t
 
 Tokens are taken in chunks: inside a chunk every gradient is taken at the chunk's starting
-weights (the paper's parallel form), so a chunk's update is a few matrix products. Each
+weights (the paper's parallel form), so a chunk's update is a few matrix products. The step
+size is ``theta_t / chunk_size`` with ``theta_t`` at most twice ``mem_lr``: the chunk's
+summed gradient is then a mean, and the outer loop cannot grow the step without bound. Each
 gradient is an outer product, and the recurrence is linear, so the chunk's end state is
 ``M_C = a M_0 + b S_0 - sum_i c_i g_i`` with scalar ``a, b, c_i`` from the gates: no per-token
 weights are materialised. With ``chunk_size=1`` this is the exact token-by-token rule.
@@ -30,12 +32,15 @@ State = tuple[list[Tensor], list[Tensor]]
 
 
 def mlp_forward(weights: list[Tensor], k: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """M(k) for k (B, C, in) and the activations each layer read (for the gradient)."""
+    """M(k) for k (B, C, in) and the activations each layer read (for the gradient). Hidden
+    activations are scaled by 1/sqrt(width), so every layer reads an input of norm ~1 (keys
+    are unit vectors): the loss's curvature, and so the stable step size, does not grow with
+    the memory's width."""
     inputs, h = [], k
     for i, w in enumerate(weights):
         inputs.append(h)
         z = h @ w
-        h = F.silu(z) if i < len(weights) - 1 else z
+        h = F.silu(z) * w.shape[-1] ** -0.5 if i < len(weights) - 1 else z
     return h, inputs
 
 
@@ -50,7 +55,8 @@ def grad_factors(weights: list[Tensor], k: Tensor, v: Tensor) -> list[tuple[Tens
         if j:
             z = inputs[j - 1] @ weights[j - 1]  # pre-activation that produced inputs[j]
             s = torch.sigmoid(z)
-            delta = (delta @ weights[j].transpose(1, 2)) * s * (1 + z * (1 - s))  # silu'
+            silu_grad = s * (1 + z * (1 - s))
+            delta = (delta @ weights[j].transpose(1, 2)) * silu_grad * z.shape[-1] ** -0.5
     return factors[::-1]
 
 
@@ -97,11 +103,13 @@ class NeuralMemory(nn.Module):
         self.k = nn.Linear(d_model, d_model, bias=False)
         self.v = nn.Linear(d_model, d_model, bias=False)
         self.gates = nn.Linear(d_model, 3)  # step size theta, momentum eta, decay alpha
-        self.init_gates = (lr, momentum, decay)
+        self.max_lr = lr  # theta = 2 lr sigmoid(.): lr at the start, never above 2 lr
+        self.init_gates = (0.5, momentum, decay)
         dims = [d_model] + [hidden] * (depth - 1) + [d_model]
-        # M_0, the weights every sequence starts from: learned by the outer loop
+        # M_0, the weights every sequence starts from: learned by the outer loop. Every layer
+        # reads an input of norm ~1 (mlp_forward), so unit-variance weights give outputs ~1.
         self.init = nn.ParameterList(
-            nn.Parameter(torch.randn(a, b) / math.sqrt(a)) for a, b in zip(dims, dims[1:]))
+            nn.Parameter(torch.randn(a, b)) for a, b in zip(dims, dims[1:]))
         self.reset_gates()
 
     def reset_gates(self) -> None:
@@ -134,8 +142,11 @@ class NeuralMemory(nn.Module):
         h = self.norm(x)
         k, v = F.normalize(self.k(h), dim=-1), self.v(h)
         a = self.gates(h).float()
-        theta, log_eta, log_keep = a[..., 0].sigmoid(), F.logsigmoid(a[..., 1]), \
-            F.logsigmoid(-a[..., 2])
+        # theta at most 2 mem_lr, divided by chunk_size: a chunk sums its tokens' gradients,
+        # so a chunk of similar keys would otherwise take chunk_size times the step, and a
+        # step the outer loop could grow without bound would make the memory diverge
+        theta = 2 * self.max_lr * a[..., 0].sigmoid() / self.chunk_size
+        log_eta, log_keep = F.logsigmoid(a[..., 1]), F.logsigmoid(-a[..., 2])
         for sl in _chunks(x.shape[1], self.chunk_size):
             state = chunk_update(state, k[:, sl], v[:, sl], log_eta[:, sl], log_keep[:, sl],
                                  theta[:, sl])
