@@ -67,9 +67,11 @@ class SparseMemory(Strategy):
         self._pending: list[Tensor] | None = None  # rank=batch: union over an accumulation
         self._active = False  # whether this task is trained sparsely (task >= start_task)
 
+    def check(self, net) -> None:
+        check_slots(memory_layers_of(net), self.cfg.slots)
+
     def before_task(self, ctx: Context) -> None:
         layers = memory_layers(ctx)
-        check_slots(layers, self.cfg.slots)
         trainer = getattr(ctx.system, "trainer_cfg", None)
         if trainer is not None and trainer.weight_decay:
             raise UserError("strategy sparse_memory needs trainer.weight_decay=0: decoupled "
@@ -148,8 +150,11 @@ class SparseMemory(Strategy):
 
 
 def memory_layers(ctx: Context) -> list:
+    return memory_layers_of(ctx.system.net)
+
+
+def memory_layers_of(net) -> list:
     """The network's memory layers (modules that declare ``is_memory_layer``)."""
-    net = ctx.system.net
     layers = [m for m in net.modules() if getattr(m, "is_memory_layer", False)]
     if not layers:
         name = getattr(getattr(net.model, "cfg", None), "name", type(net.model).__name__)

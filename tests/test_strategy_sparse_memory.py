@@ -86,15 +86,17 @@ def test_the_task_joins_the_background_and_the_state_round_trips():
     assert torch.equal(fresh.background_df[0], state["background_df"][0])
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["model.name=gpt", "model.d_model=32"], "needs a model with memory layers"),
-    ([*MODEL, "strategy.sparse_memory.slots=65"], r"slots=65 must be at most .* 64"),
-    ([*MODEL, "trainer.weight_decay=0.1"], "trainer.weight_decay=0"),
+@pytest.mark.parametrize("extra, message, before_run_dir", [
+    (["model.name=gpt", "model.d_model=32"], "needs a model with memory layers", True),
+    ([*MODEL, "strategy.sparse_memory.slots=65"], r"slots=65 must be at most .* 64", True),
+    ([*MODEL, "trainer.weight_decay=0.1"], "trainer.weight_decay=0", False),
 ])
-def test_setups_it_cannot_train_are_refused_in_one_line(extra, message):
+def test_setups_it_cannot_train_are_refused_in_one_line(extra, message, before_run_dir):
     with pytest.raises(UserError, match=message) as err:
         _run(name="bad", model=extra)
     assert "\n" not in str(err.value)
+    if before_run_dir:  # the network is checked before anything is written
+        assert not Path("runs/bad").exists()
 
 
 def test_slots_below_one_are_refused_by_the_config():
