@@ -72,6 +72,21 @@ def test_compare_groups_by_strategy_and_swept_values(tmp_path):
     assert "accuracy/avg" not in base.paired
 
 
+def test_rows_of_different_models_show_only_their_own_options(tmp_path):
+    rng = np.random.default_rng(0)
+    for seed in (0, 1):
+        for model in ({"name": "xl", "mem_len": 0}, {"name": "xl", "mem_len": 24},
+                      {"name": "rmt", "n_mem_tokens": 2}):
+            extra = {f"model.{k}": v for k, v in model.items()}
+            write_run(tmp_path, f"{model['name']}-{len(model)}-{seed}-{extra}", "naive", seed,
+                      matrix(0.5, rng), config_extra=extra)
+    labels = sorted(r.group.label for r in compare.aggregate(compare.load_runs([tmp_path])[0])[0]
+                    .rows)
+    assert labels == ["naive (model.name=rmt)",
+                      "naive (model.name=xl, model.mem_len=0)",
+                      "naive (model.name=xl, model.mem_len=24)"]
+
+
 def test_compare_output_text_csv_json(tmp_path, capsys):
     write_strategy_sweep(tmp_path / "runs")
     write_run(tmp_path / "runs", "ewc-single", "ewc", 0, matrix(0.5, np.random.default_rng(1)),

@@ -63,6 +63,52 @@ def test_faiss_matches_exact_search():
     assert torch.equal(found[0], found[1])
 
 
+def clustered(n, dim=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(64, dim, generator=torch.Generator().manual_seed(99))
+    x = centers[torch.randint(64, (n,), generator=g)] + 0.35 * torch.randn(n, dim, generator=g)
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def test_ivf_index_is_exact_below_its_threshold_and_close_above():
+    pytest.importorskip("faiss")
+    from harness.models.knn_ivf import MIN_ENTRIES
+
+    queries = clustered(200, seed=1)
+    for n, least in ((MIN_ENTRIES - 1, 1.0), (4 * MIN_ENTRIES, 0.95)):
+        stores = [KVStore(capacity=n, key_dim=16, index=index) for index in ("exact", "faiss-ivf")]
+        for store in stores:
+            for part in clustered(n).split(1000):  # written in calls, as the model does
+                store.write(part, torch.zeros(len(part)))
+                store.commit()
+        exact, ivf = (store.search(queries, k=8) for store in stores)
+        hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(exact, ivf))
+        recall = hits / exact.numel()
+        assert recall >= least, (n, recall)
+
+
+def test_ivf_index_resumes_identically():
+    """The index travels in the state_dict: a restored store searches as the original does,
+    through later writes that update and retrain its lists."""
+    pytest.importorskip("faiss")
+    original = KVStore(capacity=20000, key_dim=16, index="faiss-ivf", eviction="random")
+    keys, queries = clustered(30000), clustered(100, seed=1)
+    for part in keys[:9000].split(1000):
+        original.write(part, torch.zeros(len(part)))
+        original.commit()  # as each forward call does, then searches (and syncs the index)
+        original.search(queries, 4)
+    restored = KVStore(capacity=20000, key_dim=16, index="faiss-ivf", eviction="random")
+    restored.load_state_dict(original.state_dict())
+    for part in keys[9000:].split(1000):
+        results = []
+        for store in (original, restored):
+            store.write(part, torch.zeros(len(part)))
+            store.commit()
+            results.append(store.search(queries, 4))
+        assert torch.equal(*results)
+    assert original._ivf.trained == restored._ivf.trained and original._ivf.trained[1] > 9000
+
+
 def test_faiss_missing_is_a_user_error(monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` fail

@@ -132,3 +132,21 @@ def test_gpt_with_learned_positions_is_causal_and_position_aware():
     assert not torch.allclose(h[0, 0], h[0, 5])  # equal tokens, different positions
     with pytest.raises(ValueError, match="max_len"):
         model(tokens(T=30))
+
+
+@pytest.mark.parametrize("name, runs", [("memory_recall", 4 * 3), ("memory_forgetting", 6 * 3),
+                                        ("memory_forgetting_sparse", 3)])
+def test_shipped_memory_sweeps_expand_to_valid_runs(name, runs, monkeypatch):
+    from pathlib import Path
+
+    from harness import config
+    from harness.sweeps.grid import load_sweep, plan
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # the sweeps name their experiment file from the repository root
+    sweep = load_sweep(root / "configs" / "sweeps" / f"{name}.yaml")
+    specs = plan(sweep)
+    assert len(specs) == runs and len({s.name for s in specs}) == runs
+    for spec in specs:
+        cfg = config.load(str(sweep.experiment), spec.overrides)
+        assert cfg.scenario.name in ("mqar", "text-domains")

@@ -206,11 +206,17 @@ def group_runs(runs: list[dict], ignore: list[str] = ()) -> dict[str, list[Group
     for (scenario, strategy), members in sorted(by_strategy.items()):
         flat = [flatten(r.get("config") or {}) for r in members]
         keys = sorted({k for f in flat for k in f})
+        # a key splits rows where the runs that have it disagree (another model's options
+        # are missing, not different)
         varying = [k for k in keys if _splits(k, ignore)
-                   and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
+                   and len({json.dumps(f[k], sort_keys=True, default=str)
+                            for f in flat if k in f}) > 1 or k.endswith(".name")
+                   and len({json.dumps(f.get(k), default=str) for f in flat}) > 1]
+        varying.sort(key=lambda k: not k.endswith(".name"))  # model.name=xl before its options
         rows: dict[str, Group] = {}
         for run, f in zip(members, flat):
-            params = {k: f.get(k) for k in varying}
+            # a key this run's components do not have (another model's option) is not shown
+            params = {k: f[k] for k in varying if k in f}
             sig = json.dumps(params, sort_keys=True, default=str)
             rows.setdefault(sig, Group(scenario, strategy, params)).runs.append(run)
         for group in rows.values():

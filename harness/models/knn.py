@@ -65,7 +65,8 @@ class KNNConfig:
                 "only the latest writes)", "choices": EVICTIONS})
     write: str = field(default="train", metadata={"help": "store writes in", "choices": WRITES})
     index: str = field(default="exact", metadata={
-        "help": "exact: torch top-k; faiss: a FAISS flat index (faiss-cpu)", "choices": INDEXES})
+        "help": "exact: torch top-k; faiss: a FAISS flat index (faiss-cpu); faiss-ivf: "
+                "approximate, ~sqrt(entries) per search from 4096 entries", "choices": INDEXES})
     persist: bool = field(
         default=True, metadata={"help": "keep the store on reset_memory() (across tasks)"}
     )

@@ -13,7 +13,8 @@ globally by ``capacity``.
 
 Search is exact top-k by inner product: a chunked matrix product in torch (default), or a
 FAISS ``IndexFlatIP`` (``index="faiss"``, needs ``faiss-cpu``), which searches large memories
-without materialising the full score matrix.
+without materialising the full score matrix; or approximate, in ~sqrt(n), with an inverted-file
+index (``index="faiss-ivf"``, ``knn_ivf.py``) from 4,096 entries on.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from harness.errors import UserError
+from harness.models.knn_ivf import MIN_ENTRIES as IVF_MIN_ENTRIES
+from harness.models.knn_ivf import IVFIndex
 
 EVICTIONS = ("fifo", "random", "reservoir")
-INDEXES = ("exact", "faiss")
+INDEXES = ("exact", "faiss", "faiss-ivf")
 
 
 class KVStore(nn.Module):
@@ -41,7 +44,7 @@ class KVStore(nn.Module):
             raise UserError(f"eviction must be one of {', '.join(EVICTIONS)}, not '{eviction}'")
         if index not in INDEXES:
             raise UserError(f"index must be one of {', '.join(INDEXES)}, not '{index}'")
-        if index == "faiss":
+        if index != "exact":
             _import_faiss()  # fail at construction, not at the first search
         self.capacity, self.eviction, self.index = capacity, eviction, index
         self.register_buffer("keys", torch.zeros(capacity, key_dim))
@@ -53,6 +56,7 @@ class KVStore(nn.Module):
         self.pending: list[tuple[Tensor, Tensor]] = []
         self.retrieval_s, self.searches = 0.0, 0
         self._faiss, self._faiss_dirty = None, True
+        self._ivf = IVFIndex(key_dim, seed) if index == "faiss-ivf" else None
         # Staged entries belong in a checkpoint too.
         self.register_state_dict_pre_hook(lambda module, prefix, keep_vars: module.commit())
 
@@ -73,6 +77,8 @@ class KVStore(nn.Module):
             slots = self._slots(len(keys)).to(self.keys.device)
             keep = slots >= 0  # reservoir sampling may decline an entry
             self.keys[slots[keep]] = keys[keep].to(self.keys.device)
+            if self._ivf is not None:
+                self._ivf.mark(slots[keep])
             self.values[slots[keep]] = values[keep].to(self.values.device)
             self.count.fill_(min(int(self.count) + int(keep.sum()), self.capacity))
             self.seen += len(keys)
@@ -99,6 +105,8 @@ class KVStore(nn.Module):
         self.count.zero_()
         self.seen.zero_()
         self._faiss_dirty = True
+        if self._ivf is not None:
+            self._ivf.reset()
 
     # --------------------------------------------------------------------------- reading
     @torch.no_grad()
@@ -111,6 +119,8 @@ class KVStore(nn.Module):
         queries = queries.detach().float()
         if self.index == "faiss":
             idx = self._faiss_search(queries, k)
+        elif self.index == "faiss-ivf" and n >= IVF_MIN_ENTRIES:
+            idx = self._ivf.search(self.keys, n, int(self.seen), queries, k)
         else:
             # Chunk the queries so the (chunk, n) score matrix stays below ~64 MB.
             step = max(1, (1 << 24) // n)
@@ -139,11 +149,17 @@ class KVStore(nn.Module):
 
     # The eviction generator's position is state too: without it, a run resumed inside a task
     # would draw other slots than the uninterrupted run (random and reservoir eviction).
+    # So is an IVF index: rebuilt, its lists would be trained at another time, on other keys.
     def get_extra_state(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        state = {"generator": self.generator.get_state()}
+        if self._ivf is not None:
+            state["ivf"] = self._ivf.state(self.keys, int(self.count), int(self.seen))
+        return state
 
     def set_extra_state(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+        if self._ivf is not None and "ivf" in state:
+            self._ivf.load(state["ivf"])
 
     def stats(self) -> dict:
         return {"entries": int(self.count), "capacity": self.capacity,
