@@ -38,3 +38,20 @@ def test_a_step_is_counted_by_hand_and_strategies_pay_for_their_extra_passes():
     # EWC's penalty is element-wise (not counted); its Fisher after each task is
     assert ewc[1]["step_flops"] == 32 * PER_EXAMPLE and ewc[0]["after_task_flops"] > 0
     assert ewc[0]["train_flops"] == 3 * 32 * PER_EXAMPLE + ewc[0]["after_task_flops"]
+
+
+def test_a_step_that_fails_while_counted_leaves_no_counter_behind(monkeypatch):
+    """The counter's module hooks are global: a run whose sample step fails (here a NaN loss
+    at step 1) must remove them, or every later forward in the process runs under them."""
+    import torch
+    from torch.nn.modules import module
+
+    from harness.core.network import Network
+    from harness.errors import UserError
+
+    monkeypatch.setattr(Network, "loss", lambda self, batch, out: out.logits.sum() * float("nan"))
+    before = (len(module._global_forward_pre_hooks), len(module._global_forward_hooks))
+    with pytest.raises(UserError, match="non-finite"):
+        tasks("naive")
+    assert (len(module._global_forward_pre_hooks), len(module._global_forward_hooks)) == before
+    assert not torch.overrides._is_torch_function_mode_enabled()

@@ -54,6 +54,13 @@ class FlopProbe:
             self.mode = _counter()
             self.mode.__enter__()
 
+    def abort(self) -> None:
+        """Leave the counter without a count: its step failed. Its global module hooks would
+        otherwise outlive the run in this process."""
+        if self.mode is not None:
+            self.mode.__exit__(None, None, None)
+            self.mode = None
+
     def stop(self) -> None:
         if self.mode is None:
             return

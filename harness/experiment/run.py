@@ -360,6 +360,14 @@ class TaskLoop:
 
         if "step_flops" not in self.compute[i]:  # one sample step per task, its first
             self.system.flop_probe = FlopProbe(self.compute[i], "step_flops", self.device)
+        try:
+            self._fit_with_engine(i, loader, start, trainer_cfg, evaluate_now, t0, step0)
+        finally:  # a step that failed mid-count must not leave the counter's hooks behind
+            if self.system.flop_probe is not None:
+                self.system.flop_probe.abort()
+                self.system.flop_probe = None
+
+    def _fit_with_engine(self, i, loader, start, trainer_cfg, evaluate_now, t0, step0) -> None:
         label = f"task {i + 1}/{self.n} ({self.scenario.task_names[i]})"
         steps = StepCheckpoint(self._save_checkpoint, loader, self.cfg.trainer,
                                self.cfg.checkpoint.every_n_steps, self.stop, start,
