@@ -11,11 +11,11 @@ so each run records what its training cost:
   that times the task's optimizer steps;
 * ``count_flops`` counts the strategies' ``after_task`` work (EWC's Fisher passes, say).
 
-``FlopCounterMode`` counts matrix products, convolutions and attention; element-wise work
-(optimizer updates, EWC's closed-form penalty gradient) is not counted, as in the usual
-``6 * parameters * tokens`` estimates. Under DDP each rank counts its shard and the counts are
-summed, so the total is the one-process total. The probe only observes: the counted step
-computes exactly what it computes without it.
+``torch.utils.flop_counter``'s formulas count matrix products, convolutions and attention;
+element-wise work (optimizer updates, EWC's closed-form penalty gradient) is not counted, as
+in the usual ``6 * parameters * tokens`` estimates. Under DDP each rank counts its shard and
+the counts are summed, so the total is the one-process total. The probe only observes: the
+counted step computes exactly what it computes without it.
 """
 
 from __future__ import annotations
@@ -23,14 +23,40 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from harness.runtime.distributed import DIST
 
 
 def _counter():
-    from torch.utils.flop_counter import FlopCounterMode
+    return _TotalFlops()
 
-    return FlopCounterMode(display=False)
+
+class _TotalFlops(TorchDispatchMode):
+    """``FlopCounterMode``'s count, total only. Its per-module breakdown puts global hooks on
+    every module call, which made EWC's Fisher passes several times slower while counted."""
+
+    def __init__(self):
+        super().__init__()
+        from torch.utils.flop_counter import flop_registry
+
+        self.registry, self.total = flop_registry, 0
+
+    def get_total_flops(self) -> int:
+        return self.total
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        packet = func._overloadpacket
+        if packet not in self.registry and func is not torch.ops.prim.device.default:
+            with self:  # as FlopCounterMode: an op without a formula counts what it runs
+                out = func.decompose(*args, **kwargs)
+                if out is not NotImplemented:
+                    return out
+        out = func(*args, **kwargs)
+        if packet in self.registry:
+            self.total += self.registry[packet](*args, **kwargs, out_val=out)
+        return out
 
 
 def _global(flops: int, device: torch.device) -> int:
