@@ -28,10 +28,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from harness.runtime.distributed import DIST
 
 
-def _counter():
-    return _TotalFlops()
-
-
 class _TotalFlops(TorchDispatchMode):
     """``FlopCounterMode``'s count, total only. Its per-module breakdown puts global hooks on
     every module call, which made EWC's Fisher passes several times slower while counted."""
@@ -77,7 +73,7 @@ class FlopProbe:
 
     def start(self) -> None:
         if self.mode is None:
-            self.mode = _counter()
+            self.mode = _TotalFlops()
             self.mode.__enter__()
 
     def abort(self) -> None:
@@ -98,7 +94,7 @@ class FlopProbe:
 @contextlib.contextmanager
 def count_flops(target: dict, key: str, device: torch.device):
     """Count what runs inside the block into ``target[key]`` (summed over DDP ranks)."""
-    mode = _counter()
+    mode = _TotalFlops()
     with mode:
         yield
     target[key] = _global(mode.get_total_flops(), device)
