@@ -50,3 +50,12 @@ def test_the_sync_hint_only_for_an_offline_wandb_run(capsys):
     print_report({**results, "wandb_dir": "/r/wandb/run-1", "wandb_mode": "online"})
     out = capsys.readouterr().out
     assert "W&B run: /r/wandb/run-1\n" in out and "wandb sync" not in out
+
+
+def test_the_cost_line_names_the_trained_parameters_only_when_fewer():
+    adapter = format_summary(lm_results(**{"bits_per_token/avg": 2.5, "parameters": 135_000_000,
+                                           "trained_parameters": 921_600}))
+    assert "135.00 M parameters (0.92 M trained)" in adapter
+    full = format_summary(lm_results(**{"bits_per_token/avg": 2.5,
+                                        "trained_parameters": 430_000}))
+    assert "0.43 M parameters\n" in full and "M trained" not in full

@@ -93,6 +93,10 @@ def test_lora_run_changes_only_the_adapter_and_checkpoints_only_it(tmp_path):
     assert ckpt.net and all("lora_" in k for k in ckpt.net)
     assert out["matrices"]["perplexity"][0][0] < out["baseline"]["perplexity"][0]
     assert "bits_per_byte" in out["matrices"]
+    summary = out["summary"]  # the cost line counts every weight and, apart, the trained ones
+    assert summary["trained_parameters"] == sum(p.numel() for _, p in trainable(before))
+    assert summary["trained_parameters"] < summary["parameters"] == sum(
+        p.numel() for p in before.parameters())
 
 
 def test_lora_run_resumes_bit_identically(tmp_path, monkeypatch):

@@ -53,6 +53,8 @@ def format_summary(results: dict) -> str:
             f"eval {s['eval_time_s']:.1f} s | peak RSS {s['peak_rss_mb']:.0f} MB | "
             f"strategy memory {s['strategy_memory_bytes'] / 2**20:.2f} MB | "
             f"{s['parameters'] / 1e6:.2f} M parameters")
+    if s.get("trained_parameters") is not None and s["trained_parameters"] < s["parameters"]:
+        cost += f" ({s['trained_parameters'] / 1e6:.2f} M trained)"
     if s.get("train_flops"):
         cost += f" | {s['train_flops']:.3g} training FLOPs"
     if s.get("curve_eval_time_s") is not None:

@@ -34,7 +34,8 @@ REMEDY = "run it again with --restart, or move it out of the way"
 COSTS = ("wall_time_s", "train_time_s", "eval_time_s", "peak_rss_mb", "strategy_memory_bytes",
          "parameters")
 # Costs a run may not know: no evaluation during training, a task checkpointed before FLOPs
-OPTIONAL_COSTS = ("curve_eval_time_s", "train_flops")
+# or before trained parameters were counted
+OPTIONAL_COSTS = ("curve_eval_time_s", "train_flops", "trained_parameters")
 
 
 @dataclasses.dataclass
@@ -50,6 +51,7 @@ class RunSummary:
     parameters: int
     curve_eval_time_s: float | None = None  # evaluation during training (eval.every_n_steps)
     train_flops: float | None = None  # forward + backward, harness.core.flops
+    trained_parameters: int | None = None  # the most any task's optimizer held (adapters: few)
 
     def to_dict(self) -> dict:
         """Flat, as results.json holds it: score keys and cost keys side by side."""

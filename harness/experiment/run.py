@@ -281,6 +281,8 @@ class TaskLoop:
         name = self.scenario.task_names[i]
         say(f"task {i + 1}/{self.n}: {name}")
         loader = begin_task(self.system, self.scenario, self.cfg.trainer, self.cfg.seed, i)
+        # what the optimizer holds this task (an adapter, unfrozen slots), after strategies froze
+        trained = sum(p.numel() for p in self.system.net.parameters() if p.requires_grad)
         if cuda_available():
             torch.cuda.reset_peak_memory_stats()
         start, self.partial = self.partial, None
@@ -307,6 +309,7 @@ class TaskLoop:
             "task": i, "name": name, "steps": steps, "train_time_s": t1 - t0 - curve_s,
             "eval_time_s": time.time() - t1, "curve_eval_time_s": curve_s,
             "train_flops": task_flops(self.compute[i], steps), **self.compute[i],
+            "trained_parameters": trained,
             "peak_rss_mb": _peak_rss_mb(), "peak_gpu_mb": _peak_gpu_mb(), "rss_mb": _rss_mb(),
             "strategy_memory_bytes": sum(s.memory_bytes() for s in self.system.strategies),
         })
@@ -412,6 +415,7 @@ class TaskLoop:
         gaps, transitions = gap_summary(curves, LOWER_IS_BETTER)
         # a task finished before FLOPs were counted (an older checkpoint) has none
         flops = [t.get("train_flops") for t in self.per_task]
+        trained = [t.get("trained_parameters") for t in self.per_task]
         summary = RunSummary(
             scores={**summarize(self.rows, self.baseline, spec.task, self.scenario.setting,
                                 pretrained), **gaps, **general_summary(general)},
@@ -422,7 +426,8 @@ class TaskLoop:
             strategy_memory_bytes=sum(s.memory_bytes() for s in self.system.strategies),
             parameters=sum(p.numel() for p in self.system.net.parameters()),
             curve_eval_time_s=sum(self.continual.time_s) if curves else None,
-            train_flops=sum(flops) if None not in flops else None)
+            train_flops=sum(flops) if None not in flops else None,
+            trained_parameters=max(trained) if trained and None not in trained else None)
         cfg = self.cfg
         return Results(
             name=self.run_dir.root.name if self.run_dir else cfg.name,
