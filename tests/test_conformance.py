@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import resume_helpers
 import torch
 from conftest import quick
 from hf_tiny import tiny_llama
@@ -43,9 +44,7 @@ from harness.api import KINDS, TASKS, DataSpec, Scenario
 from harness.core.network import Network, build_model, fitting_models
 from harness.errors import UserError
 from harness.experiment import checkpoint
-from harness.experiment.run import run
 from harness.registry import MODELS, SCENARIOS, STRATEGIES
-from harness.runtime import faults
 
 DATA = Path(__file__).resolve().parent / "data"
 # Before parametrizing, so plug-ins are checked too: the example, and yours with
@@ -170,23 +169,8 @@ def _tensors_file(tmp: Path) -> Path:
 
 def resumes_bit_identically(overrides: list[str], monkeypatch) -> dict:
     """Run to the end; run again, crashed at CRASH_AT and resumed: the same results."""
-    base = quick(*SHORT, *overrides, "checkpoint.every_n_steps=1")
-    reference = run(config.load(None, [*base, "name=reference"]))
-    monkeypatch.setenv("RETAIN_FAULT", CRASH_AT)
-    monkeypatch.setenv("RETAIN_FAULT_MODE", "raise")
-    faults.reset()
-    crashed = config.load(None, [*base, "name=crashed"])
-    with pytest.raises(faults.SimulatedCrash):
-        run(crashed)
-    monkeypatch.delenv("RETAIN_FAULT")
-    from harness.cli import _resumable
-
-    resumed = run(crashed, _resumable(crashed, None))
-    where = resumed["resumes"][-1]
-    assert where["task"] == 1 and (where["epoch"], where["batch"]) != (0, 0)  # inside task 2
-    assert resumed["matrices"] == reference["matrices"]
-    assert [t["steps"] for t in resumed["per_task"]] == [t["steps"] for t in reference["per_task"]]
-    return reference
+    return resume_helpers.resumes_bit_identically(
+        quick(*SHORT, *overrides, "checkpoint.every_n_steps=1"), monkeypatch, CRASH_AT)
 
 
 # -- models ---------------------------------------------------------------------------------
