@@ -132,8 +132,12 @@ class DER(Strategy):
             net.eval()
             net.model.reset_memory()
             device = next(net.parameters()).device
-            parts = [net(part.x.to(device), None).logits.to(DTYPES[self.cfg.logits_dtype]).cpu()
-                     for part in _chunks(mine, ctx.eval_batch_size)]
+            memory = carries_memory(net.model)  # else a chunk costs what its shape says
+            parts = []
+            for part in _chunks(mine, ctx.eval_batch_size):
+                with ctx.flops.alike(None if memory else tuple(part.x.shape)):
+                    logits = net(part.x.to(device), None).logits
+                parts.append(logits.to(DTYPES[self.cfg.logits_dtype]).cpu())
             net.train(was_training)
             out = torch.cat(parts) if parts else torch.empty(0)
             if not split:

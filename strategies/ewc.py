@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from harness.api import BatchLoader, Context, Strategy
+from harness.api import BatchLoader, Context, Strategy, carries_memory
 from harness.registry import register_strategy
 from strategies.buffer import count, rank_part
 from strategies.penalty import Quadratic
@@ -128,8 +128,12 @@ class EWC(Strategy):
         grads: list[Tensor | None] = [None] * len(params)
         if n:
             part = part.to(params[0][1].device)
-            loss = net.loss(part, net(part.x, part.t))
-            grads = list(torch.autograd.grad(loss, [p for _, p in params], allow_unused=True))
+            # a memory-less network's pass costs what its shapes say: count one of each shape
+            key = None if carries_memory(net.model) else tuple(part.x.shape)
+            with ctx.flops.alike(key):
+                loss = net.loss(part, net(part.x, part.t))
+                grads = list(torch.autograd.grad(loss, [p for _, p in params],
+                                                 allow_unused=True))
         if dist.world_size == 1:
             return [None if g is None else g.float() for g in grads]
         weight = n / max(count(whole.y), 1)

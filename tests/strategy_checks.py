@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import quick
+from resume_helpers import resumes_bit_identically
 
 from harness import config
 from harness.api import BatchLoader, Context, DataSpec, TaskData
@@ -23,7 +24,6 @@ from harness.core.system import ContinualSystem
 from harness.experiment.results import RunDir
 from harness.experiment.run import TaskLoop, run
 from harness.models.mlp import MLP, MLPConfig
-from harness.runtime import faults
 from harness.runtime.distributed import DIST
 
 DIGITS = ["scenario.name=split-digits", "model.name=mlp", "trainer.optimizer=sgd",
@@ -102,15 +102,6 @@ def resume_matches(tmp_path, monkeypatch, *overrides: str) -> dict:
     assert resumed["matrices"] == full["matrices"]
 
     steps_before = sum(t["steps"] for t in full["per_task"][:2])
-    inside = config.load(None, [*base, "checkpoint.every_n_steps=4",
-                                f"out_dir={tmp_path / 'inside'}", "name=r"])
-    faults._counts.clear()
-    monkeypatch.setenv("RETAIN_FAULT", f"step:{steps_before + 6}")
-    monkeypatch.setenv("RETAIN_FAULT_MODE", "raise")
-    with pytest.raises(faults.SimulatedCrash):
-        run(inside)
-    monkeypatch.delenv("RETAIN_FAULT")
-    resumed = run(inside, RunDir(tmp_path / "inside" / "r"))
-    assert resumed["resumes"][-1]["task"] == 2 and resumed["resumes"][-1]["batch"] > 0
-    assert resumed["matrices"] == full["matrices"]
+    resumes_bit_identically([*base, "checkpoint.every_n_steps=4", f"out_dir={tmp_path}"],
+                            monkeypatch, f"step:{steps_before + 6}", task=2, reference=full)
     return full

@@ -8,12 +8,12 @@ from conftest import quick
 
 pytest.importorskip("peft")
 from lora_tiny import lora_run  # noqa: E402
+from resume_helpers import resumes_bit_identically  # noqa: E402
 
 from harness import config  # noqa: E402
 from harness.core.build import build  # noqa: E402
 from harness.core.system import ContinualSystem  # noqa: E402
 from harness.core.task import begin_task  # noqa: E402
-from harness.experiment.run import run  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,19 +59,6 @@ def test_osf_trains_only_its_factors_orthogonally_to_the_preserved_directions():
 
 
 def test_an_osf_run_learns_and_resumes_bit_identically(monkeypatch):
-    from harness.cli import _resumable
-    from harness.runtime import faults
-
-    setting = [*lora_run(*OSF), "checkpoint.every_n_steps=1"]
-    reference = run(config.load(None, quick(*setting, "name=reference")))
+    setting = quick(*lora_run(*OSF), "checkpoint.every_n_steps=1")
+    reference = resumes_bit_identically(setting, monkeypatch, crash_at="step:7")  # in task 2
     assert reference["matrices"]["perplexity"][0][0] < reference["baseline"]["perplexity"][0]
-    monkeypatch.setenv("RETAIN_FAULT_MODE", "raise")
-    monkeypatch.setenv("RETAIN_FAULT", "step:7")  # inside task 2
-    faults.reset()
-    cfg = config.load(None, quick(*setting, "name=crashed"))
-    with pytest.raises(faults.SimulatedCrash):
-        run(cfg)
-    monkeypatch.delenv("RETAIN_FAULT")
-    resumed = run(cfg, _resumable(cfg, None))
-    assert resumed["resumes"][-1]["task"] == 1
-    assert resumed["matrices"] == reference["matrices"]

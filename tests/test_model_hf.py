@@ -21,15 +21,15 @@ from hf_tiny import (  # noqa: E402
     tiny_tokenizer,
     without_tokenizer,
 )
+from resume_helpers import resumes_bit_identically  # noqa: E402
 
 from harness import config  # noqa: E402
 from harness.api import trainable  # noqa: E402
-from harness.cli import _resumable, main  # noqa: E402
+from harness.cli import main  # noqa: E402
 from harness.core.build import build  # noqa: E402
 from harness.experiment import checkpoint  # noqa: E402
 from harness.experiment.run import run  # noqa: E402
 from harness.models.hf_causal import HFCausalConfig, HFCausalLM  # noqa: E402
-from harness.runtime import faults  # noqa: E402
 from scenarios.tokenize import decode  # noqa: E402
 
 TEXT = ["scenario.name=text-domains", "scenario.domains=[python,docs]", "scenario.n_experiences=2",
@@ -100,20 +100,10 @@ def test_lora_run_changes_only_the_adapter_and_checkpoints_only_it(tmp_path):
 
 
 def test_lora_run_resumes_bit_identically(tmp_path, monkeypatch):
-    base = hf("model.adapter=lora", "model.lora_dropout=0.1", "checkpoint.every_n_steps=1",
-              "strategy=replay", "strategy.replay.mem_size=16", f"out_dir={tmp_path}",
-              "eval_init=false")
-    reference = run(config.load(None, [*base, "name=reference"]))
-    monkeypatch.setenv("RETAIN_FAULT", "step:5")
-    monkeypatch.setenv("RETAIN_FAULT_MODE", "raise")
-    faults.reset()
-    crashed = config.load(None, [*base, "name=crashed"])
-    with pytest.raises(faults.SimulatedCrash):
-        run(crashed)
-    monkeypatch.delenv("RETAIN_FAULT")
-    resumed = run(crashed, _resumable(crashed, None))
-    assert resumed["resumes"][-1]["task"] == 1
-    assert resumed["matrices"] == reference["matrices"]
+    resumes_bit_identically(hf("model.adapter=lora", "model.lora_dropout=0.1",
+                               "checkpoint.every_n_steps=1", "strategy=replay",
+                               "strategy.replay.mem_size=16", f"out_dir={tmp_path}",
+                               "eval_init=false"), monkeypatch)
 
 
 def test_resume_refuses_a_changed_base(tmp_path, capsys):

@@ -13,6 +13,7 @@ from conftest import quick
 
 pytest.importorskip("peft")
 from lora_tiny import lora_run  # noqa: E402
+from resume_helpers import resumes_bit_identically  # noqa: E402
 
 from harness import config  # noqa: E402
 from harness.errors import UserError  # noqa: E402
@@ -129,22 +130,10 @@ def test_kept_adapters_are_swapped_back_after_scoring():
 
 
 def test_merge_mode_resumed_inside_task_2_rewrites_the_merged_base(monkeypatch):
-    from harness.cli import _resumable
-    from harness.runtime import faults
-
     setting = [*lora_run("strategy=lora_per_task", "strategy.lora_per_task.after_task=merge"),
                "trainer.max_steps=3", "checkpoint.every_n_steps=1", "eval_init=false"]
-    reference = run(config.load(None, quick(*setting, "name=reference")))
-    monkeypatch.setenv("RETAIN_FAULT_MODE", "raise")
-    monkeypatch.setenv("RETAIN_FAULT", "step:5")  # inside task 2, after task 1's merge
-    faults.reset()
-    cfg = config.load(None, quick(*setting, "name=crashed"))
-    with pytest.raises(faults.SimulatedCrash):
-        run(cfg)
-    monkeypatch.delenv("RETAIN_FAULT")
-    resumed = run(cfg, _resumable(cfg, None))
-    assert resumed["resumes"][-1]["task"] == 1
-    assert resumed["matrices"] == reference["matrices"]
+    # the crash inside task 2 comes after task 1's merge
+    resumes_bit_identically(quick(*setting), monkeypatch, crash_at="step:5")
 
 
 @pytest.mark.parametrize("strategy", ["lora_per_task", "olora"])

@@ -9,17 +9,27 @@ plug-ins only through ``harness.registry``.
   one experience as tensors), ``Batch``, ``BatchLoader``, ``IGNORE``;
 * models: ``SequenceModel`` (the protocol), ``Outputs`` (logits and hidden states),
   ``misfit`` (why a model cannot take a scenario's data);
-* strategies: ``Strategy`` (the hooks), ``Context`` (what a hook may read), ``Penalty``;
+* strategies: ``Strategy`` (the hooks), ``Context`` (what a hook may read), ``Penalty``,
+  ``FlopCount`` (``ctx.flops``: how repeated after-task passes are counted);
 * scenarios: ``Scenario`` (a task stream as tensors and as an Avalanche benchmark).
 """
 
 from harness.api.data import IGNORE, Batch, BatchLoader, DataSpec, TaskData
 from harness.api.model import KINDS, TASKS, Outputs, SequenceModel, carries_memory, misfit
 from harness.api.scenario import SETTINGS, Scenario
-from harness.api.strategy import Collectives, Context, Penalty, Strategy, System, trainable
+from harness.api.strategy import (
+    UNCOUNTED,
+    Collectives,
+    Context,
+    FlopCount,
+    Penalty,
+    Strategy,
+    System,
+    trainable,
+)
 
 __all__ = [
-    "IGNORE", "KINDS", "SETTINGS", "TASKS", "Batch", "BatchLoader", "Collectives", "Context",
-    "DataSpec", "Outputs", "Penalty", "Scenario", "SequenceModel", "Strategy", "System",
-    "TaskData", "carries_memory", "misfit", "trainable",
+    "IGNORE", "KINDS", "SETTINGS", "TASKS", "UNCOUNTED", "Batch", "BatchLoader", "Collectives",
+    "Context", "DataSpec", "FlopCount", "Outputs", "Penalty", "Scenario", "SequenceModel",
+    "Strategy", "System", "TaskData", "carries_memory", "misfit", "trainable",
 ]

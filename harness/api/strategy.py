@@ -25,8 +25,10 @@ that are logged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,6 +81,26 @@ class Penalty(Protocol):
         ...
 
 
+class FlopCount(Protocol):
+    """How a strategy's after-task work is counted (``harness.core.flops``)."""
+
+    def alike(self, key: Hashable | None) -> AbstractContextManager[None]:
+        """Run a block of work (one of many mini-batch passes). Blocks with the same ``key``
+        cost the same FLOPs: the first is counted, the others run uncounted and add its count.
+        ``key=None`` (work that depends on more than its shapes): counted in full."""
+        ...
+
+
+class Uncounted:
+    """No FLOP counting: every block runs as it is."""
+
+    def alike(self, key: Hashable | None) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+UNCOUNTED = Uncounted()
+
+
 @dataclass
 class Context:
     """What a strategy may read. Built by the task loop; strategies do not mutate it."""
@@ -93,6 +115,7 @@ class Context:
     seed: int = 0
     max_epochs: int = 1  # epochs over this experience's data (trainer.max_epochs)
     eval_batch_size: int = 128  # examples per gradient-free forward (trainer.eval_batch_size)
+    flops: FlopCount = UNCOUNTED  # counts after_task's work when the task loop measures it
 
     @functools.cached_property
     def trainable(self) -> list[tuple[str, Tensor]]:

@@ -9,7 +9,10 @@ so each run records what its training cost:
   from ``training_step`` to the end of ``on_before_optimizer_step``, so strategies' loss terms
   and their extra passes in ``before_optimizer_step`` are in it; the task's training FLOPs are
   that times the task's optimizer steps;
-* ``count_flops`` counts the strategies' ``after_task`` work (EWC's Fisher passes, say).
+* ``count_flops`` counts the strategies' ``after_task`` work (EWC's Fisher passes, say). A
+  strategy that runs many passes of one shape marks each with ``ctx.flops.alike(shape)``: the
+  first pass of each shape is counted and the others run outside the counting mode, adding its
+  count, since every operation under the mode goes through Python.
 
 ``torch.utils.flop_counter``'s formulas count matrix products, convolutions and attention;
 element-wise work (optimizer updates, EWC's closed-form penalty gradient) is not counted, as
@@ -23,7 +26,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
 
 from harness.runtime.distributed import DIST
 
@@ -37,9 +40,28 @@ class _TotalFlops(TorchDispatchMode):
         from torch.utils.flop_counter import flop_registry
 
         self.registry, self.total = flop_registry, 0
+        self.per_key: dict = {}  # FLOPs of the first block of each key (alike)
 
     def get_total_flops(self) -> int:
         return self.total
+
+    @contextlib.contextmanager
+    def alike(self, key):
+        """Count the first block of each ``key``; run the others with this mode off the
+        dispatch stack and add the first's count (``harness.api.strategy.FlopCount``)."""
+        if key is None or _get_current_dispatch_mode() is not self:  # nested: count it all
+            yield
+        elif key in self.per_key:
+            self.__exit__(None, None, None)
+            try:
+                yield
+            finally:
+                self.__enter__()
+            self.total += self.per_key[key]
+        else:
+            before = self.total
+            yield
+            self.per_key[key] = self.total - before
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -93,10 +115,11 @@ class FlopProbe:
 
 @contextlib.contextmanager
 def count_flops(target: dict, key: str, device: torch.device):
-    """Count what runs inside the block into ``target[key]`` (summed over DDP ranks)."""
+    """Count what runs inside the block into ``target[key]`` (summed over DDP ranks). The
+    block gets the counter, whose ``alike`` a strategy's repeated passes go through."""
     mode = _TotalFlops()
     with mode:
-        yield
+        yield mode
     target[key] = _global(mode.get_total_flops(), device)
 
 

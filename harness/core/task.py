@@ -12,7 +12,9 @@ sees::
 
 from __future__ import annotations
 
-from harness.api import BatchLoader, Context, Scenario
+import dataclasses
+
+from harness.api import UNCOUNTED, BatchLoader, Context, FlopCount, Scenario
 from harness.config import TrainerConfig
 from harness.errors import UserError
 from harness.runtime.distributed import DIST
@@ -49,10 +51,12 @@ def begin_task(system, scenario: Scenario, trainer_cfg: TrainerConfig, seed: int
     return loader
 
 
-def end_task(system) -> None:
-    """Every strategy's ``after_task`` for the experience just fitted."""
+def end_task(system, flops: FlopCount = UNCOUNTED) -> None:
+    """Every strategy's ``after_task`` for the experience just fitted, their work counted by
+    ``flops`` (``harness.core.flops.count_flops``'s counter) when it is measured."""
+    ctx = system.ctx if flops is UNCOUNTED else dataclasses.replace(system.ctx, flops=flops)
     for strategy in system.strategies:
-        strategy.after_task(system.ctx)
+        strategy.after_task(ctx)
 
 
 class DistLoader(BatchLoader):

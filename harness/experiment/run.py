@@ -293,8 +293,8 @@ class TaskLoop:
         else:  # killed after the last step, before the task's checkpoint
             set_rng_state(start.rng)
         self.stop.check()
-        with count_flops(self.compute[i], "after_task_flops", self.device):
-            end_task(self.system)
+        with count_flops(self.compute[i], "after_task_flops", self.device) as flops:
+            end_task(self.system, flops)
         t1 = time.time()
         row = evaluate(self.system.net, _eval_sets(tests), self.cfg.trainer.eval_batch_size,
                        self.cfg.trainer.precision, self.token_bytes,

@@ -8,6 +8,7 @@ same block is a plain causal GPT layer without memory and a Transformer-XL layer
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +94,25 @@ def init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
     if isinstance(module, nn.Linear) and module.bias is not None:
         nn.init.zeros_(module.bias)
+
+
+@dataclass
+class SegmentConfig:
+    """The fields of a model that reads its sequence segment by segment (xl, rmt), in the
+    order they are listed: a model's config subclasses it, and ``name``, which it redefines,
+    keeps its first place."""
+
+    name: str = ""
+    n_layer: int = field(default=2, metadata={"help": "transformer blocks", "min": 1})
+    n_head: int = field(default=4, metadata={"help": "attention heads per block", "min": 1})
+    d_model: int = field(default=128, metadata={"help": "hidden size", "min": 1})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on attention and MLP",
+                                                  "min": 0, "below": 1})
+    seg_len: int = field(default=64, metadata={"help": "tokens per segment (attention window)",
+                                               "min": 1})
+
+    def check(self) -> None:
+        check_heads(self.d_model, self.n_head)
 
 
 def check_heads(d_model: int, n_head: int, rotary: bool = True) -> None:

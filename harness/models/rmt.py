@@ -21,20 +21,13 @@ from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
-from harness.models.layers import Block, check_heads
+from harness.models.layers import Block, SegmentConfig
 from harness.registry import register_model
 
 
 @dataclass
-class RMTConfig:
+class RMTConfig(SegmentConfig):
     name: str = "rmt"
-    n_layer: int = field(default=2, metadata={"help": "transformer blocks", "min": 1})
-    n_head: int = field(default=4, metadata={"help": "attention heads per block", "min": 1})
-    d_model: int = field(default=128, metadata={"help": "hidden size", "min": 1})
-    dropout: float = field(default=0.0, metadata={"help": "dropout on attention and MLP",
-                                                  "min": 0, "below": 1})
-    seg_len: int = field(default=64, metadata={"help": "tokens per segment (attention window)",
-                                               "min": 1})
     n_mem_tokens: int = field(default=8, metadata={"help": "memory tokens read and written",
                                                    "min": 1})
     bptt_segments: int = field(default=2, metadata={
@@ -43,9 +36,6 @@ class RMTConfig:
         default=False,
         metadata={"help": "keep the memory across forward calls (batches); reset_memory() clears"},
     )
-
-    def check(self) -> None:
-        check_heads(self.d_model, self.n_head)
 
 
 @register_model("rmt", config=RMTConfig)

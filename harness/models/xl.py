@@ -24,29 +24,19 @@ from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
-from harness.models.layers import Block, check_heads, init_weights
+from harness.models.layers import Block, SegmentConfig, init_weights
 from harness.registry import register_model
 
 
 @dataclass
-class XLConfig:
+class XLConfig(SegmentConfig):
     name: str = "xl"
-    n_layer: int = field(default=2, metadata={"help": "transformer blocks", "min": 1})
-    n_head: int = field(default=4, metadata={"help": "attention heads per block", "min": 1})
-    d_model: int = field(default=128, metadata={"help": "hidden size", "min": 1})
-    dropout: float = field(default=0.0, metadata={"help": "dropout on attention and MLP",
-                                                  "min": 0, "below": 1})
-    seg_len: int = field(default=64, metadata={"help": "tokens per segment (attention window)",
-                                               "min": 1})
     mem_len: int = field(default=64, metadata={"help": "cached hidden states per layer (0 = off)",
                                                "min": 0})
     carry_memory: bool = field(
         default=False,
         metadata={"help": "keep the cache across forward calls (batches); reset_memory() clears"},
     )
-
-    def check(self) -> None:
-        check_heads(self.d_model, self.n_head)
 
 
 @register_model("xl", config=XLConfig)
