@@ -188,8 +188,9 @@ class Distill(Strategy):
                 self._cache = []
             else:
                 step = ctx.eval_batch_size  # what evaluation reads at once, no gradients
-                parts = [self._targets_of(data.x[i:i + step].to(batch.x.device))
-                         for i in range(0, len(data), step)]
+                with ctx.flops.once():  # built on the task's first step, read by every step
+                    parts = [self._targets_of(data.x[i:i + step].to(batch.x.device))
+                             for i in range(0, len(data), step)]
                 self._cache = [torch.cat(head) for head in zip(*parts)]
         if not self._cache:
             return None

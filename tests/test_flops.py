@@ -44,6 +44,20 @@ def test_a_step_is_counted_by_hand_and_strategies_pay_for_their_extra_passes():
     assert ewc[0]["train_flops"] == 3 * 32 * PER_EXAMPLE + ewc[0]["after_task_flops"]
 
 
+def test_lwf_counts_its_cached_teacher_once_a_task_not_once_a_step():
+    """LwF runs the teacher over the whole task on its first step and reads the cache after:
+    counted as part of the sample step, it would be multiplied by the task's steps."""
+    from harness.core.build import build
+
+    lwf = tasks("distill", "trainer.max_epochs=2")  # more epochs than processes: cached
+    _, scenario, _ = build(config.load(None, quick(*DIGITS)))
+    forward = 2 * 64 * 256 + 2 * 256 * 10  # per example, no gradients
+    assert lwf[1]["step_flops"] == 32 * PER_EXAMPLE  # the step reads the cache
+    assert lwf[1]["task_once_flops"] == len(scenario.train_data(1)) * forward
+    assert lwf[1]["train_flops"] == 3 * 32 * PER_EXAMPLE + lwf[1]["task_once_flops"]
+    assert "task_once_flops" not in lwf[0]  # no teacher yet
+
+
 def test_a_step_that_fails_while_counted_leaves_no_counter_behind(monkeypatch):
     """The counter's module hooks are global: a run whose sample step fails (here a NaN loss
     at step 1) must remove them, or every later forward in the process runs under them."""

@@ -90,11 +90,19 @@ class FlopCount(Protocol):
         ``key=None`` (work that depends on more than its shapes): counted in full."""
         ...
 
+    def once(self) -> AbstractContextManager[None]:
+        """Run work done once per task though it runs inside a training step (a cache every
+        later step reads): the task counts it once, not once per step."""
+        ...
+
 
 class Uncounted:
     """No FLOP counting: every block runs as it is."""
 
     def alike(self, key: Hashable | None) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def once(self) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
 
 
@@ -115,7 +123,7 @@ class Context:
     seed: int = 0
     max_epochs: int = 1  # epochs over this experience's data (trainer.max_epochs)
     eval_batch_size: int = 128  # examples per gradient-free forward (trainer.eval_batch_size)
-    flops: FlopCount = UNCOUNTED  # counts after_task's work when the task loop measures it
+    flops: FlopCount = UNCOUNTED  # the counter of a counted step or after_task, when measured
 
     @functools.cached_property
     def trainable(self) -> list[tuple[str, Tensor]]:

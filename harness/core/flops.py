@@ -8,7 +8,8 @@ so each run records what its training cost:
 * ``FlopProbe`` counts one optimizer step (its first in a task): every forward and backward
   from ``training_step`` to the end of ``on_before_optimizer_step``, so strategies' loss terms
   and their extra passes in ``before_optimizer_step`` are in it; the task's training FLOPs are
-  that times the task's optimizer steps;
+  that times the task's optimizer steps, but work a strategy marks ``ctx.flops.once()`` in
+  it (LwF's teacher outputs for the whole task, cached on its first step) is added once;
 * ``count_flops`` counts the strategies' ``after_task`` work (EWC's Fisher passes, say). A
   strategy that runs many passes of one shape marks each with ``ctx.flops.alike(shape)``: the
   first pass of each shape is counted and the others run outside the counting mode, adding its
@@ -41,6 +42,7 @@ class _TotalFlops(TorchDispatchMode):
 
         self.registry, self.total = flop_registry, 0
         self.per_key: dict = {}  # FLOPs of the first block of each key (alike)
+        self.once_total = 0  # FLOPs of blocks run once per task (once), not in ``total``
 
     def get_total_flops(self) -> int:
         return self.total
@@ -63,6 +65,19 @@ class _TotalFlops(TorchDispatchMode):
             yield
             self.per_key[key] = self.total - before
 
+    @contextlib.contextmanager
+    def once(self):
+        """Count the block apart, in ``once_total`` (``harness.api.strategy.FlopCount``)."""
+        if _get_current_dispatch_mode() is not self:
+            yield
+            return
+        before = self.total
+        try:
+            yield
+        finally:
+            self.once_total += self.total - before
+            self.total = before
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         packet = func._overloadpacket
@@ -77,17 +92,19 @@ class _TotalFlops(TorchDispatchMode):
         return out
 
 
-def _global(flops: int, device: torch.device) -> int:
-    """The sum over DDP ranks (every rank calls this at the same point)."""
-    if DIST.world_size == 1:
-        return int(flops)
-    total = torch.tensor([float(flops)], dtype=torch.float64, device=device)
-    DIST.all_reduce_(total)
-    return int(total.item())
+def _global(flops: int, device: torch.device, *more: int) -> int | tuple[int, ...]:
+    """The sums over DDP ranks (every rank calls this at the same point)."""
+    counts = (flops, *more)
+    if DIST.world_size > 1:
+        total = torch.tensor([float(c) for c in counts], dtype=torch.float64, device=device)
+        DIST.all_reduce_(total)
+        counts = tuple(total.tolist())
+    return int(counts[0]) if not more else tuple(int(c) for c in counts)
 
 
 class FlopProbe:
-    """Counts one training step and writes the count to ``target[key]``."""
+    """Counts one training step and writes the count to ``target[key]`` (and the work it ran
+    once for the whole task to ``target["task_once_flops"]``, where there was any)."""
 
     def __init__(self, target: dict, key: str, device: torch.device):
         self.target, self.key, self.device = target, key, device
@@ -109,7 +126,10 @@ class FlopProbe:
         if self.mode is None:
             return
         self.mode.__exit__(None, None, None)
-        self.target[self.key] = _global(self.mode.get_total_flops(), self.device)
+        step, once = _global(self.mode.get_total_flops(), self.device, self.mode.once_total)
+        self.target[self.key] = step
+        if once:
+            self.target["task_once_flops"] = once
         self.mode = None
 
 
@@ -124,7 +144,9 @@ def count_flops(target: dict, key: str, device: torch.device):
 
 
 def task_flops(compute: dict, steps: int) -> int | None:
-    """A task's training FLOPs: its sample step times its steps, plus its after_task work."""
+    """A task's training FLOPs: its sample step times its steps, plus its once-a-task and
+    after_task work."""
     if compute.get("step_flops") is None:
         return None
-    return compute["step_flops"] * steps + compute.get("after_task_flops", 0)
+    return (compute["step_flops"] * steps + compute.get("task_once_flops", 0)
+            + compute.get("after_task_flops", 0))

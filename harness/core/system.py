@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from harness.api import IGNORE, Batch, Context, Strategy
+from harness.api import IGNORE, UNCOUNTED, Batch, Context, Strategy
 from harness.config import TrainerConfig
 from harness.core.network import Network
 from harness.core.schedule import TaskSchedule
@@ -56,6 +56,7 @@ class ContinualSystem(torch.nn.Module):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if self.flop_probe is not None:
             self.flop_probe.start()
+            self.ctx.flops = self.flop_probe.mode  # strategies mark once-a-task work with it
         outputs = self.net(batch.x, batch.t)
         self.batch_share = share = self._share(batch)
         terms = {"task": self.net.loss(batch, outputs)}
@@ -111,7 +112,7 @@ class ContinualSystem(torch.nn.Module):
             strategy.before_optimizer_step(self.ctx)
         if self.flop_probe is not None:  # the sample step ends with the strategies' hooks
             self.flop_probe.stop()
-            self.flop_probe = None
+            self.flop_probe, self.ctx.flops = None, UNCOUNTED
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.stream_step += 1

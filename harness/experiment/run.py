@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from harness.api import UNCOUNTED
 from harness.config import config_hash, engine_for, strategy_names, to_dict, to_yaml
 from harness.core.build import build
 from harness.core.curves import ContinualEval, check_subsample
@@ -368,7 +369,7 @@ class TaskLoop:
         finally:  # a step that failed mid-count must not leave the counter's hooks behind
             if self.system.flop_probe is not None:
                 self.system.flop_probe.abort()
-                self.system.flop_probe = None
+                self.system.flop_probe, self.system.ctx.flops = None, UNCOUNTED
 
     def _fit_with_engine(self, i, loader, start, trainer_cfg, evaluate_now, t0, step0) -> None:
         label = f"task {i + 1}/{self.n} ({self.scenario.task_names[i]})"
