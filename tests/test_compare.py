@@ -174,6 +174,23 @@ def test_metric_option_reads_another_metric(tmp_path, capsys):
         compare.main([str(tmp_path), "--metric", "acc"])
 
 
+def test_test_option_shows_the_paired_test_of_forgetting(tmp_path, capsys):
+    """A strategy that forgets less on every seed is tested on forgetting, not on the average
+    (the paired columns show forgetting's Δ and p); a bad --test is one error line."""
+    for seed in (0, 1, 2):
+        for strategy, old in (("naive", 2.6 + seed / 20), ("replay", 2.1)):  # task 1 at the end
+            lm_run(tmp_path, f"{strategy}-{seed}", strategy, seed,
+                   np.array([[2.0, 6.0, 6.0], [3.0, 1.8, 5.0], [old, 1.8, 1.5]]))
+    assert compare.main([str(tmp_path), "--test", "forgetting"]) == 0
+    header, naive, replay = capsys.readouterr().out.splitlines()[1:4]
+    assert "Δ forgetting vs naive" in header and naive.split()[0] == "naive"
+    assert replay.split()[0] == "replay" and "* better" in replay
+    delta = -(0.5 + 0.05) / 2 / math.log(2)  # task 1 forgets 0.5 + seed/20 nats less; task 2 0
+    assert f" {delta:+.3g} ± " in replay
+    with pytest.raises(UserError, match="unknown --test statistic 'nope'; valid choices: avg"):
+        compare.main([str(tmp_path), "--test", "nope"])
+
+
 def test_significance_reads_the_holm_adjusted_p(tmp_path):
     """p = 0.040 unadjusted but Holm p > 0.05: not marked, in text, JSON and CSV alike."""
     write_strategy_sweep(tmp_path / "runs")

@@ -41,6 +41,8 @@ OPTIONAL = {"perplexity/avg", "{m}/worst", "{m}/wc", "{m}/gap_depth", "train_flo
             "{m}/general_delta"}
 NAMES = {"bits_per_token": "bits/token", "bits_per_byte": "bits/byte"}
 GAP_NAMES = {"accuracy": ("min-ACC", "WC-ACC")}
+# --test: the score statistics the paired columns may test (the first is the default)
+TESTS = ("avg", "bwt", "fwt", "forgetting", "general_delta", "worst", "wc", "gap_depth")
 # --x: the cost a view compares at (summary key, label)
 X_AXES = {"flops": ("train_flops", "training FLOPs"), "memory": ("strategy_memory_bytes",
           "strategy memory"), "wall": ("wall_time_s", "wall time (s)")}
@@ -92,6 +94,7 @@ class Table:
     columns: list[tuple[str, str]]
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
+    tested: str = "avg"  # the statistic whose paired test the text table shows (--test)
 
 
 def main(argv: list[str]) -> int:
@@ -103,7 +106,8 @@ def main(argv: list[str]) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  retain compare runs/sweeps/strategies\n"
                "  retain compare runs/sweeps/replay_size --csv table.csv --json table.json\n"
-               "  retain compare runs/a runs/b --baseline replay")
+               "  retain compare runs/a runs/b --baseline replay\n"
+               "  retain compare runs/sweeps/pretrained_lora --test forgetting")
     p.add_argument("paths", nargs="+", help="run directories, a runs directory or a sweep "
                                             "directory (searched recursively for results.json)")
     p.add_argument("--baseline", default="naive", help="strategy to compare against "
@@ -115,6 +119,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--metric", default=None, metavar="NAME",
                    help="score the tables on this metric (accuracy, loss, ...) instead of the "
                         "runs' summary metric (bits per token for language models)")
+    p.add_argument("--test", metavar="STAT", default="avg",
+                   help="the statistic of the score the paired Δ, interval and p are shown for "
+                        f"(default avg; {', '.join(TESTS)})")
     p.add_argument("--x", metavar="AXIS", default=None,
                    help="compare at equal cost instead: the score against AXIS with the Pareto "
                         f"front ({', '.join(sorted(X_AXES))})")
@@ -122,8 +129,13 @@ def main(argv: list[str]) -> int:
     if args.x is not None and args.x not in X_AXES:
         raise UserError(f"unknown --x axis '{args.x}'; valid choices: "
                         f"{', '.join(sorted(X_AXES))}")
+    if args.test not in TESTS:
+        raise UserError(f"unknown --test statistic '{args.test}'; valid choices: "
+                        f"{', '.join(TESTS)}")
     runs, notes = load_runs(args.paths)
     tables = aggregate(runs, baseline=args.baseline, ignore=args.ignore, metric=args.metric)
+    for table in tables:
+        table.tested = args.test
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(format_cost_view(tables, args.x) if args.x else format_tables(tables))
@@ -395,18 +407,22 @@ def format_tables(tables: list[Table]) -> str:
         direction = "higher" if t.higher_is_better else "lower"
         head = (f"== {t.scenario} · {NAMES.get(t.metric, t.metric)} ({direction} is better) · "
                 f"baseline {t.baseline} ==")
-        primary = t.columns[0][0]
+        tested = [(k, h) for k, h in t.columns if k == f"{t.metric}/{t.tested}"]
+        notes = list(t.notes)
+        if not tested:
+            notes.append(f"no run reports {t.tested}: the paired columns test the average")
+        key, name = tested[0] if tested else t.columns[0]
         header = ["strategy", "n", *[h for _, h in t.columns],
-                  f"Δ {t.columns[0][1]} vs {t.baseline}", "bootstrap 95% CI", "p (paired t)",
+                  f"Δ {name} vs {t.baseline}", "bootstrap 95% CI", "p (paired t)",
                   "seeds for 80% power"]
         lines = [header]
         for row in t.rows:
             lines.append([row.group.label, str(len(row.group.runs)),
                           *[fmt_summary(k, row.stats[k]) for k, _ in t.columns],
-                          *fmt_paired(primary, row, t.higher_is_better)])
+                          *fmt_paired(key, row, t.higher_is_better)])
         widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
         text = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines]
-        blocks.append("\n".join([head, *text, *[f"note: {n}" for n in t.notes]]))
+        blocks.append("\n".join([head, *text, *[f"note: {n}" for n in notes]]))
     blocks.append("± is the 95% Student-t CI over seeds (none when n = 1). Δ, its paired "
                   "bootstrap CI and p: paired by seed, two-sided paired t-test, Holm-adjusted p "
                   "in parentheses; * marks Holm-adjusted p < 0.05. Seeds for 80% power: paired "
