@@ -87,14 +87,14 @@ def chunk_update(state: State, k: Tensor, v: Tensor, log_eta: Tensor, log_keep: 
     b_w = (beta * L.exp()).sum(1)  # weight on S_0 in M_C
     b_s = L[:, -1].exp()  # weight on S_0 in S_C
     new_w, new_s = [], []
-    coef = torch.stack([c_w, c_s], dim=2).to(k.dtype)  # (B, C, 2)
+    coef = -torch.stack([c_w, c_s], dim=2).to(k.dtype)  # (B, C, 2); minus: a descent step
     factors = grad_factors(weights, v, forward or mlp_forward(weights, k))
     for w, s, (left, right) in zip(weights, moms, factors):
-        # both weighted gradient sums in one batched product: (B, 2 in, C) @ (B, C, out)
-        scaled = (left[:, :, None, :] * coef[..., None]).flatten(2)
-        g_w, g_s = (scaled.transpose(1, 2) @ right).chunk(2, dim=1)
-        new_w.append(torch.addcmul(keep_all[:, None, None] * w, b_w[:, None, None], s) - g_w)
-        new_s.append(torch.addcmul(-g_s, b_s[:, None, None], s))
+        # the weighted gradient sums are (B, in, C) @ (B, C, out), added by the same product
+        left_w, left_s = ((left * c[..., None]).transpose(1, 2) for c in coef.unbind(2))
+        kept = torch.addcmul(keep_all[:, None, None] * w, b_w[:, None, None], s)
+        new_w.append(torch.baddbmm(kept, left_w, right))
+        new_s.append(torch.baddbmm(b_s[:, None, None] * s, left_s, right))
     return new_w, new_s
 
 
@@ -146,9 +146,8 @@ class NeuralMemory(nn.Module):
 
     def write(self, state: State, x: Tensor) -> State:
         """The state after the tokens x (B, L, D) wrote to it, chunk by chunk."""
-        k, v, gates = self.keys_values(self.norm(x))
-        for sl in _chunks(x.shape[1], self.chunk_size):
-            state = chunk_update(state, k[:, sl], v[:, sl], *(g[:, sl] for g in gates))
+        for k, v, *gates in self.chunks(*self.keys_values(self.norm(x))):
+            state = chunk_update(state, k, v, *gates)
         return state
 
     def scan(self, state: State, x: Tensor) -> tuple[Tensor, State]:
@@ -157,18 +156,23 @@ class NeuralMemory(nn.Module):
         chunk's read and its keys go through the memory MLP in one pass (same weights)."""
         h = self.norm(x)
         q = F.normalize(self.q(h), dim=-1)
-        k, v, gates = self.keys_values(h)
         reads = []
-        for sl in _chunks(x.shape[1], self.chunk_size):
-            n = sl.stop - sl.start
-            out, inputs, pre = mlp_forward(state[0], torch.cat([q[:, sl], k[:, sl]], dim=1))
-            reads.append(out[:, :n])
-            forward = out[:, n:], [t[:, n:] for t in inputs], [z[:, n:] for z in pre]
-            state = chunk_update(state, k[:, sl], v[:, sl], *(g[:, sl] for g in gates),
-                                 forward=forward)
+        for q_c, k, v, *gates in self.chunks(q, *self.keys_values(h)):
+            n = q_c.shape[1]
+            out, inputs, pre = mlp_forward(state[0], torch.cat([q_c, k], dim=1))
+            read, out = out.split(n, dim=1)
+            reads.append(read)
+            forward = out, [k, *(t[:, n:] for t in inputs[1:])], [z[:, n:] for z in pre]
+            state = chunk_update(state, k, v, *gates, forward=forward)
         return torch.cat(reads, dim=1), state
 
-    def keys_values(self, h: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor]]:
+    def chunks(self, *per_token: Tensor):
+        """Each of the (B, L, ...) tensors cut into chunks, chunk by chunk. ``split``, not a
+        slice per chunk: its backward is one concatenation, where each slice's would fill a
+        zero tensor as long as the whole sequence."""
+        return zip(*(t.split(self.chunk_size, dim=1) for t in per_token))
+
+    def keys_values(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Keys, values and the gates (log eta, log(1 - alpha), theta) of normalised tokens h."""
         k, v = F.normalize(self.k(h), dim=-1), self.v(h)
         a = self.gates(h).float()
@@ -176,8 +180,5 @@ class NeuralMemory(nn.Module):
         # so a chunk of similar keys would otherwise take chunk_size times the step, and a
         # step the outer loop could grow without bound would make the memory diverge
         theta = 2 * self.max_lr * a[..., 0].sigmoid() / self.chunk_size
-        return k, v, (F.logsigmoid(a[..., 1]), F.logsigmoid(-a[..., 2]), theta)
+        return k, v, F.logsigmoid(a[..., 1]), F.logsigmoid(-a[..., 2]), theta
 
-
-def _chunks(length: int, size: int) -> list[slice]:
-    return [slice(i, min(i + size, length)) for i in range(0, length, size)]
