@@ -67,15 +67,17 @@ class SparseMemory(Strategy):
         self._pending: list[Tensor] | None = None  # rank=batch: union over an accumulation
         self._active = False  # whether this task is trained sparsely (task >= start_task)
 
+    def check_config(self, cfg) -> None:
+        if cfg.trainer.weight_decay:
+            raise UserError(f"strategy sparse_memory needs trainer.weight_decay=0 (got "
+                            f"{cfg.trainer.weight_decay}): decoupled weight decay would shrink "
+                            "the slots it leaves untrained")
+
     def check(self, net) -> None:
         check_slots(memory_layers_of(net), self.cfg.slots)
 
     def before_task(self, ctx: Context) -> None:
         layers = memory_layers(ctx)
-        trainer = getattr(ctx.system, "trainer_cfg", None)
-        if trainer is not None and trainer.weight_decay:
-            raise UserError("strategy sparse_memory needs trainer.weight_decay=0: decoupled "
-                            "weight decay would shrink the slots it leaves untrained")
         if not self.background_df:
             self.background_df = [torch.zeros(m.n_slots) for m in layers]
         self._active = ctx.task_id >= self.cfg.start_task

@@ -134,7 +134,7 @@ def test_gpt_with_learned_positions_is_causal_and_position_aware():
         model(tokens(T=30))
 
 
-@pytest.mark.parametrize("name, runs", [("memory_recall", 4 * 3), ("memory_forgetting", 6 * 3),
+@pytest.mark.parametrize("name, runs", [("memory_recall", 7 * 3), ("memory_forgetting", 6 * 3),
                                         ("memory_forgetting_sparse", 3)])
 def test_shipped_memory_sweeps_expand_to_valid_runs(name, runs, monkeypatch):
     from pathlib import Path

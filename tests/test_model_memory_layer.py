@@ -63,3 +63,15 @@ def test_bad_options_are_refused_in_one_line(bad, message):
     with pytest.raises(UserError, match=message) as err:
         config.load(None, ["model.name=memory_layer", bad])
     assert "\n" not in str(err.value)
+
+
+def test_a_window_sees_only_its_own_segment():
+    torch.manual_seed(0)
+    cfg = MemoryLayerConfig(d_model=32, n_layer=2, n_keys=8, top_k=2, key_dim=8, seg_len=8)
+    model = MemoryLayerGPT(cfg, DataSpec("tokens", "lm", vocab_size=40, seq_len=20)).eval()
+    x = torch.randint(0, 40, (2, 20))
+    h = model(x)
+    assert h.shape == (2, 20, 32) and model.blocks[1].mlp.last_indices.shape == (2, 20, 1, 2)
+    for start in (0, 8, 16):  # each window (the last one ragged) equals that window run alone
+        seg = x[:, start:start + 8]
+        torch.testing.assert_close(h[:, start:start + 8], model(seg))

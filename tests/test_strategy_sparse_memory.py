@@ -1,5 +1,7 @@
 """sparse_memory: only the chosen slots move, the ranking is TF-IDF, and bad setups are refused."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,7 +91,7 @@ def test_the_task_joins_the_background_and_the_state_round_trips():
 @pytest.mark.parametrize("extra, message, before_run_dir", [
     (["model.name=gpt", "model.d_model=32"], "needs a model with memory layers", True),
     ([*MODEL, "strategy.sparse_memory.slots=65"], r"slots=65 must be at most .* 64", True),
-    ([*MODEL, "trainer.weight_decay=0.1"], "trainer.weight_decay=0", False),
+    ([*MODEL, "trainer.weight_decay=0.1"], "trainer.weight_decay=0", True),
 ])
 def test_setups_it_cannot_train_are_refused_in_one_line(extra, message, before_run_dir):
     with pytest.raises(UserError, match=message) as err:
@@ -97,6 +99,18 @@ def test_setups_it_cannot_train_are_refused_in_one_line(extra, message, before_r
     assert "\n" not in str(err.value)
     if before_run_dir:  # the network is checked before anything is written
         assert not Path("runs/bad").exists()
+
+
+def test_weight_decay_is_refused_by_the_cli_before_any_run_directory(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "model.name=memory_layer",
+         "strategy=sparse_memory", "trainer.weight_decay=0.1", f"out_dir={tmp_path / 'out'}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("retain: error: strategy sparse_memory needs "
+                                  "trainer.weight_decay=0"), proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # neither out_dir nor runs/
 
 
 def test_slots_below_one_are_refused_by_the_config():

@@ -1,5 +1,7 @@
-"""The strategy protocol: six hooks, a state dict, and ``check(net)`` (refuse a network the
-strategy cannot train, once it is built, before any run directory exists).
+"""The strategy protocol: six hooks, a state dict, and two checks that run before any run
+directory exists: ``check_config(cfg)`` (refuse settings outside the strategy's own section,
+such as the trainer's) and ``check(net)`` (refuse a network the strategy cannot train, once it
+is built).
 
 A strategy never mutates the training loop's state. Each hook *returns* what it contributes
 (a data loader, named loss terms, named penalties), so the loop adds them explicitly, logs each
@@ -142,6 +144,11 @@ class Strategy:
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
+
+    def check_config(self, cfg: Any) -> None:
+        """Refuse, with one ``UserError`` line, settings of the resolved run config outside
+        this strategy's own section that it cannot train under: called before the data and the
+        network are built, before any run directory exists."""
 
     def check(self, net: nn.Module) -> None:
         """Refuse a network this strategy cannot train, with one ``UserError`` line: called

@@ -17,6 +17,9 @@ def build(cfg) -> tuple[list[Strategy], Scenario, Network]:
     # Strategies first: their option errors need no data, so they come before the scenario
     # (and Avalanche's import) is paid for.
     strategies = [STRATEGIES.get(n).cls(getattr(cfg.strategy, n)) for n in strategy_names(cfg)]
+    for strategy in strategies:  # e.g. sparse_memory with weight decay: one line, no data yet
+        if hasattr(strategy, "check_config"):  # a plug-in need not subclass Strategy
+            strategy.check_config(cfg)
     scenario = build_scenario(cfg)
     model = build_model(cfg.model, scenario.spec, cfg.scenario.name)
     task_classes = scenario.classes_per_task if scenario.setting == "task-il" else None

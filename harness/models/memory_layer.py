@@ -5,7 +5,9 @@ layer (``harness.models.product_keys``): many parameters, few of them touched pe
 slots are the unit the ``sparse_memory`` strategy trains (arXiv 2510.15103): new knowledge goes
 into the slots most specific to it, which is what keeps old knowledge in place.
 
-Everything else is ``gpt`` (rotary attention, pre-norm blocks, tied LM head).
+Everything else is ``gpt`` (rotary attention, pre-norm blocks, tied LM head). ``seg_len`` cuts
+the sequence into independent windows, for probes that compare memories beyond a window with a
+window-limited model (the product-key memory holds weights, not context, so it cannot bridge them).
 
     retain run model.name=memory_layer model.memory_layers=[1] model.n_keys=32 model.top_k=8 \\
         scenario.name=text-domains strategy=sparse_memory strategy.sparse_memory.slots=64
@@ -14,6 +16,9 @@ Everything else is ``gpt`` (rotary attention, pre-norm blocks, tied LM head).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import torch.nn.functional as F
+from torch import Tensor
 
 from harness.api import DataSpec
 from harness.errors import UserError
@@ -37,6 +42,9 @@ class MemoryLayerConfig(GPTConfig):
     value_dim: int = field(default=0, metadata={"help": "slot size (0 = d_model)", "min": 0})
     mem_heads: int = field(default=1, metadata={"help": "memory heads (own keys, shared values)",
                                                 "min": 1})
+    seg_len: int = field(default=0, metadata={
+        "help": "attention window: independent segments of this many tokens (0 = whole sequence)",
+        "min": 0})
 
     def check(self) -> None:
         super().check()
@@ -68,6 +76,18 @@ class MemoryLayerGPT(GPT):
                 cfg.d_model, cfg.n_keys, cfg.top_k, cfg.key_dim, cfg.value_dim or cfg.d_model,
                 cfg.mem_heads, cfg.dropout)
             self.blocks[i].mlp.apply(init_weights)  # its Linear layers, as in the rest of gpt
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T = x.shape
+        S = self.cfg.seg_len
+        if not S or T <= S:
+            return super().forward(x)
+        n = -(-T // S)
+        # segments become batch rows; padding goes at the end, where causality hides it
+        h = super().forward(F.pad(x, (0, n * S - T)).reshape(B * n, S))
+        for m in self.memory_modules():  # accesses per sequence again, for sparse_memory
+            m.last_indices = m.last_indices.reshape(B, n * S, *m.last_indices.shape[2:])[:, :T]
+        return h.reshape(B, n * S, -1)[:, :T]
 
     def memory_modules(self) -> list[ProductKeyMemory]:
         return [self.blocks[i].mlp for i in self.cfg.memory_layers]

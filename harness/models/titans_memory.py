@@ -29,31 +29,36 @@ from torch import Tensor, nn
 
 # A memory state: (weights, momenta), each a list of (B, in, out) tensors, one per layer.
 State = tuple[list[Tensor], list[Tensor]]
+# A forward pass of the memory MLP: output, each layer's input, each hidden pre-activation.
+Forward = tuple[Tensor, list[Tensor], list[Tensor]]
 
 
-def mlp_forward(weights: list[Tensor], k: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """M(k) for k (B, C, in) and the activations each layer read (for the gradient). Hidden
-    activations are scaled by 1/sqrt(width), so every layer reads an input of norm ~1 (keys
-    are unit vectors): the loss's curvature, and so the stable step size, does not grow with
-    the memory's width."""
-    inputs, h = [], k
+def mlp_forward(weights: list[Tensor], k: Tensor) -> Forward:
+    """M(k) for k (B, C, in), the input each layer read and each hidden layer's pre-activation
+    (kept for the gradient). Hidden activations are scaled by 1/sqrt(width), so every layer
+    reads an input of norm ~1 (keys are unit vectors): the loss's curvature, and so the stable
+    step size, does not grow with the memory's width."""
+    inputs, pre, h = [], [], k
     for i, w in enumerate(weights):
         inputs.append(h)
-        z = h @ w
-        h = F.silu(z) * w.shape[-1] ** -0.5 if i < len(weights) - 1 else z
-    return h, inputs
+        h = h @ w
+        if i < len(weights) - 1:
+            pre.append(h)
+            h = F.silu(h) * w.shape[-1] ** -0.5
+    return h, inputs, pre
 
 
-def grad_factors(weights: list[Tensor], k: Tensor, v: Tensor) -> list[tuple[Tensor, Tensor]]:
-    """Per-token gradients of ||M(k) - v||^2 as outer products: for layer j the gradient of
-    token i is ``left[:, i]^T right[:, i]`` (left (B, C, in), right (B, C, out))."""
-    out, inputs = mlp_forward(weights, k)
+def grad_factors(weights: list[Tensor], v: Tensor, forward: Forward) -> list[tuple[Tensor, Tensor]]:
+    """Per-token gradients of ||M(k) - v||^2 as outer products, from ``forward`` = M's forward
+    pass on k: for layer j the gradient of token i is ``left[:, i]^T right[:, i]`` (left
+    (B, C, in), right (B, C, out))."""
+    out, inputs, pre = forward
     delta = 2 * (out - v)  # d loss / d output of the last layer
     factors = []
     for j in range(len(weights) - 1, -1, -1):
         factors.append((inputs[j], delta))
         if j:
-            z = inputs[j - 1] @ weights[j - 1]  # pre-activation that produced inputs[j]
+            z = pre[j - 1]  # pre-activation that produced inputs[j]
             s = torch.sigmoid(z)
             silu_grad = s * (1 + z * (1 - s))
             delta = (delta @ weights[j].transpose(1, 2)) * silu_grad * z.shape[-1] ** -0.5
@@ -61,11 +66,12 @@ def grad_factors(weights: list[Tensor], k: Tensor, v: Tensor) -> list[tuple[Tens
 
 
 def chunk_update(state: State, k: Tensor, v: Tensor, log_eta: Tensor, log_keep: Tensor,
-                 theta: Tensor) -> State:
+                 theta: Tensor, forward: Forward | None = None) -> State:
     """The state after one chunk of tokens (k, v (B, C, d); gates (B, C)): every gradient at
     the chunk's starting weights, then momentum and decay token by token, in closed form.
 
-    ``log_eta`` = log eta_t, ``log_keep`` = log(1 - alpha_t), ``theta`` the step sizes."""
+    ``log_eta`` = log eta_t, ``log_keep`` = log(1 - alpha_t), ``theta`` the step sizes;
+    ``forward``, the memory's forward pass on k at the chunk's start, if already taken."""
     weights, moms = state
     L = log_eta.cumsum(1)  # L_t = log prod_{j<=t} eta_j
     A = log_keep.cumsum(1)
@@ -81,13 +87,14 @@ def chunk_update(state: State, k: Tensor, v: Tensor, log_eta: Tensor, log_keep: 
     b_w = (beta * L.exp()).sum(1)  # weight on S_0 in M_C
     b_s = L[:, -1].exp()  # weight on S_0 in S_C
     new_w, new_s = [], []
-    coef = torch.stack([c_w, c_s], dim=2).to(k.dtype)  # (B, C, 2)
-    for w, s, (left, right) in zip(weights, moms, grad_factors(weights, k, v)):
-        # both weighted gradient sums in one batched product: (B, 2 in, C) @ (B, C, out)
-        scaled = (left[:, :, None, :] * coef[..., None]).flatten(2)
-        g_w, g_s = (scaled.transpose(1, 2) @ right).chunk(2, dim=1)
-        new_w.append(torch.addcmul(keep_all[:, None, None] * w, b_w[:, None, None], s) - g_w)
-        new_s.append(torch.addcmul(-g_s, b_s[:, None, None], s))
+    coef = -torch.stack([c_w, c_s], dim=2).to(k.dtype)  # (B, C, 2); minus: a descent step
+    factors = grad_factors(weights, v, forward or mlp_forward(weights, k))
+    for w, s, (left, right) in zip(weights, moms, factors):
+        # the weighted gradient sums are (B, in, C) @ (B, C, out), added by the same product
+        left_w, left_s = ((left * c[..., None]).transpose(1, 2) for c in coef.unbind(2))
+        kept = torch.addcmul(keep_all[:, None, None] * w, b_w[:, None, None], s)
+        new_w.append(torch.baddbmm(kept, left_w, right))
+        new_s.append(torch.baddbmm(b_s[:, None, None] * s, left_s, right))
     return new_w, new_s
 
 
@@ -139,27 +146,39 @@ class NeuralMemory(nn.Module):
 
     def write(self, state: State, x: Tensor) -> State:
         """The state after the tokens x (B, L, D) wrote to it, chunk by chunk."""
+        for k, v, *gates in self.chunks(*self.keys_values(self.norm(x))):
+            state = chunk_update(state, k, v, *gates)
+        return state
+
+    def scan(self, state: State, x: Tensor) -> tuple[Tensor, State]:
+        """Read then write each chunk of x in turn: the reads of all tokens and the end state.
+        Projections and gates are per token, so they are taken once for the whole of x; each
+        chunk's read and its keys go through the memory MLP in one pass (same weights)."""
         h = self.norm(x)
+        q = F.normalize(self.q(h), dim=-1)
+        reads = []
+        for q_c, k, v, *gates in self.chunks(q, *self.keys_values(h)):
+            n = q_c.shape[1]
+            out, inputs, pre = mlp_forward(state[0], torch.cat([q_c, k], dim=1))
+            read, out = out.split(n, dim=1)
+            reads.append(read)
+            forward = out, [k, *(t[:, n:] for t in inputs[1:])], [z[:, n:] for z in pre]
+            state = chunk_update(state, k, v, *gates, forward=forward)
+        return torch.cat(reads, dim=1), state
+
+    def chunks(self, *per_token: Tensor):
+        """Each of the (B, L, ...) tensors cut into chunks, chunk by chunk. ``split``, not a
+        slice per chunk: its backward is one concatenation, where each slice's would fill a
+        zero tensor as long as the whole sequence."""
+        return zip(*(t.split(self.chunk_size, dim=1) for t in per_token))
+
+    def keys_values(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Keys, values and the gates (log eta, log(1 - alpha), theta) of normalised tokens h."""
         k, v = F.normalize(self.k(h), dim=-1), self.v(h)
         a = self.gates(h).float()
         # theta at most 2 mem_lr, divided by chunk_size: a chunk sums its tokens' gradients,
         # so a chunk of similar keys would otherwise take chunk_size times the step, and a
         # step the outer loop could grow without bound would make the memory diverge
         theta = 2 * self.max_lr * a[..., 0].sigmoid() / self.chunk_size
-        log_eta, log_keep = F.logsigmoid(a[..., 1]), F.logsigmoid(-a[..., 2])
-        for sl in _chunks(x.shape[1], self.chunk_size):
-            state = chunk_update(state, k[:, sl], v[:, sl], log_eta[:, sl], log_keep[:, sl],
-                                 theta[:, sl])
-        return state
+        return k, v, F.logsigmoid(a[..., 1]), F.logsigmoid(-a[..., 2]), theta
 
-    def scan(self, state: State, x: Tensor) -> tuple[Tensor, State]:
-        """Read then write each chunk of x in turn: the reads of all tokens and the end state."""
-        reads = []
-        for sl in _chunks(x.shape[1], self.chunk_size):
-            reads.append(self.read(state, x[:, sl]))
-            state = self.write(state, x[:, sl])
-        return torch.cat(reads, dim=1), state
-
-
-def _chunks(length: int, size: int) -> list[slice]:
-    return [slice(i, min(i + size, length)) for i in range(0, length, size)]
