@@ -38,11 +38,13 @@ from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
+from harness.models.knn_context import ContextKeys
 from harness.models.knn_memory import EVICTIONS, INDEXES, KVStore
 from harness.models.layers import Block, check_heads, init_weights, rope
 from harness.registry import register_model
 
 WRITES = ("train", "eval", "both", "none")
+LM_KEYS = ("context", "hidden")
 
 
 @dataclass
@@ -74,11 +76,23 @@ class KNNConfig:
                                                      "min": 0, "below": 1})
     tie_weights: bool = field(default=True, metadata={"help": "tie LM head to the embedding"})
     knn_lm_layer: int = field(default=1, metadata={
-        "help": "kNN-LM keys: the input of this block (0 = token embeddings; at most n_layer)",
+        "help": "kNN-LM keys with knn_lm_keys=hidden: the input of this block (0 = token "
+                "embeddings; at most n_layer)",
         "min": 0})
-    knn_temperature: float = field(default=0.1, metadata={
-        "help": "kNN-LM softmax temperature over cosine similarities", "above": 0})
-    seed: int = field(default=0, metadata={"help": "seed of random/reservoir eviction",
+    knn_lm_keys: str = field(default="context", metadata={
+        "help": "kNN-LM keys: context, a fixed random projection of the last knn_lm_window "
+                "tokens (never trained, so old tasks' keys are found again); hidden, the input "
+                "of block knn_lm_layer (learned; drifts as later tasks train)",
+        "choices": LM_KEYS})
+    knn_lm_window: int = field(default=32, metadata={
+        "help": "tokens a context key reads (knn_lm_keys=context)", "min": 1})
+    knn_lm_unique: bool = field(default=True, metadata={
+        "help": "write a (key, next token) pair to the kNN-LM store only if it is not held yet"})
+    knn_temperature: float = field(default=0.02, metadata={
+        "help": "kNN-LM softmax temperature over cosine similarities (a context key one token "
+                "in 32 away scores ~0.03 lower: at 0.02 a weight ~4.5x smaller)", "above": 0})
+    seed: int = field(default=0, metadata={"help": "seed of random/reservoir eviction and of "
+                                           "the context keys' tables",
                                            "min": 0, "max": 2**32 - 1})
 
     def check(self) -> None:
@@ -196,9 +210,13 @@ class KNN(SequenceModel):
         store = dict(eviction=cfg.eviction, index=cfg.index, seed=cfg.seed)
         dh = cfg.d_model // cfg.n_head
         self.attn_store = KVStore(cfg.capacity, dh, (dh,), **store) if cfg.capacity else None
-        self.lm_store = None
+        self.lm_store = self.context_keys = None
         if cfg.capacity and cfg.lambda_knn > 0:
-            self.lm_store = KVStore(cfg.capacity, cfg.d_model, (), torch.long, **store)
+            self.lm_store = KVStore(cfg.capacity, cfg.d_model, (), torch.long,
+                                    unique=cfg.knn_lm_unique, **store)
+            if cfg.knn_lm_keys == "context":
+                self.context_keys = ContextKeys(spec.vocab_size, cfg.d_model, cfg.knn_lm_window,
+                                                cfg.seed)
         self._lm_query: tuple[Tensor, Tensor] | None = None  # (hidden, kNN-LM keys) of last call
 
     def stores(self) -> list[KVStore]:
@@ -228,7 +246,10 @@ class KNN(SequenceModel):
             # The kNN-LM searches with the states entering block ``knn_lm_layer``. The last
             # layer's states drift most when a later task is trained (they collapse towards
             # its outputs), so an old task's keys would no longer be found from them.
-            lm_keys = F.normalize(torch.cat(lm_keys, dim=1).float(), dim=-1)
+            if self.context_keys is not None:
+                lm_keys = self.context_keys(x)
+            else:
+                lm_keys = F.normalize(torch.cat(lm_keys, dim=1).float(), dim=-1)
             self._lm_query = (h, lm_keys)
             if x.shape[1] > 1 and self.writing():
                 self.lm_store.write(lm_keys[:, :-1].flatten(0, 1), x[:, 1:].flatten())

@@ -38,7 +38,7 @@ class KVStore(nn.Module):
 
     def __init__(self, capacity: int, key_dim: int, value_shape: tuple = (),
                  value_dtype: torch.dtype = torch.float32, eviction: str = "fifo",
-                 index: str = "exact", seed: int = 0):
+                 index: str = "exact", seed: int = 0, unique: bool = False):
         super().__init__()
         if eviction not in EVICTIONS:
             raise UserError(f"eviction must be one of {', '.join(EVICTIONS)}, not '{eviction}'")
@@ -47,6 +47,7 @@ class KVStore(nn.Module):
         if index != "exact":
             _import_faiss()  # fail at construction, not at the first search
         self.capacity, self.eviction, self.index = capacity, eviction, index
+        self.unique = unique
         self.register_buffer("keys", torch.zeros(capacity, key_dim))
         self.register_buffer("values", torch.zeros(capacity, *value_shape, dtype=value_dtype))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))  # filled slots
@@ -71,6 +72,8 @@ class KVStore(nn.Module):
     @torch.no_grad()
     def commit(self) -> None:
         for keys, values in self.pending:
+            if self.unique:
+                keys, values = self._novel(keys, values)
             dropped = max(0, len(keys) - self.capacity)  # more than the store holds: newest win
             keys, values = keys[dropped:], values[dropped:]
             self.seen += dropped
@@ -84,6 +87,27 @@ class KVStore(nn.Module):
             self.seen += len(keys)
             self._faiss_dirty = True
         self.pending = []
+
+    def _novel(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """The entries not already held: first of each repeated (key, value), none in store."""
+        rows = torch.cat([keys, values.reshape(len(keys), -1).float()], dim=1)
+        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        first = torch.full((int(inverse.max()) + 1 if len(rows) else 0,), len(rows))
+        first = first.scatter_reduce(0, inverse, torch.arange(len(rows)), "amin").sort().values
+        keys, values = keys[first], values[first]
+        n = int(self.count)
+        if n == 0 or len(keys) == 0:
+            return keys, values
+        held_k = self.keys[:n].to(keys.device)
+        held_v = self.values[:n].to(values.device).reshape(n, -1)
+        step = max(1, (1 << 22) // (n * held_v.shape[1]))  # bound the (chunk, n, value) tensor
+        known = []
+        for k, v in zip(keys.split(step), values.split(step)):
+            same_key = (k @ held_k.T) >= 1 - 1e-6  # unit keys: the same key
+            same_value = (v.reshape(len(v), 1, -1) == held_v).all(-1)
+            known.append((same_key & same_value).any(-1))
+        new = ~torch.cat(known)
+        return keys[new], values[new]
 
     def _slots(self, n: int) -> Tensor:
         """Slot of each new entry (-1 = dropped), by the eviction policy."""
