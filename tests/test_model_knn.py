@@ -43,6 +43,18 @@ def test_random_evictions_stay_within_capacity(eviction):
     assert int(store.seen) == 30
 
 
+def test_a_unique_store_writes_each_pair_once():
+    store = KVStore(capacity=8, key_dim=2, value_dtype=torch.long, unique=True)
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    store.write(torch.stack([a, a, b, a]), torch.tensor([1, 1, 1, 2]))  # (a, 1) twice
+    store.commit()
+    store.write(torch.stack([b, b]), torch.tensor([1, 3]))  # (b, 1) is held already
+    store.commit()
+    held = {(tuple(k.tolist()), int(v)) for k, v in zip(store.keys[:4], store.values[:4])}
+    assert int(store.count) == 4 and int(store.seen) == 4
+    assert held == {((1.0, 0.0), 1), ((0.0, 1.0), 1), ((1.0, 0.0), 2), ((0.0, 1.0), 3)}
+
+
 def test_writes_are_searchable_only_after_commit():
     store = KVStore(capacity=8, key_dim=2)
     store.write(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.zeros(2))
@@ -213,3 +225,36 @@ def test_ddp_writes_are_gathered_so_ranks_hold_one_global_memory(tmp_path):
         else:
             assert torch.equal(a[key], b[key])
     assert set(a["values"].tolist()) == {0.0, 1.0}  # both ranks' entries are in the memory
+
+
+def test_context_keys_are_causal_and_do_not_depend_on_the_weights():
+    m = model(lambda_knn=0.5)
+    x = tokens(seed=4)
+    keys = m.context_keys(x)
+    torch.testing.assert_close(keys.norm(dim=-1), torch.ones(2, 16))
+    changed = x.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % 40
+    assert torch.equal(m.context_keys(changed)[:, :10], keys[:, :10])  # no future token
+    assert not torch.equal(m.context_keys(changed)[:, 10:], keys[:, 10:])
+    torch.manual_seed(1)
+    again = KNN(KNNConfig(d_model=32, n_head=4, n_layer=2, seg_len=8, capacity=100, top_k=4,
+                          lambda_knn=0.5), SPEC)
+    assert torch.equal(again.context_keys(x), keys)  # from model.seed, not the weights
+
+
+@pytest.mark.parametrize("keys", ["context", "hidden"])
+def test_context_keys_recall_what_was_written_after_the_weights_move(keys):
+    """The kNN-LM finds an old entry only if the old context still gives the same key: fixed
+    context keys do after every weight has changed; learned (hidden) keys do not."""
+    m = model(lambda_knn=0.9, knn_lm_keys=keys, capacity=200).train()
+    x = tokens(seed=6)
+    m(x)  # written
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(generator=torch.Generator().manual_seed(2))  # a later task's weights
+    m.eval()
+    p = m.lm_logits(m(x)).exp()[:, :-1].gather(-1, x[:, 1:, None]).squeeze(-1)
+    if keys == "context":
+        assert p.min() > 0.85  # 0.9 * p_kNN: the stored next token, found again
+    else:
+        assert p.mean() < 0.5

@@ -85,7 +85,7 @@ class KNNConfig:
                 "of block knn_lm_layer (learned; drifts as later tasks train)",
         "choices": LM_KEYS})
     knn_lm_window: int = field(default=32, metadata={
-        "help": "tokens a context key reads (knn_lm_keys=context)", "min": 1})
+        "help": "tokens a context key reads (knn_lm_keys=context)", "min": 1, "max": 4096})
     knn_lm_unique: bool = field(default=True, metadata={
         "help": "write a (key, next token) pair to the kNN-LM store only if it is not held yet"})
     knn_temperature: float = field(default=0.02, metadata={
