@@ -14,14 +14,15 @@ L2-normalised (as in the paper), so keys written long ago by older weights stay 
 Unlike the paper, the document memory keeps its gradient within a call: the layer learns what
 to write, which matters when a small model is trained from scratch in a few hundred steps.
 
-With ``lambda_knn > 0`` a second store holds (state, next token) pairs and ``lm_logits``
+With ``lambda_knn > 0`` a second store holds (key, next token) pairs and ``lm_logits``
 returns log((1 - lambda) p_LM + lambda p_kNN), the kNN-LM mixture: facts seen during an old
-task can be recalled after the weights have moved on. The state is the input of block
-``knn_lm_layer`` (0 = the token embedding). Keys must stay findable as training moves on:
-on three fact tasks (tests/test_model_recall.py) only ``knn_lm_layer=0`` with
-``tie_weights=false`` keeps task 1; upper layers drift with the new tasks, and a tied
-head lets Adam move the embedding rows of every absent token at each step, so an old task's
-tokens collapse together. Layer 0 keys make the store a bigram memory, though: a trade-off.
+task can be recalled after the weights have moved on. That needs keys an old context still
+maps to after later tasks trained the network, so by default they are fixed context keys
+(``knn_context.py``: a random projection of the last ``knn_lm_window`` tokens, never trained),
+and each distinct pair is written once (``knn_lm_unique``), so repeated text does not crowd old
+tasks out of the store. ``knn_lm_keys=hidden`` uses the input of block ``knn_lm_layer`` (0 =
+the token embedding), as in the paper: learned keys drift as later tasks train, so an old
+task's entries are no longer found (docs/memory.md, "kNN memory across tasks").
 
 Entries written by a call become searchable when the next call starts, so a batch never
 retrieves its own next tokens. ``memory_stats()`` reports entries, bytes and retrieval time.
@@ -243,8 +244,8 @@ class KNN(SequenceModel):
             outs.append(self.ln_f(h))
         h = torch.cat(outs, dim=1)
         if self.lm_store is not None:
-            # The kNN-LM searches with the states entering block ``knn_lm_layer``. The last
-            # layer's states drift most when a later task is trained (they collapse towards
+            # Fixed context keys, or the states entering block ``knn_lm_layer``: not the last
+            # layer's, which drift most when a later task is trained (they collapse towards
             # its outputs), so an old task's keys would no longer be found from them.
             if self.context_keys is not None:
                 lm_keys = self.context_keys(x)

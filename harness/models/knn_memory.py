@@ -11,6 +11,9 @@ store, whose values are next tokens, that would leak the answer). Under DDP ever
 writes are all-gathered when staged, so all ranks hold the same global memory, bounded
 globally by ``capacity``.
 
+With ``unique=True`` a committed entry whose key and value the store already holds (or that
+repeats earlier in the same write) is skipped, so the store holds distinct pairs, not copies.
+
 Search is exact top-k by inner product: a chunked matrix product in torch (default), or a
 FAISS ``IndexFlatIP`` (``index="faiss"``, needs ``faiss-cpu``), which searches large memories
 without materialising the full score matrix; or approximate, in ~sqrt(n), with an inverted-file
