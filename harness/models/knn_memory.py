@@ -12,7 +12,8 @@ writes are all-gathered when staged, so all ranks hold the same global memory, b
 globally by ``capacity``.
 
 With ``unique=True`` a committed entry whose key and value the store already holds (or that
-repeats earlier in the same write) is skipped, so the store holds distinct pairs, not copies.
+repeats earlier in the same write) is skipped, so the store holds distinct pairs, not copies
+(bit-identical ones: fixed keys of the same context are; learned keys rarely repeat).
 
 Search is exact top-k by inner product: a chunked matrix product in torch (default), or a
 FAISS ``IndexFlatIP`` (``index="faiss"``, needs ``faiss-cpu``), which searches large memories
@@ -92,25 +93,21 @@ class KVStore(nn.Module):
         self.pending = []
 
     def _novel(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-        """The entries not already held: first of each repeated (key, value), none in store."""
-        rows = torch.cat([keys, values.reshape(len(keys), -1).float()], dim=1)
-        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
-        first = torch.full((int(inverse.max()) + 1 if len(rows) else 0,), len(rows))
-        first = first.scatter_reduce(0, inverse, torch.arange(len(rows)), "amin").sort().values
-        keys, values = keys[first], values[first]
-        n = int(self.count)
-        if n == 0 or len(keys) == 0:
+        """The entries not held yet: the first of each (key, value) repeated in this write, none
+        already in the store. Equal means bit-identical, as fixed context keys of one context
+        are; one sort of held and new rows, not a search."""
+        n, width = int(self.count), self.values[0].numel()
+        if len(keys) == 0:
             return keys, values
-        held_k = self.keys[:n].to(keys.device)
-        held_v = self.values[:n].to(values.device).reshape(n, -1)
-        step = max(1, (1 << 22) // (n * held_v.shape[1]))  # bound the (chunk, n, value) tensor
-        known = []
-        for k, v in zip(keys.split(step), values.split(step)):
-            same_key = (k @ held_k.T) >= 1 - 1e-6  # unit keys: the same key
-            same_value = (v.reshape(len(v), 1, -1) == held_v).all(-1)
-            known.append((same_key & same_value).any(-1))
-        new = ~torch.cat(known)
-        return keys[new], values[new]
+        held = torch.cat([self.keys[:n], self.values[:n].reshape(n, width).float()], dim=1)
+        new = torch.cat([keys, values.reshape(len(keys), width).float()], dim=1).to(held.device)
+        rows = torch.cat([held, new])
+        _, group = torch.unique(rows, dim=0, return_inverse=True)
+        order = torch.arange(len(rows), device=rows.device)
+        first = torch.full((int(group.max()) + 1,), len(rows), device=rows.device)
+        first = first.scatter_reduce(0, group, order, "amin")  # earliest row of each group
+        keep = (first[group[n:]] == order[n:]).to(keys.device)
+        return keys[keep], values[keep]
 
     def _slots(self, n: int) -> Tensor:
         """Slot of each new entry (-1 = dropped), by the eviction policy."""
