@@ -6,6 +6,7 @@ import torch
 from harness.api import DataSpec
 from harness.errors import UserError
 from harness.models.knn import KNN, KNNConfig
+from harness.models.knn_context import ContextKeys
 from harness.models.knn_memory import KVStore
 
 SPEC = DataSpec("tokens", "lm", vocab_size=40, seq_len=16)
@@ -240,6 +241,10 @@ def test_context_keys_are_causal_and_do_not_depend_on_the_weights():
     again = KNN(KNNConfig(d_model=32, n_head=4, n_layer=2, seg_len=8, capacity=100, top_k=4,
                           lambda_knn=0.5), SPEC)
     assert torch.equal(again.context_keys(x), keys)  # from model.seed, not the weights
+    short = ContextKeys(40, 32, window=4, seed=0)
+    shifted = torch.cat([tokens(T=5, seed=5), x], dim=1)  # the same contexts, 5 places on
+    # bit-identical, whatever the position: what knn_lm_unique's exact match relies on
+    assert torch.equal(short(shifted)[:, 5 + 3:], short(x)[:, 3:])
 
 
 @pytest.mark.parametrize("keys", ["context", "hidden"])
