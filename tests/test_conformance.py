@@ -57,7 +57,7 @@ SMALL = {
     "rmt": ["model.d_model=32", "model.n_head=4", "model.n_layer=2", "model.seg_len=8",
             "model.n_mem_tokens=2"],
     "knn": ["model.d_model=32", "model.n_head=4", "model.n_layer=2", "model.seg_len=8",
-            "model.capacity=64", "model.top_k=4"],
+            "model.capacity=64", "model.top_k=4", "model.lambda_knn=0.3"],
     "titans": ["model.d_model=32", "model.n_head=4", "model.n_layer=2", "model.seg_len=8",
                "model.chunk_size=4", "model.n_persist=2"],
     "memory_layer": ["model.d_model=32", "model.n_head=4", "model.n_layer=2", "model.n_keys=8",

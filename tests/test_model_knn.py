@@ -6,6 +6,7 @@ import torch
 from harness.api import DataSpec
 from harness.errors import UserError
 from harness.models.knn import KNN, KNNConfig
+from harness.models.knn_context import ContextKeys
 from harness.models.knn_memory import KVStore
 
 SPEC = DataSpec("tokens", "lm", vocab_size=40, seq_len=16)
@@ -41,6 +42,18 @@ def test_random_evictions_stay_within_capacity(eviction):
     store = store_of([list(range(i, i + 3)) for i in range(0, 30, 3)], eviction=eviction)
     assert int(store.count) == 4 and len(set(store.values.tolist())) == 4
     assert int(store.seen) == 30
+
+
+def test_a_unique_store_writes_each_pair_once():
+    store = KVStore(capacity=8, key_dim=2, value_dtype=torch.long, unique=True)
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    store.write(torch.stack([a, a, b, a]), torch.tensor([1, 1, 1, 2]))  # (a, 1) twice
+    store.commit()
+    store.write(torch.stack([b, b]), torch.tensor([1, 3]))  # (b, 1) is held already
+    store.commit()
+    held = {(tuple(k.tolist()), int(v)) for k, v in zip(store.keys[:4], store.values[:4])}
+    assert int(store.count) == 4 and int(store.seen) == 4
+    assert held == {((1.0, 0.0), 1), ((0.0, 1.0), 1), ((1.0, 0.0), 2), ((0.0, 1.0), 3)}
 
 
 def test_writes_are_searchable_only_after_commit():
@@ -213,3 +226,40 @@ def test_ddp_writes_are_gathered_so_ranks_hold_one_global_memory(tmp_path):
         else:
             assert torch.equal(a[key], b[key])
     assert set(a["values"].tolist()) == {0.0, 1.0}  # both ranks' entries are in the memory
+
+
+def test_context_keys_are_causal_and_do_not_depend_on_the_weights():
+    m = model(lambda_knn=0.5)
+    x = tokens(seed=4)
+    keys = m.context_keys(x)
+    torch.testing.assert_close(keys.norm(dim=-1), torch.ones(2, 16))
+    changed = x.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % 40
+    assert torch.equal(m.context_keys(changed)[:, :10], keys[:, :10])  # no future token
+    assert not torch.equal(m.context_keys(changed)[:, 10:], keys[:, 10:])
+    torch.manual_seed(1)
+    again = KNN(KNNConfig(d_model=32, n_head=4, n_layer=2, seg_len=8, capacity=100, top_k=4,
+                          lambda_knn=0.5), SPEC)
+    assert torch.equal(again.context_keys(x), keys)  # from model.seed, not the weights
+    short = ContextKeys(40, 32, window=4, seed=0)
+    shifted = torch.cat([tokens(T=5, seed=5), x], dim=1)  # the same contexts, 5 places on
+    # bit-identical, whatever the position: what knn_lm_unique's exact match relies on
+    assert torch.equal(short(shifted)[:, 5 + 3:], short(x)[:, 3:])
+
+
+@pytest.mark.parametrize("keys", ["context", "hidden"])
+def test_context_keys_recall_what_was_written_after_the_weights_move(keys):
+    """The kNN-LM finds an old entry only if the old context still gives the same key: fixed
+    context keys do after every weight has changed; learned (hidden) keys do not."""
+    m = model(lambda_knn=0.9, knn_lm_keys=keys, capacity=200).train()
+    x = tokens(seed=6)
+    m(x)  # written
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(generator=torch.Generator().manual_seed(2))  # a later task's weights
+    m.eval()
+    p = m.lm_logits(m(x)).exp()[:, :-1].gather(-1, x[:, 1:, None]).squeeze(-1)
+    if keys == "context":
+        assert p.min() > 0.85  # 0.9 * p_kNN: the stored next token, found again
+    else:
+        assert p.mean() < 0.5

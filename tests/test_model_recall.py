@@ -126,6 +126,7 @@ def test_knn_store_remembers_task_one_after_tasks_two_and_three():
     # Reservoir eviction keeps a uniform sample of all three tasks in a small store.
     model = KNN(KNNConfig(d_model=64, n_head=4, n_layer=2, seg_len=2 * N_FACTS, capacity=1024,
                           eviction="reservoir", lambda_knn=0.5, top_k=8, knn_lm_layer=0,
+                          knn_lm_keys="hidden", knn_lm_unique=False, knn_temperature=0.1,
                           tie_weights=False), spec)
     gen = torch.Generator().manual_seed(0)
     task1 = facts(0, 128, torch.Generator().manual_seed(100))

@@ -14,14 +14,15 @@ L2-normalised (as in the paper), so keys written long ago by older weights stay 
 Unlike the paper, the document memory keeps its gradient within a call: the layer learns what
 to write, which matters when a small model is trained from scratch in a few hundred steps.
 
-With ``lambda_knn > 0`` a second store holds (state, next token) pairs and ``lm_logits``
+With ``lambda_knn > 0`` a second store holds (key, next token) pairs and ``lm_logits``
 returns log((1 - lambda) p_LM + lambda p_kNN), the kNN-LM mixture: facts seen during an old
-task can be recalled after the weights have moved on. The state is the input of block
-``knn_lm_layer`` (0 = the token embedding). Keys must stay findable as training moves on:
-on three fact tasks (tests/test_model_recall.py) only ``knn_lm_layer=0`` with
-``tie_weights=false`` keeps task 1; upper layers drift with the new tasks, and a tied
-head lets Adam move the embedding rows of every absent token at each step, so an old task's
-tokens collapse together. Layer 0 keys make the store a bigram memory, though: a trade-off.
+task can be recalled after the weights have moved on. That needs keys an old context still
+maps to after later tasks trained the network, so by default they are fixed context keys
+(``knn_context.py``: a random projection of the last ``knn_lm_window`` tokens, never trained),
+and each distinct pair is written once (``knn_lm_unique``), so repeated text does not crowd old
+tasks out of the store. ``knn_lm_keys=hidden`` uses the input of block ``knn_lm_layer`` (0 =
+the token embedding), as in the paper: learned keys drift as later tasks train, so an old
+task's entries are no longer found (docs/memory.md, "kNN memory across tasks").
 
 Entries written by a call become searchable when the next call starts, so a batch never
 retrieves its own next tokens. ``memory_stats()`` reports entries, bytes and retrieval time.
@@ -38,11 +39,13 @@ from torch import Tensor, nn
 
 from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
+from harness.models.knn_context import ContextKeys
 from harness.models.knn_memory import EVICTIONS, INDEXES, KVStore
 from harness.models.layers import Block, check_heads, init_weights, rope
 from harness.registry import register_model
 
 WRITES = ("train", "eval", "both", "none")
+LM_KEYS = ("context", "hidden")
 
 
 @dataclass
@@ -74,11 +77,23 @@ class KNNConfig:
                                                      "min": 0, "below": 1})
     tie_weights: bool = field(default=True, metadata={"help": "tie LM head to the embedding"})
     knn_lm_layer: int = field(default=1, metadata={
-        "help": "kNN-LM keys: the input of this block (0 = token embeddings; at most n_layer)",
+        "help": "kNN-LM keys with knn_lm_keys=hidden: the input of this block (0 = token "
+                "embeddings; at most n_layer)",
         "min": 0})
-    knn_temperature: float = field(default=0.1, metadata={
-        "help": "kNN-LM softmax temperature over cosine similarities", "above": 0})
-    seed: int = field(default=0, metadata={"help": "seed of random/reservoir eviction",
+    knn_lm_keys: str = field(default="context", metadata={
+        "help": "kNN-LM keys: context, a fixed random projection of the last knn_lm_window "
+                "tokens (never trained, so old tasks' keys are found again); hidden, the input "
+                "of block knn_lm_layer (learned; drifts as later tasks train)",
+        "choices": LM_KEYS})
+    knn_lm_window: int = field(default=32, metadata={
+        "help": "tokens a context key reads (knn_lm_keys=context)", "min": 1, "max": 4096})
+    knn_lm_unique: bool = field(default=True, metadata={
+        "help": "write a (key, next token) pair to the kNN-LM store only if it is not held yet"})
+    knn_temperature: float = field(default=0.02, metadata={
+        "help": "kNN-LM softmax temperature over cosine similarities (a context key one token "
+                "in 32 away scores ~0.03 lower: at 0.02 a weight ~4.5x smaller)", "above": 0})
+    seed: int = field(default=0, metadata={"help": "seed of random/reservoir eviction and of "
+                                           "the context keys' tables",
                                            "min": 0, "max": 2**32 - 1})
 
     def check(self) -> None:
@@ -196,9 +211,13 @@ class KNN(SequenceModel):
         store = dict(eviction=cfg.eviction, index=cfg.index, seed=cfg.seed)
         dh = cfg.d_model // cfg.n_head
         self.attn_store = KVStore(cfg.capacity, dh, (dh,), **store) if cfg.capacity else None
-        self.lm_store = None
+        self.lm_store = self.context_keys = None
         if cfg.capacity and cfg.lambda_knn > 0:
-            self.lm_store = KVStore(cfg.capacity, cfg.d_model, (), torch.long, **store)
+            self.lm_store = KVStore(cfg.capacity, cfg.d_model, (), torch.long,
+                                    unique=cfg.knn_lm_unique, **store)
+            if cfg.knn_lm_keys == "context":
+                self.context_keys = ContextKeys(spec.vocab_size, cfg.d_model, cfg.knn_lm_window,
+                                                cfg.seed)
         self._lm_query: tuple[Tensor, Tensor] | None = None  # (hidden, kNN-LM keys) of last call
 
     def stores(self) -> list[KVStore]:
@@ -225,10 +244,13 @@ class KNN(SequenceModel):
             outs.append(self.ln_f(h))
         h = torch.cat(outs, dim=1)
         if self.lm_store is not None:
-            # The kNN-LM searches with the states entering block ``knn_lm_layer``. The last
-            # layer's states drift most when a later task is trained (they collapse towards
+            # Fixed context keys, or the states entering block ``knn_lm_layer``: not the last
+            # layer's, which drift most when a later task is trained (they collapse towards
             # its outputs), so an old task's keys would no longer be found from them.
-            lm_keys = F.normalize(torch.cat(lm_keys, dim=1).float(), dim=-1)
+            if self.context_keys is not None:
+                lm_keys = self.context_keys(x)
+            else:
+                lm_keys = F.normalize(torch.cat(lm_keys, dim=1).float(), dim=-1)
             self._lm_query = (h, lm_keys)
             if x.shape[1] > 1 and self.writing():
                 self.lm_store.write(lm_keys[:, :-1].flatten(0, 1), x[:, 1:].flatten())

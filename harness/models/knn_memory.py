@@ -11,6 +11,10 @@ store, whose values are next tokens, that would leak the answer). Under DDP ever
 writes are all-gathered when staged, so all ranks hold the same global memory, bounded
 globally by ``capacity``.
 
+With ``unique=True`` a committed entry whose key and value the store already holds (or that
+repeats earlier in the same write) is skipped, so the store holds distinct pairs, not copies
+(bit-identical ones: fixed keys of the same context are; learned keys rarely repeat).
+
 Search is exact top-k by inner product: a chunked matrix product in torch (default), or a
 FAISS ``IndexFlatIP`` (``index="faiss"``, needs ``faiss-cpu``), which searches large memories
 without materialising the full score matrix; or approximate, in ~sqrt(n), with an inverted-file
@@ -38,7 +42,7 @@ class KVStore(nn.Module):
 
     def __init__(self, capacity: int, key_dim: int, value_shape: tuple = (),
                  value_dtype: torch.dtype = torch.float32, eviction: str = "fifo",
-                 index: str = "exact", seed: int = 0):
+                 index: str = "exact", seed: int = 0, unique: bool = False):
         super().__init__()
         if eviction not in EVICTIONS:
             raise UserError(f"eviction must be one of {', '.join(EVICTIONS)}, not '{eviction}'")
@@ -47,6 +51,7 @@ class KVStore(nn.Module):
         if index != "exact":
             _import_faiss()  # fail at construction, not at the first search
         self.capacity, self.eviction, self.index = capacity, eviction, index
+        self.unique = unique
         self.register_buffer("keys", torch.zeros(capacity, key_dim))
         self.register_buffer("values", torch.zeros(capacity, *value_shape, dtype=value_dtype))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))  # filled slots
@@ -71,6 +76,8 @@ class KVStore(nn.Module):
     @torch.no_grad()
     def commit(self) -> None:
         for keys, values in self.pending:
+            if self.unique:
+                keys, values = self._novel(keys, values)
             dropped = max(0, len(keys) - self.capacity)  # more than the store holds: newest win
             keys, values = keys[dropped:], values[dropped:]
             self.seen += dropped
@@ -84,6 +91,23 @@ class KVStore(nn.Module):
             self.seen += len(keys)
             self._faiss_dirty = True
         self.pending = []
+
+    def _novel(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """The entries not held yet: the first of each (key, value) repeated in this write, none
+        already in the store. Equal means bit-identical, as fixed context keys of one context
+        are; one sort of held and new rows, not a search."""
+        n, width = int(self.count), self.values[0].numel()
+        if len(keys) == 0:
+            return keys, values
+        held = torch.cat([self.keys[:n], self.values[:n].reshape(n, width).float()], dim=1)
+        new = torch.cat([keys, values.reshape(len(keys), width).float()], dim=1).to(held.device)
+        rows = torch.cat([held, new])
+        _, group = torch.unique(rows, dim=0, return_inverse=True)
+        order = torch.arange(len(rows), device=rows.device)
+        first = torch.full((int(group.max()) + 1,), len(rows), device=rows.device)
+        first = first.scatter_reduce(0, group, order, "amin")  # earliest row of each group
+        keep = (first[group[n:]] == order[n:]).to(keys.device)
+        return keys[keep], values[keep]
 
     def _slots(self, n: int) -> Tensor:
         """Slot of each new entry (-1 = dropped), by the eviction policy."""
