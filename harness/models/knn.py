@@ -41,7 +41,7 @@ from harness.api import DataSpec, SequenceModel
 from harness.errors import UserError
 from harness.models.knn_context import ContextKeys
 from harness.models.knn_memory import EVICTIONS, INDEXES, KVStore
-from harness.models.layers import Block, check_heads, init_weights, rope
+from harness.models.layers import Block, SegmentConfig, init_weights, rope
 from harness.registry import register_model
 
 WRITES = ("train", "eval", "both", "none")
@@ -49,15 +49,8 @@ LM_KEYS = ("context", "hidden")
 
 
 @dataclass
-class KNNConfig:
+class KNNConfig(SegmentConfig):
     name: str = "knn"
-    n_layer: int = field(default=2, metadata={"help": "transformer blocks", "min": 1})
-    n_head: int = field(default=4, metadata={"help": "attention heads per block", "min": 1})
-    d_model: int = field(default=128, metadata={"help": "hidden size", "min": 1})
-    dropout: float = field(default=0.0, metadata={"help": "dropout on attention and MLP",
-                                                  "min": 0, "below": 1})
-    seg_len: int = field(default=64, metadata={"help": "tokens per segment (attention window)",
-                                               "min": 1})
     knn_layer: int = field(default=-1, metadata={
         "help": "block reading memory (-1 = last; -n_layer <= knn_layer < n_layer)"})
     top_k: int = field(default=16, metadata={"help": "entries retrieved per query", "min": 1})
@@ -97,7 +90,7 @@ class KNNConfig:
                                            "min": 0, "max": 2**32 - 1})
 
     def check(self) -> None:
-        check_heads(self.d_model, self.n_head)
+        super().check()
         if not -self.n_layer <= self.knn_layer < self.n_layer:
             raise UserError(f"model.knn_layer={self.knn_layer} must be a block: from "
                             f"-{self.n_layer} to {self.n_layer - 1} (model.n_layer={self.n_layer})")

@@ -98,7 +98,7 @@ def init_weights(module: nn.Module) -> None:
 
 @dataclass
 class SegmentConfig:
-    """The fields of a model that reads its sequence segment by segment (xl, rmt), in the
+    """The fields of a model that reads its sequence segment by segment (xl, rmt, knn), in the
     order they are listed: a model's config subclasses it, and ``name``, which it redefines,
     keeps its first place."""
 
